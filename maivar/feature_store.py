@@ -1,0 +1,182 @@
+"""The HDF5 files that carry audio images and features from one stage to the next.
+
+Layout of every store (``images.h5``, ``audio.h5``, ``video.h5``)::
+
+    /<data>            N x ...   the payload: ``images`` (uint8) or ``features`` (float)
+    /ids               N         clip ids (UTF-8), aligned with the payload rows and the manifest's ``id``
+    /labels            N         int64 contiguous class labels
+    /rejected/ids      R         every manifest clip that is NOT in /ids, with the reason
+    /rejected/reasons  R         (codes from :mod:`maivar.rejections`), inherited from the input store
+    /rejected/details  R         plus this stage's own
+    attrs              what made it (representation, backbone, weights, ...) + ``complete = True``
+
+``complete`` is set last, and the file is written to a temporary path and renamed into place
+(:mod:`maivar.atomic`), so a reader that finds the file finds it whole; :func:`open_store` still checks
+the attribute and refuses a file without it. Datasets are created with ``track_times=False`` so that the
+same inputs give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import h5py
+import numpy as np
+
+from .atomic import atomic_path
+from .errors import PipelineError
+
+STR = h5py.string_dtype("utf-8")
+
+
+@dataclass(frozen=True)
+class Rejection:
+    id: str
+    reason: str
+    detail: str = ""
+
+
+@dataclass
+class Store:
+    """A store read into memory (the payload too, unless ``load_data=False``)."""
+
+    path: Path
+    ids: list[str]
+    labels: np.ndarray
+    rejected: list[Rejection]
+    attrs: dict
+    data: np.ndarray | None = None
+    index: dict[str, int] = field(init=False)
+
+    def __post_init__(self):
+        self.index = {clip_id: i for i, clip_id in enumerate(self.ids)}
+
+
+def _attr(value):
+    """HDF5 attributes take scalars and strings; anything else is stored as JSON."""
+    if value is None:
+        return "null"
+    if isinstance(value, (bool, int, float, str, np.integer, np.floating, np.bool_)):
+        return value
+    return json.dumps(value, sort_keys=True)
+
+
+class StoreWriter:
+    """Fill a store row by row (``write``), then ``finish`` it; use through :func:`create_store`."""
+
+    def __init__(self, h5: h5py.File, data_name: str, n: int, item_shape: Sequence[int], dtype, compression):
+        self._h5 = h5
+        self.n = n
+        chunks = (1, *item_shape) if n else None
+        self.data = h5.create_dataset(
+            data_name, shape=(n, *item_shape), dtype=dtype, chunks=chunks, compression=compression if n else None,
+            track_times=False,
+        )
+        self._written = np.zeros(n, dtype=bool)
+
+    def write(self, row: int, value: np.ndarray) -> None:
+        self.data[row] = value
+        self._written[row] = True
+
+    def write_rows(self, start: int, values: np.ndarray) -> None:
+        self.data[start : start + len(values)] = values
+        self._written[start : start + len(values)] = True
+
+    def finish(self, ids: Sequence[str], labels: Sequence[int], rejected: Sequence[Rejection], attrs: dict) -> None:
+        if len(ids) != self.n or len(labels) != self.n:
+            raise ValueError(f"store has {self.n} rows but got {len(ids)} ids and {len(labels)} labels")
+        if not self._written.all():
+            missing = int((~self._written).sum())
+            raise ValueError(f"{missing} of {self.n} rows were never written")
+        if len(set(ids)) != len(ids):
+            raise ValueError("duplicate ids in store")
+        h5 = self._h5
+        h5.create_dataset("ids", data=np.array(list(ids), dtype=object), dtype=STR, track_times=False)
+        h5.create_dataset("labels", data=np.asarray(labels, dtype=np.int64), track_times=False)
+        grp = h5.create_group("rejected", track_order=True)
+        rej = sorted(rejected, key=lambda r: r.id)
+        for name, col in (("ids", [r.id for r in rej]), ("reasons", [r.reason for r in rej]),
+                          ("details", [r.detail for r in rej])):
+            grp.create_dataset(name, data=np.array(col, dtype=object), dtype=STR, shape=(len(col),),
+                               track_times=False)
+        for key in sorted(attrs):
+            h5.attrs[key] = _attr(attrs[key])
+        h5.attrs["complete"] = True
+
+
+@contextlib.contextmanager
+def create_store(
+    path: str | Path,
+    *,
+    data_name: str,
+    n: int,
+    item_shape: Sequence[int],
+    dtype,
+    compression: str | None = "lzf",
+) -> Iterator[StoreWriter]:
+    """Create a store atomically: the file appears at ``path`` only after ``finish`` and a clean exit."""
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w", track_order=True) as h5:
+            writer = StoreWriter(h5, data_name, n, item_shape, dtype, compression)
+            yield writer
+            if not h5.attrs.get("complete", False):
+                raise RuntimeError(f"store {path} was not finished (StoreWriter.finish was not called)")
+
+
+def open_store(path: str | Path, data_name: str, *, load_data: bool = True) -> Store:
+    """Read a store; a missing, unreadable or incomplete file is a one-line :class:`PipelineError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"{path} does not exist: run the stage that writes it first (dvc repro)")
+    try:
+        with h5py.File(path, "r") as h5:
+            if not h5.attrs.get("complete", False):
+                raise PipelineError(f"{path} is incomplete (its writer was interrupted): rerun dvc repro")
+            if data_name not in h5:
+                raise PipelineError(f"{path} has no '{data_name}' dataset: is it the right file?")
+            ids = [s.decode() if isinstance(s, bytes) else s for s in h5["ids"][()]]
+            rej = h5["rejected"]
+            rejected = [
+                Rejection(*(v.decode() if isinstance(v, bytes) else v for v in row))
+                for row in zip(rej["ids"][()], rej["reasons"][()], rej["details"][()])
+            ]
+            attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in h5.attrs.items()}
+            data = h5[data_name][()] if load_data else None
+            return Store(path, ids, h5["labels"][()], rejected, attrs, data)
+    except OSError as exc:
+        raise PipelineError(f"{path} is not a readable HDF5 file ({exc}): delete it and rerun dvc repro") from None
+
+
+class LazyRows:
+    """Row access to a store's payload that opens the file on first use, in whichever process uses it.
+
+    Safe to hand to DataLoader workers under both ``fork`` and ``spawn``: only the path is pickled, and
+    each process opens its own handle.
+    """
+
+    def __init__(self, path: str | Path, data_name: str):
+        self.path = str(path)
+        self.data_name = data_name
+        with h5py.File(self.path, "r") as h5:
+            self._len = len(h5[data_name])
+        self._h5 = None
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, row: int) -> np.ndarray:
+        if self._h5 is None:
+            self._h5 = h5py.File(self.path, "r")
+        return self._h5[self.data_name][row]
+
+    def __getstate__(self):
+        return {"path": self.path, "data_name": self.data_name, "_len": self._len, "_h5": None}
+
+    def close(self) -> None:
+        if self._h5 is not None:
+            self._h5.close()
+            self._h5 = None

@@ -1,0 +1,41 @@
+"""Reason codes for rejected clips, shared by every stage.
+
+A rejected clip is never silently dropped: each stage records ``(id, reason, detail)`` rows, and the
+stages after it read them back, so that ids stay aligned across audio and video files.
+"""
+
+MISSING_FILE = "missing_file"  # named in the split list, absent on disk
+EMPTY_FILE = "empty_file"  # 0 bytes
+UNREADABLE_VIDEO = "unreadable_video"  # the container cannot be opened or has no video stream
+NO_AUDIO_STREAM = "no_audio_stream"  # the container has no audio stream
+SILENT_AUDIO = "silent_audio"  # an audio stream whose peak is below the silence threshold
+DEMUX_FAILED = "demux_failed"  # ffmpeg failed, or wrote nothing usable
+TRUNCATED = "truncated"  # decoded much less than the container declares
+TIMEOUT = "timeout"  # a probe, demux or decode took longer than its timeout and was killed
+CRASHED = "crashed"  # the worker process died (e.g. a segfault in a decoder)
+CLASS_WITHOUT_AUDIO = "class_without_audio"  # the audio-subset rule dropped the whole class
+NOT_IN_CLASS_LIST = "not_in_class_list"  # the class is outside the configured class list
+UNKNOWN_CLASS = "unknown_class"  # a split line names a class that classInd.txt does not have
+UNREADABLE_AUDIO = "unreadable_audio"  # a WAV that cannot be read
+UPSTREAM_REJECTED = "upstream_rejected"  # absent from an input file because an earlier stage rejected it
+TOO_FEW_FRAMES = "too_few_frames"  # a video that decodes fewer frames than the sampling needs
+DECODE_FAILED = "decode_failed"  # decoding failed part-way
+
+ALL = (
+    MISSING_FILE,
+    EMPTY_FILE,
+    UNREADABLE_VIDEO,
+    NO_AUDIO_STREAM,
+    SILENT_AUDIO,
+    DEMUX_FAILED,
+    TRUNCATED,
+    TIMEOUT,
+    CRASHED,
+    CLASS_WITHOUT_AUDIO,
+    NOT_IN_CLASS_LIST,
+    UNKNOWN_CLASS,
+    UNREADABLE_AUDIO,
+    UPSTREAM_REJECTED,
+    TOO_FEW_FRAMES,
+    DECODE_FAILED,
+)
