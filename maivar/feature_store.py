@@ -66,15 +66,20 @@ def _attr(value):
 
 
 class StoreWriter:
-    """Fill a store row by row (``write``), then ``finish`` it; use through :func:`create_store`."""
+    """Fill a store row by row (``write``), then ``finish`` it; use through :func:`create_store`.
+
+    ``n`` is the most rows the store may hold (e.g. the manifest's length); write the kept rows at
+    0, 1, 2, ... and ``finish`` trims the store to the number of ids it is given.
+    """
 
     def __init__(self, h5: h5py.File, data_name: str, n: int, item_shape: Sequence[int], dtype, compression):
         self._h5 = h5
         self.n = n
-        chunks = (1, *item_shape) if n else None
+        # Chunked (one row a chunk) and resizable, so that ``finish`` can drop the unused tail when fewer
+        # rows than planned were kept (clips rejected on the way).
         self.data = h5.create_dataset(
-            data_name, shape=(n, *item_shape), dtype=dtype, chunks=chunks, compression=compression if n else None,
-            track_times=False,
+            data_name, shape=(n, *item_shape), maxshape=(None, *item_shape), dtype=dtype,
+            chunks=(1, *item_shape), compression=compression, track_times=False,
         )
         self._written = np.zeros(n, dtype=bool)
 
@@ -87,11 +92,16 @@ class StoreWriter:
         self._written[start : start + len(values)] = True
 
     def finish(self, ids: Sequence[str], labels: Sequence[int], rejected: Sequence[Rejection], attrs: dict) -> None:
-        if len(ids) != self.n or len(labels) != self.n:
+        """Write ids, labels, rejections and attributes; rows ``len(ids):n`` (planned, never filled) are dropped."""
+        if len(ids) > self.n or len(labels) != len(ids):
             raise ValueError(f"store has {self.n} rows but got {len(ids)} ids and {len(labels)} labels")
-        if not self._written.all():
-            missing = int((~self._written).sum())
-            raise ValueError(f"{missing} of {self.n} rows were never written")
+        if not self._written[: len(ids)].all():
+            missing = int((~self._written[: len(ids)]).sum())
+            raise ValueError(f"{missing} of {len(ids)} rows were never written")
+        if self._written[len(ids):].any():
+            raise ValueError(f"rows past the {len(ids)} ids were written: ids and rows are misaligned")
+        if len(ids) < self.n:
+            self.data.resize(len(ids), axis=0)
         if len(set(ids)) != len(ids):
             raise ValueError("duplicate ids in store")
         h5 = self._h5

@@ -1,7 +1,7 @@
 """A process pool for per-file work that a bad file cannot stop.
 
-``guarded_map(fn, items, ...)`` runs ``fn(item)`` in worker processes over all cores and returns the
-results in input order. Unlike ``multiprocessing.Pool`` it watches each item on its own:
+``guarded_imap(fn, items, ...)`` runs ``fn(item)`` in worker processes over all cores and yields the
+results in input order as they become ready (``guarded_map`` collects them in a list). Unlike ``multiprocessing.Pool`` it watches each item on its own:
 
 - an item that runs longer than ``timeout_s`` has its worker killed and becomes ``Failure(TIMEOUT)``;
 - an item whose worker dies (a segfault in a decoder, ``os._exit``, the OOM killer) becomes
@@ -15,6 +15,7 @@ that records them; ``Failure`` is for what it could not catch.
 
 from __future__ import annotations
 
+import faulthandler
 import multiprocessing as mp
 import os
 import time
@@ -22,7 +23,7 @@ import traceback
 from collections import deque
 from dataclasses import dataclass
 from multiprocessing.connection import wait
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from tqdm import tqdm
 
@@ -40,6 +41,8 @@ def default_workers() -> int:
 
 
 def _worker_loop(conn, fn) -> None:
+    # A crash is reported as this item's Failure; a faulthandler dump per crashed file would only be noise.
+    faulthandler.disable()
     while True:
         try:
             task = conn.recv()
@@ -86,7 +89,7 @@ class _Worker:
         self.conn.close()
 
 
-def guarded_map(
+def guarded_imap(
     fn: Callable[[Any], Any],
     items: Iterable[Any],
     *,
@@ -95,12 +98,17 @@ def guarded_map(
     recycle_after: int = 1000,
     start_method: str | None = None,
     desc: str | None = None,
-) -> list[Any]:
-    """Return ``[fn(item) or Failure, ...]`` in the order of ``items`` (see the module docstring)."""
+) -> Iterator[Any]:
+    """Yield ``fn(item)`` or a ``Failure`` for each item, in the order of ``items``, as soon as each is ready.
+
+    Only results that wait for an earlier, slower item are held, so memory stays bounded by the work in
+    flight, not by the number of items (see the module docstring for timeouts and crashes).
+    """
     items = list(items)
     n_workers = max(1, min(workers or default_workers(), len(items) or 1))
     ctx = mp.get_context(start_method)
-    results: list[Any] = [None] * len(items)
+    ready: dict[int, Any] = {}
+    next_out = 0
     pending = deque(range(len(items)))
     pool: list[_Worker] = []
     bar = tqdm(total=len(items), desc=desc, unit="file", disable=desc is None, mininterval=1.0)
@@ -115,27 +123,27 @@ def guarded_map(
             busy = [w for w in pool if w.task is not None]
             now = time.monotonic()
             wait_s = max(0.0, min(w.started + timeout_s - now for w in busy))
-            ready = set(wait([x for w in busy for x in (w.conn, w.proc.sentinel)], timeout=wait_s))
-            for w in list(busy):
+            signalled = set(wait([x for w in busy for x in (w.conn, w.proc.sentinel)], timeout=wait_s))
+            for w in busy:
                 finished = False
-                if w.conn in ready:
+                if w.conn in signalled:
                     try:
                         index, ok, payload = w.conn.recv()
-                        results[index] = payload if ok else Failure(rejections.CRASHED, payload[0])
+                        ready[index] = payload if ok else Failure(rejections.CRASHED, payload[0])
                         finished = True
                         w.done += 1
                         w.task = None
                     except (EOFError, OSError):
                         pass  # the worker died; handled below
-                if not finished and (w.conn in ready or w.proc.sentinel in ready) and not w.proc.is_alive():
+                if not finished and (w.conn in signalled or w.proc.sentinel in signalled) and not w.proc.is_alive():
                     code = w.proc.exitcode
                     how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-                    results[w.task] = Failure(rejections.CRASHED, f"worker process died ({how})")
+                    ready[w.task] = Failure(rejections.CRASHED, f"worker process died ({how})")
                     w.stop(kill=True)
                     pool.remove(w)
                     finished = True
                 elif not finished and time.monotonic() - w.started >= timeout_s:
-                    results[w.task] = Failure(rejections.TIMEOUT, f"no result after {timeout_s:g} s; worker killed")
+                    ready[w.task] = Failure(rejections.TIMEOUT, f"no result after {timeout_s:g} s; worker killed")
                     w.stop(kill=True)
                     pool.remove(w)
                     finished = True
@@ -144,8 +152,15 @@ def guarded_map(
                     if w in pool and w.done >= recycle_after:
                         w.stop()
                         pool.remove(w)
+            while next_out in ready:
+                yield ready.pop(next_out)
+                next_out += 1
     finally:
         for w in pool:
             w.stop(kill=w.task is not None)
         bar.close()
-    return results
+
+
+def guarded_map(fn: Callable[[Any], Any], items: Iterable[Any], **kwargs) -> list[Any]:
+    """Return ``[fn(item) or Failure, ...]`` in the order of ``items``; the arguments of :func:`guarded_imap`."""
+    return list(guarded_imap(fn, items, **kwargs))

@@ -90,3 +90,20 @@ def test_lazy_rows_pickle_without_handle(tmp_path):
     np.testing.assert_array_equal(clone[2], data[2])
     rows.close()
     clone.close()
+
+
+def test_fewer_rows_than_planned_are_trimmed(tmp_path):
+    with create_store(tmp_path / "t.h5", data_name="images", n=4, item_shape=(2,), dtype=np.uint8) as w:
+        w.write(0, np.array([1, 2]))
+        w.write(1, np.array([3, 4]))
+        w.finish(["a", "b"], [0, 1], [Rejection("c", "timeout"), Rejection("d", "crashed")], {})
+    store = open_store(tmp_path / "t.h5", "images")
+    assert store.data.tolist() == [[1, 2], [3, 4]] and store.ids == ["a", "b"]
+
+
+def test_rows_past_the_ids_are_a_misalignment(tmp_path):
+    with pytest.raises(ValueError, match="misaligned"):
+        with create_store(tmp_path / "t.h5", data_name="images", n=3, item_shape=(2,), dtype=np.uint8) as w:
+            w.write(0, np.array([1, 2]))
+            w.write(2, np.array([3, 4]))
+            w.finish(["a"], [0], [], {})

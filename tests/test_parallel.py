@@ -54,3 +54,12 @@ def _pid(_):
 
 def test_empty_input():
     assert guarded_map(_work, [], timeout_s=1) == []
+
+
+def test_imap_yields_in_order_while_running():
+    from maivar.parallel import guarded_imap
+
+    seen = []
+    for value in guarded_imap(_work, [1, 2, 3, 4], workers=2, timeout_s=30):
+        seen.append(value)
+    assert seen == [2, 4, 6, 8]

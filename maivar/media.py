@@ -1,0 +1,191 @@
+"""Probe a video with PyAV, demux its audio with ffmpeg, and measure the audio's level.
+
+Traps this module handles (each seen with the current PyAV/ffmpeg builds):
+
+- a truncated AVI opens fine, decodes about half its frames and half its audio without an error, and
+  ffmpeg exits 0 with a half-length WAV: :func:`probe_video` counts the frames the file really holds
+  (packets, or decoded frames) next to what the container *declares* (the AVI header's frame count), and
+  the caller compares the WAV's duration with the declared duration; the exit code is never trusted alone;
+- a damaged header can make FFmpeg's format probe fall back to a raw elementary stream that "opens" but
+  declares no length: that is ``unreadable_video``;
+- ffmpeg without ``-y`` and with an open stdin waits forever at its overwrite prompt: every call has
+  ``-nostdin -y``, writes to a temporary name renamed after validation, and runs under a timeout;
+- ``ffmpeg.probe`` needs an ``ffprobe`` binary that the ``imageio-ffmpeg`` wheel does not ship: probing is
+  done with PyAV, whose exceptions all derive from ``av.FFmpegError``.
+
+Failures are raised as :class:`MediaFault` with a reason code from :mod:`maivar.rejections`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import wave
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import av
+import ffmpeg
+import numpy as np
+
+from . import rejections
+
+
+class MediaFault(Exception):
+    """A per-file problem, with a reason code and a one-line detail."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+@dataclass(frozen=True)
+class VideoProbe:
+    duration_s: float  # declared: the header's frame count / fps (container duration when that is absent)
+    fps: float
+    frames: int  # declared frame count (0 when the container does not say)
+    decoded_frames: int
+    width: int
+    height: int
+    has_audio: bool
+
+
+@dataclass(frozen=True)
+class AudioLevel:
+    sample_rate: int
+    channels: int
+    samples: int
+    peak_dbfs: float
+    rms_dbfs: float
+
+    @property
+    def duration_s(self) -> float:
+        return self.samples / self.sample_rate if self.sample_rate else 0.0
+
+
+@lru_cache(maxsize=1)
+def ffmpeg_exe() -> str:
+    """The ffmpeg binary of the ``imageio-ffmpeg`` wheel (no system ffmpeg needed)."""
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    return (lines[-1] if lines else "")[:limit]
+
+
+FRAME_CHECKS = ("packets", "decode")
+
+
+def probe_video(path: str | Path, frame_check: str = "packets") -> VideoProbe:
+    """Open the container, read its declared properties and count the video frames it really holds.
+
+    ``frame_check="packets"`` counts the video packets (in AVI one chunk per frame, dropped frames included)
+    without decoding: it catches truncation at a fraction of a millisecond per video. ``"decode"`` decodes
+    every packet (no colour conversion, about 20x slower) and also rejects streams that fail to decode.
+    """
+    if frame_check not in FRAME_CHECKS:
+        raise ValueError(f"frame_check must be one of {FRAME_CHECKS}, got {frame_check!r}")
+    path = str(path)
+    try:
+        with av.open(path, metadata_errors="ignore") as container:
+            if not container.streams.video:
+                raise MediaFault(rejections.UNREADABLE_VIDEO, "the container has no video stream")
+            stream = container.streams.video[0]
+            stream.codec_context.thread_count = 1
+            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+            fps = float(rate) if rate else 0.0
+            declared = int(stream.frames or 0)
+            if declared > 0 and fps > 0:
+                duration = declared / fps
+            elif container.duration:
+                duration = container.duration / av.time_base
+                declared = int(round(duration * fps)) if fps else 0
+            else:
+                raise MediaFault(rejections.UNREADABLE_VIDEO, f"the container ({container.format.name}) declares no "
+                                 "length, so truncation cannot be checked: a damaged header?")
+            width, height = stream.codec_context.width, stream.codec_context.height
+            has_audio = bool(container.streams.audio)
+            counted = 0
+            try:
+                for packet in container.demux(stream):
+                    if packet.dts is None and packet.size == 0:
+                        continue  # the end-of-stream marker PyAV yields last
+                    counted += len(packet.decode()) if frame_check == "decode" else 1
+            except av.FFmpegError as exc:
+                raise MediaFault(rejections.DECODE_FAILED, f"after {counted} frames: {_one_line(exc)}") from None
+    except MediaFault:
+        raise
+    except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
+        raise MediaFault(rejections.UNREADABLE_VIDEO, _one_line(f"{type(exc).__name__}: {exc}")) from None
+    if fps <= 0 or width <= 0 or height <= 0:
+        raise MediaFault(rejections.UNREADABLE_VIDEO, f"no usable video stream (fps {fps}, {width}x{height})")
+    return VideoProbe(duration_s=duration, fps=fps, frames=declared, decoded_frames=counted, width=width,
+                      height=height, has_audio=has_audio)
+
+
+def demux_command(src: str | Path, dst: str | Path, *, sample_rate: int, channels: int) -> list[str]:
+    """The ffmpeg command (built with ffmpeg-python) that writes the first audio stream as 16-bit PCM WAV."""
+    stream = ffmpeg.input(str(src)).output(
+        str(dst), f="wav", map="0:a:0", vn=None, acodec="pcm_s16le", ac=channels, ar=sample_rate,
+        map_metadata=-1, fflags="+bitexact", **{"flags:a": "+bitexact"},
+    )
+    return stream.global_args("-nostdin", "-hide_banner", "-loglevel", "error").compile(
+        cmd=ffmpeg_exe(), overwrite_output=True)
+
+
+def demux_audio(src: str | Path, dst: str | Path, *, sample_rate: int, channels: int, timeout_s: float) -> AudioLevel:
+    """Demux ``src``'s audio to the WAV ``dst`` and measure it.
+
+    ffmpeg writes to a temporary sibling; the WAV is renamed into place only after it was read back. A
+    non-zero exit, an unreadable or empty result, or a timeout raises :class:`MediaFault` (and leaves no
+    file). The caller checks the duration against the container (a truncated video exits 0).
+    """
+    dst = Path(dst)
+    tmp = dst.with_name(f".{dst.name}.part")
+    cmd = demux_command(src, tmp, sample_rate=sample_rate, channels=channels)
+    try:
+        try:
+            proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise MediaFault(rejections.TIMEOUT, f"ffmpeg demux ran longer than {timeout_s:g} s; killed") from None
+        if proc.returncode != 0:
+            raise MediaFault(rejections.DEMUX_FAILED,
+                             f"ffmpeg exit code {proc.returncode}: {_one_line(proc.stderr.decode(errors='replace'))}")
+        if not tmp.is_file() or tmp.stat().st_size <= 44:
+            raise MediaFault(rejections.DEMUX_FAILED, "ffmpeg exited 0 but wrote no audio")
+        level = measure_wav(tmp)
+        if level.samples == 0:
+            raise MediaFault(rejections.DEMUX_FAILED, "ffmpeg exited 0 but the WAV holds no samples")
+        os.replace(tmp, dst)
+        return level
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def dbfs(value: float) -> float:
+    """Level of a full-scale-relative amplitude in dBFS (-inf for digital silence)."""
+    return 20 * math.log10(value) if value > 0 else -math.inf
+
+
+def measure_wav(path: str | Path) -> AudioLevel:
+    """Sample rate, channels, length, peak and RMS (dBFS, full scale = 32768) of a 16-bit PCM WAV."""
+    try:
+        with wave.open(str(path), "rb") as wav:
+            if wav.getsampwidth() != 2:
+                raise MediaFault(rejections.DEMUX_FAILED, f"expected 16-bit PCM, got {8 * wav.getsampwidth()}-bit")
+            rate, channels, n = wav.getframerate(), wav.getnchannels(), wav.getnframes()
+            data = np.frombuffer(wav.readframes(n), dtype="<i2")
+    except (wave.Error, EOFError) as exc:
+        raise MediaFault(rejections.DEMUX_FAILED, f"unreadable WAV: {exc}") from None
+    samples = len(data) // max(channels, 1)
+    if len(data) == 0:
+        return AudioLevel(rate, channels, 0, -math.inf, -math.inf)
+    x = data.astype(np.float64) / 32768.0
+    peak = float(np.max(np.abs(x)))
+    rms = float(np.sqrt(np.mean(x * x)))
+    return AudioLevel(rate, channels, samples, dbfs(peak), dbfs(rms))

@@ -1,0 +1,297 @@
+"""The audio subset (paper IV-A): which listed videos are kept, and why the others are not.
+
+The rule, applied to the videos listed in the chosen split (``dataset.split``) of a UCF101-layout root:
+
+0. **Class list** (``prepare.classes``: ``all`` | ``paper`` | a list). Videos of other classes are
+   ``not_in_class_list`` and are not opened; a list line naming a class ``classInd.txt`` lacks is
+   ``unknown_class``.
+1. **Per video**, in this order (the first failing check is the reason):
+   file present (``missing_file``), non-empty (``empty_file``), the container opens with a video stream
+   and declares its length (``unreadable_video``), the frames it holds (``frame_check: packets``, or
+   ``decode``: every frame decoded, else ``decode_failed``) number at least ``min_decoded_share`` x the
+   declared count (``truncated``), an audio stream is present
+   (``no_audio_stream``), ffmpeg demuxes it to a WAV (``demux_failed``; ``sample_rate``, ``channels``,
+   16-bit), the WAV lasts at least ``min_decoded_share`` x the declared duration (``truncated``), and its
+   peak is at least ``silence_dbfs`` (``silent_audio``). A probe or demux running longer than
+   ``timeout_s`` is killed (``timeout``); a crashed worker gives ``crashed``.
+2. **Per class**: a class is kept when the share of its listed videos that passed step 1 is at least
+   ``min_class_audio_share``; the passing videos of a dropped class become ``class_without_audio``.
+3. **Labels** are contiguous 0..C-1 over the kept classes, in ``classInd.txt`` order.
+
+On UCF101 with ``classes: paper`` and split 1 this gives 51 classes and 4901 train / 1944 test before
+step 1 (the paper's 4893 / 1944 after it). The stage fails when nothing is kept, or when per-video
+*faults* (everything in :data:`FAULTS`: broken or missing files, not a video's lack of sound) exceed
+``max_rejected_share`` of the videos probed: then the root is probably wrong or damaged.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import rejections as R
+from .errors import PipelineError
+from .media import FRAME_CHECKS, MediaFault, demux_audio, probe_video
+from .parallel import Failure, guarded_map
+from .ucf101 import ListedVideo, read_split, select_classes
+
+log = logging.getLogger(__name__)
+
+FAULTS = (R.MISSING_FILE, R.EMPTY_FILE, R.UNREADABLE_VIDEO, R.DECODE_FAILED, R.TRUNCATED, R.DEMUX_FAILED,
+          R.TIMEOUT, R.CRASHED)
+MANIFEST_COLUMNS = ("id", "class_name", "label", "split", "video_path", "audio_path", "duration_s", "fps",
+                    "frames", "width", "height", "audio_sample_rate", "audio_channels", "audio_peak_dbfs",
+                    "audio_rms_dbfs")
+MAX_LOGGED = 20  # faults named one by one in the log; all of them are in the rejection list
+REJECTION_COLUMNS = ("id", "class_name", "split", "video_path", "reason", "detail")
+
+
+@dataclass(frozen=True)
+class ExamineTask:
+    id: str
+    video_path: str
+    wav_path: str  # where to write the WAV (a temporary directory during the stage)
+    sample_rate: int
+    channels: int
+    min_decoded_share: float
+    silence_dbfs: float
+    timeout_s: float
+    frame_check: str = "packets"
+
+
+@dataclass(frozen=True)
+class Examined:
+    """The outcome of step 1 for one video: ``reason`` is None when it passed."""
+
+    id: str
+    reason: str | None
+    detail: str = ""
+    info: dict = field(default_factory=dict)
+
+
+@dataclass
+class Subset:
+    manifest: list[dict]
+    rejections: list[dict]
+    classes: list[str]  # kept, label order
+    metrics: dict
+
+
+def examine_video(task: ExamineTask) -> Examined:
+    """Step 1 for one video (a :func:`~maivar.parallel.guarded_map` worker); leaves a WAV only if it passed."""
+    path = Path(task.video_path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return Examined(task.id, R.MISSING_FILE, f"{path} does not exist")
+    except OSError as exc:
+        return Examined(task.id, R.UNREADABLE_VIDEO, f"cannot stat {path}: {exc.strerror}")
+    if st.st_size == 0 and path.is_file():
+        return Examined(task.id, R.EMPTY_FILE, "0 bytes")
+    wav = Path(task.wav_path)
+    try:
+        probe = probe_video(path, task.frame_check)
+        info = {"duration_s": round(probe.duration_s, 6), "fps": round(probe.fps, 6), "frames": probe.frames,
+                "width": probe.width, "height": probe.height}
+        if probe.frames and probe.decoded_frames < task.min_decoded_share * probe.frames:
+            return Examined(task.id, R.TRUNCATED, f"holds {probe.decoded_frames} of {probe.frames} declared "
+                            f"frames ({task.frame_check})", info)
+        if not probe.has_audio:
+            return Examined(task.id, R.NO_AUDIO_STREAM, "the container has no audio stream", info)
+        level = demux_audio(path, wav, sample_rate=task.sample_rate, channels=task.channels,
+                            timeout_s=task.timeout_s)
+    except MediaFault as fault:
+        return Examined(task.id, fault.reason, fault.detail)
+    info.update(audio_sample_rate=level.sample_rate, audio_channels=level.channels,
+                audio_peak_dbfs=_round_db(level.peak_dbfs), audio_rms_dbfs=_round_db(level.rms_dbfs))
+    reason = detail = None
+    if probe.duration_s > 0 and level.duration_s < task.min_decoded_share * probe.duration_s:
+        reason, detail = R.TRUNCATED, f"audio decodes {level.duration_s:.2f} s of {probe.duration_s:.2f} s declared"
+    elif not level.peak_dbfs >= task.silence_dbfs:
+        reason, detail = R.SILENT_AUDIO, f"peak {level.peak_dbfs:.1f} dBFS < {task.silence_dbfs:g} dBFS"
+    if reason:
+        wav.unlink(missing_ok=True)
+        return Examined(task.id, reason, detail, info)
+    return Examined(task.id, None, "", info)
+
+
+def _round_db(value: float) -> float:
+    return round(value, 3) if math.isfinite(value) else value
+
+
+def apply_class_rule(
+    listed: list[ListedVideo], examined: dict[str, Examined], classes: list[str], min_class_audio_share: float
+) -> tuple[list[str], dict[str, float]]:
+    """Step 2: the kept classes (in ``classes`` order) and every examined class's share of passing videos."""
+    total, passed = Counter(), Counter()
+    for video in listed:
+        if video.id in examined:
+            total[video.class_name] += 1
+            passed[video.class_name] += examined[video.id].reason is None
+    share = {c: passed[c] / total[c] for c in classes if total[c]}
+    kept = [c for c in classes if c in share and passed[c] > 0 and share[c] >= min_class_audio_share]
+    return kept, share
+
+
+def build_subset(
+    lists_classes: list[str],
+    listed: list[ListedVideo],
+    unknown: list[ListedVideo],
+    selected: list[str],
+    examined: dict[str, Examined],
+    *,
+    video_paths: dict[str, str],
+    audio_dir: str,
+    min_class_audio_share: float,
+) -> Subset:
+    """Steps 2-3 and the bookkeeping: manifest rows, rejection rows (both sorted by id) and metrics."""
+    chosen = set(selected)
+    in_list = [v for v in listed if v.class_name in chosen]
+    kept, share = apply_class_rule(in_list, examined, selected, min_class_audio_share)
+    label = {c: i for i, c in enumerate(kept)}
+    manifest, rejected = [], []
+
+    def reject(video: ListedVideo, reason: str, detail: str) -> None:
+        rejected.append({"id": video.id, "class_name": video.class_name, "split": video.split,
+                         "video_path": video_paths.get(video.id, ""), "reason": reason, "detail": detail})
+
+    for video in unknown:
+        reject(video, R.UNKNOWN_CLASS, f"{video.source}: class {video.class_name!r} is not in classInd.txt")
+    for video in listed:
+        if video.class_name not in chosen:
+            reject(video, R.NOT_IN_CLASS_LIST, "class not selected by prepare.classes")
+            continue
+        result = examined[video.id]
+        if result.reason is not None:
+            reject(video, result.reason, result.detail)
+        elif video.class_name not in label:
+            reject(video, R.CLASS_WITHOUT_AUDIO, f"only {share[video.class_name]:.0%} of the class's videos have "
+                   f"audible audio (< {min_class_audio_share:.0%})")
+        else:
+            manifest.append({"id": video.id, "class_name": video.class_name, "label": label[video.class_name],
+                             "split": video.split, "video_path": video_paths[video.id],
+                             "audio_path": f"{audio_dir}/{video.id}.wav", **result.info})
+    manifest.sort(key=lambda r: r["id"])
+    rejected.sort(key=lambda r: r["id"])
+    reasons = Counter(r["reason"] for r in rejected)
+    faults = sum(reasons[r] for r in FAULTS)
+    metrics = {
+        "videos": len(manifest),
+        "classes": len(kept),
+        "train": sum(r["split"] == "train" for r in manifest),
+        "test": sum(r["split"] == "test" for r in manifest),
+        "rejected": dict(sorted(reasons.items())),
+        "listed": len(listed) + len(unknown),
+        "listed_classes": len(lists_classes),
+        "selected_classes": len(selected),
+        "probed": len(examined),
+        "faults": faults,
+        "dropped_classes": [c for c in selected if c not in label],
+        "kept_seconds": round(sum(r["duration_s"] for r in manifest), 3),  # total declared duration
+    }
+    return Subset(manifest=manifest, rejections=rejected, classes=kept, metrics=metrics)
+
+
+def check_subset(subset: Subset, max_rejected_share: float) -> None:
+    """Fail (one line) when nothing is kept or when faults exceed ``max_rejected_share`` of the probed videos."""
+    m = subset.metrics
+    faults = [r for r in subset.rejections if r["reason"] in FAULTS]
+    if m["probed"] and len(faults) > max_rejected_share * m["probed"]:
+        top = Counter(r["reason"] for r in faults).most_common(3)
+        raise PipelineError(
+            f"{len(faults)} of {m['probed']} probed videos are broken or missing "
+            f"({', '.join(f'{k}: {v}' for k, v in top)}; e.g. {faults[0]['id']}: {faults[0]['detail']}), more than "
+            f"prepare.max_rejected_share={max_rejected_share:g}: check dataset.root, or raise the share")
+    if not subset.manifest:
+        top = ", ".join(f"{k}: {v}" for k, v in Counter(r["reason"] for r in subset.rejections).most_common(4))
+        raise PipelineError(f"no video passed the audio-subset rule ({top or 'nothing listed'}): check dataset.root, "
+                            "prepare.classes and the thresholds in params.yaml (prepare)")
+
+
+def prepare_subset(
+    root: str | Path,
+    *,
+    split: int,
+    classes,
+    wav_dir: str | Path,
+    audio_dir: str,
+    sample_rate: int,
+    channels: int,
+    silence_dbfs: float,
+    min_class_audio_share: float,
+    min_decoded_share: float,
+    timeout_s: float,
+    frame_check: str = "packets",
+    workers: int | None = None,
+) -> Subset:
+    """Run the whole rule on the dataset at ``root``; WAVs of kept videos are left in ``wav_dir``.
+
+    ``audio_dir`` is how the manifest names the WAVs' folder (the final place ``wav_dir`` is renamed to).
+    """
+    if frame_check not in FRAME_CHECKS:
+        raise PipelineError(f"prepare.frame_check is {frame_check!r}: use one of {', '.join(FRAME_CHECKS)}")
+    root = Path(root)
+    if not root.is_dir():
+        raise PipelineError(f"dataset root {root} does not exist: set dataset.root in params.yaml to a folder in "
+                            "UCF101 layout (UCF-101/ and ucfTrainTestlist/), or run the synthesize stage")
+    videos_dir = root / "UCF-101"
+    if not videos_dir.is_dir():
+        raise PipelineError(f"{videos_dir} does not exist: dataset.root must hold UCF-101/<Class>/*.avi")
+    lists = read_split(root / "ucfTrainTestlist", split)
+    selected = select_classes(classes, lists.classes)
+    class_dirs = {p.name.lower(): p.name for p in videos_dir.iterdir() if p.is_dir()}
+
+    def video_path(v: ListedVideo) -> str:
+        cls, name = v.rel_path.split("/")
+        return str(videos_dir / class_dirs.get(cls.lower(), cls) / name)
+
+    video_paths = {v.id: video_path(v) for v in lists.videos + lists.unknown}
+    chosen = set(selected)
+    to_probe = sorted((v for v in lists.videos if v.class_name in chosen), key=lambda v: v.id)
+    log.info("split %d: %d videos listed (%d classes), %d of %d selected classes to probe, %d unknown-class lines",
+             split, len(lists.videos) + len(lists.unknown), len(lists.classes), len(to_probe), len(selected),
+             len(lists.unknown))
+    tasks = [ExamineTask(id=v.id, video_path=video_paths[v.id], wav_path=str(Path(wav_dir) / f"{v.id}.wav"),
+                         sample_rate=sample_rate, channels=channels, min_decoded_share=min_decoded_share,
+                         silence_dbfs=silence_dbfs, timeout_s=timeout_s * 0.9, frame_check=frame_check)
+             for v in to_probe]
+    results = guarded_map(examine_video, tasks, workers=workers, timeout_s=timeout_s, desc="probe+demux")
+    examined = {}
+    for task, result in zip(tasks, results):
+        if isinstance(result, Failure):
+            Path(task.wav_path).unlink(missing_ok=True)
+            result = Examined(task.id, result.reason, result.detail)
+        examined[task.id] = result
+    subset = build_subset(lists.classes, lists.videos, lists.unknown, selected, examined, video_paths=video_paths,
+                          audio_dir=audio_dir, min_class_audio_share=min_class_audio_share)
+    kept_ids = {r["id"] for r in subset.manifest}
+    for task in tasks:  # WAVs of videos whose class was dropped
+        if task.id not in kept_ids:
+            Path(task.wav_path).unlink(missing_ok=True)
+    for reason, count in subset.metrics["rejected"].items():
+        log.info("rejected %d video(s): %s", count, reason)
+    noteworthy = [r for r in subset.rejections if r["reason"] in FAULTS or r["reason"] == R.UNKNOWN_CLASS]
+    for row in noteworthy[:MAX_LOGGED]:
+        log.warning("%s: %s (%s)", row["id"], row["reason"], row["detail"])
+    if len(noteworthy) > MAX_LOGGED:
+        log.warning("... and %d more (see the rejection list)", len(noteworthy) - MAX_LOGGED)
+    log.info("kept %d videos of %d classes: %d train / %d test", subset.metrics["videos"], subset.metrics["classes"],
+             subset.metrics["train"], subset.metrics["test"])
+    return subset
+
+
+def to_csv(rows: list[dict], columns: tuple[str, ...]) -> str:
+    """Rows as CSV text (stable formatting, LF line ends)."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", extrasaction="raise")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({c: row.get(c, "") for c in columns})
+    return buf.getvalue()

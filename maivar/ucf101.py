@@ -1,0 +1,143 @@
+"""UCF101's split lists (``ucfTrainTestlist/``) and the class presets.
+
+Formats, as distributed with UCF101 (CRLF or LF line ends both accepted, blank lines skipped):
+
+- ``classInd.txt``: ``<index> <ClassName>`` per line, indices 1..N;
+- ``trainlistNN.txt``: ``<Class>/<file>.avi <index>``;
+- ``testlistNN.txt``: ``<Class>/<file>.avi`` (UCF101's own), or with `` <index>`` after it (some copies).
+
+Class names are matched case-insensitively (UCF101 itself spells ``HandStandPushups`` in ``classInd.txt``
+and ``HandstandPushups`` elsewhere); the manifest uses ``classInd.txt``'s spelling. The trailing index of
+a list line is ignored: the class comes from the path. A malformed line is a one-line
+:class:`~maivar.errors.PipelineError` naming the file and the line; a well-formed line that names a class
+``classInd.txt`` lacks is returned as an ``unknown_class`` rejection (it never stops the stage).
+
+Class presets for ``prepare.classes``: ``all``; ``paper``, the paper's 51 classes (UCF101 minus UCF50, the
+classes whose videos carry audio; ``class_lists/paper51.txt``); or an explicit list of names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import PipelineError
+
+CLASS_LIST_DIR = Path(__file__).parent / "class_lists"
+PRESETS = {"paper": CLASS_LIST_DIR / "paper51.txt"}
+SPLITS = (1, 2, 3)
+
+
+@dataclass(frozen=True)
+class ListedVideo:
+    """One line of a train or test list."""
+
+    id: str  # the file stem, e.g. v_ApplyEyeMakeup_g08_c01
+    class_name: str  # classInd.txt's spelling (as written in the line when the class is unknown)
+    split: str  # train | test
+    rel_path: str  # as written in the list: <Class>/<file>.avi
+    source: str  # "<list file>:<line>" for messages
+
+
+@dataclass(frozen=True)
+class SplitLists:
+    classes: list[str]  # classInd.txt order
+    videos: list[ListedVideo]  # known classes, in list order (train, then test)
+    unknown: list[ListedVideo]  # lines naming a class that classInd.txt lacks
+
+
+def _lines(path: Path):
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except FileNotFoundError:
+        raise PipelineError(f"{path} not found: is the dataset root a UCF101 copy with ucfTrainTestlist/?") from None
+    except UnicodeDecodeError as exc:
+        raise PipelineError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if line:
+            yield number, line
+
+
+def read_class_index(path: str | Path) -> list[str]:
+    """Class names of ``classInd.txt`` in index order; a malformed line is a one-line error."""
+    path = Path(path)
+    by_index: dict[int, str] = {}
+    seen: dict[str, int] = {}
+    for number, line in _lines(path):
+        parts = line.split()
+        if len(parts) != 2 or not parts[0].isdigit():
+            raise PipelineError(f"{path} line {number}: expected '<index> <ClassName>', got {line!r}")
+        index, name = int(parts[0]), parts[1]
+        if index in by_index:
+            raise PipelineError(f"{path} line {number}: index {index} appears twice")
+        if name.lower() in seen:
+            raise PipelineError(f"{path} line {number}: class {name!r} already on line {seen[name.lower()]}")
+        by_index[index] = name
+        seen[name.lower()] = number
+    if not by_index:
+        raise PipelineError(f"{path} lists no classes")
+    if sorted(by_index) != list(range(1, len(by_index) + 1)):
+        raise PipelineError(f"{path}: class indices must run 1..{len(by_index)} without gaps")
+    return [by_index[i] for i in sorted(by_index)]
+
+
+def parse_list_line(line: str, path: Path, number: int) -> tuple[str, str, str]:
+    """``(rel_path, class as written, id)`` of a list line; a malformed line is a one-line error."""
+    parts = line.split()
+    if len(parts) not in (1, 2) or (len(parts) == 2 and not parts[1].isdigit()):
+        raise PipelineError(f"{path} line {number}: expected '<Class>/<file>.avi [index]', got {line!r}")
+    rel = parts[0].replace("\\", "/")
+    pieces = rel.split("/")
+    if len(pieces) != 2 or not pieces[0] or not pieces[1].lower().endswith(".avi") or len(pieces[1]) <= 4:
+        raise PipelineError(f"{path} line {number}: expected '<Class>/<file>.avi [index]', got {line!r}")
+    return rel, pieces[0], pieces[1][:-4]
+
+
+def read_split(list_dir: str | Path, split: int) -> SplitLists:
+    """Parse ``classInd.txt`` and split ``split``'s train and test lists."""
+    if split not in SPLITS:
+        raise PipelineError(f"dataset.split is {split!r}: UCF101 has splits 1, 2 and 3")
+    list_dir = Path(list_dir)
+    classes = read_class_index(list_dir / "classInd.txt")
+    canonical = {c.lower(): c for c in classes}
+    videos, unknown, seen = [], [], {}
+    for kind in ("train", "test"):
+        path = list_dir / f"{kind}list{split:02d}.txt"
+        for number, line in _lines(path):
+            rel, cls, vid = parse_list_line(line, path, number)
+            source = f"{path.name}:{number}"
+            if vid in seen:
+                raise PipelineError(f"{path} line {number}: {vid} is listed twice (first at {seen[vid]})")
+            seen[vid] = source
+            name = canonical.get(cls.lower())
+            entry = ListedVideo(id=vid, class_name=name or cls, split=kind, rel_path=rel, source=source)
+            (videos if name else unknown).append(entry)
+    return SplitLists(classes=classes, videos=videos, unknown=unknown)
+
+
+def read_class_list(path: str | Path) -> list[str]:
+    return [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def select_classes(spec, classes: list[str]) -> list[str]:
+    """The classes chosen by ``prepare.classes`` (``all`` | a preset name | a list), in ``classes`` order."""
+    if spec == "all":
+        return list(classes)
+    if isinstance(spec, str) and spec in PRESETS:
+        wanted, what = read_class_list(PRESETS[spec]), f"the '{spec}' preset"
+    elif isinstance(spec, (list, tuple)) and spec and all(isinstance(c, str) for c in spec):
+        wanted, what = list(spec), "prepare.classes"
+    else:
+        raise PipelineError(f"prepare.classes is {spec!r}: use 'all', one of {', '.join(PRESETS)}, "
+                            "or a list of class names")
+    known = {c.lower() for c in classes}
+    missing = [c for c in wanted if c.lower() not in known]
+    if isinstance(spec, (list, tuple)) and missing:
+        raise PipelineError(f"prepare.classes names classes that classInd.txt lacks: {', '.join(missing)}")
+    chosen = {c.lower() for c in wanted}
+    selected = [c for c in classes if c.lower() in chosen]
+    if not selected:
+        raise PipelineError(f"{what} matches none of the dataset's classes: set prepare.classes to 'all' "
+                            "(e.g. for the synthetic dataset) or to names from classInd.txt")
+    return selected

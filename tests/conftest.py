@@ -1,0 +1,39 @@
+"""Shared fixtures: a tiny synthetic dataset in UCF101 layout, and a copy of it that a test may damage."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from maivar.synthetic import synthesize
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).parent / "fixtures"
+UCF_LISTS = FIXTURES / "ucfTrainTestlist"
+
+# 4 classes (1 without audio) x 9 groups: split 1 tests on groups 1-7, trains on 8-9.
+TINY = dict(seed=3, classes=4, classes_without_audio=1, groups=9, clips_per_group=1, silent_clips=1,
+            duration_s=1.0, width=96, height=72, fps=10, sample_rate=16000, noise=0.3)
+
+
+@pytest.fixture(scope="session")
+def tiny_params() -> dict:
+    return dict(TINY)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> tuple[Path, dict]:
+    """(root, summary) of a tiny synthetic dataset; read-only: use ``tiny_copy`` to damage it."""
+    root = tmp_path_factory.mktemp("tiny") / "synthetic"
+    summary = synthesize(root, workers=2, **TINY)
+    return root, summary
+
+
+@pytest.fixture
+def tiny_copy(tiny_dataset, tmp_path) -> tuple[Path, dict]:
+    root, summary = tiny_dataset
+    copy = tmp_path / "dataset"
+    shutil.copytree(root, copy)
+    return copy, summary

@@ -1,0 +1,142 @@
+"""Split-list parsing and class presets (maivar/ucf101.py) on the official lists and on crafted ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import UCF_LISTS
+from maivar.errors import PipelineError
+from maivar.subset import Examined, build_subset
+from maivar.ucf101 import PRESETS, read_class_index, read_class_list, read_split, select_classes
+
+
+def write_lists(d: Path, classind: str, train: str, test: str, split: int = 1) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "classInd.txt").write_text(classind)
+    (d / f"trainlist{split:02d}.txt").write_text(train)
+    (d / f"testlist{split:02d}.txt").write_text(test)
+    return d
+
+
+CLASSIND = "1 Alpha\n2 HandStandPushups\n3 Gamma\n"
+
+
+def test_paper_preset_on_official_lists_gives_51_classes_4901_train_1944_test():
+    lists = read_split(UCF_LISTS, 1)
+    assert len(lists.classes) == 101 and not lists.unknown
+    selected = select_classes("paper", lists.classes)
+    chosen = set(selected)
+    train = [v for v in lists.videos if v.class_name in chosen and v.split == "train"]
+    test = [v for v in lists.videos if v.class_name in chosen and v.split == "test"]
+    assert (len(selected), len(train), len(test)) == (51, 4901, 1944)
+
+
+@pytest.mark.parametrize("split,expected", [(2, (4930, 1915)), (3, (4945, 1900))])
+def test_paper_preset_on_splits_2_and_3(split, expected):
+    lists = read_split(UCF_LISTS, split)
+    chosen = set(select_classes("paper", lists.classes))
+    counts = tuple(sum(v.class_name in chosen and v.split == s for v in lists.videos) for s in ("train", "test"))
+    assert counts == expected
+
+
+def test_paper_preset_is_ucf101_minus_ucf50_and_spelled_as_in_classind():
+    classes = read_class_index(UCF_LISTS / "classInd.txt")
+    names = read_class_list(PRESETS["paper"])
+    assert len(names) == len(set(names)) == 51
+    assert set(names) <= set(classes)
+    # UCF50 classes (no audio stream in UCF101) must not be in the preset
+    assert not {"Basketball", "Biking", "Diving", "PushUps", "YoYo", "TaiChi"} & set(names)
+    assert {"ApplyEyeMakeup", "BoxingPunchingBag", "PlayingCello", "WallPushups"} <= set(names)
+
+
+def test_official_lists_ids_split_and_class_spelling():
+    lists = read_split(UCF_LISTS, 1)
+    by_id = {v.id: v for v in lists.videos}
+    v = by_id["v_ApplyEyeMakeup_g08_c01"]
+    assert (v.class_name, v.split, v.rel_path) == ("ApplyEyeMakeup", "train", "ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi")
+    assert by_id["v_ApplyEyeMakeup_g01_c01"].split == "test"
+    assert all(int(v.id.rsplit("_g", 1)[1][:2]) <= 7 for v in lists.videos if v.split == "test")
+    assert len(lists.videos) == 13320
+
+
+def test_both_test_list_formats_give_the_same_videos(tmp_path):
+    train = "Alpha/v_Alpha_g08_c01.avi 1\nGamma/v_Gamma_g08_c01.avi 3\n"
+    bare = write_lists(tmp_path / "bare", CLASSIND, train, "Alpha/v_Alpha_g01_c01.avi\r\nGamma/v_Gamma_g01_c01.avi\r\n")
+    labelled = write_lists(tmp_path / "lab", CLASSIND, train, "Alpha/v_Alpha_g01_c01.avi 1\nGamma/v_Gamma_g01_c01.avi 3\n")
+    a, b = read_split(bare, 1), read_split(labelled, 1)
+    assert [(v.id, v.class_name, v.split) for v in a.videos] == [(v.id, v.class_name, v.split) for v in b.videos]
+    assert [v.split for v in a.videos] == ["train", "train", "test", "test"]
+
+
+def test_class_names_match_case_insensitively_and_keep_classind_spelling(tmp_path):
+    d = write_lists(tmp_path, CLASSIND, "HandstandPushups/v_HandStandPushups_g08_c01.avi 2\n",
+                    "handstandpushups/v_HandStandPushups_g01_c01.avi\n")
+    lists = read_split(d, 1)
+    assert [v.class_name for v in lists.videos] == ["HandStandPushups", "HandStandPushups"]
+    assert select_classes(["handstandpushups", "ALPHA"], lists.classes) == ["Alpha", "HandStandPushups"]
+
+
+@pytest.mark.parametrize("bad", ["3Gamma", "x Gamma", "3 Gamma extra", "Gamma 3"])
+def test_malformed_classind_line_is_one_line_error_naming_file_and_line(tmp_path, bad):
+    d = write_lists(tmp_path, f"1 Alpha\n2 Beta\n{bad}\n", "", "")
+    with pytest.raises(PipelineError) as exc:
+        read_split(d, 1)
+    msg = str(exc.value)
+    assert "classInd.txt line 3" in msg and bad in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("bad", ["Alpha/v_Alpha_g08_c01.mp4 1", "v_Alpha_g08_c01.avi 1", "Alpha/v.avi 1 2",
+                                 "Alpha/v_Alpha_g08_c01.avi one"])
+def test_malformed_split_line_is_one_line_error_naming_file_and_line(tmp_path, bad):
+    d = write_lists(tmp_path, CLASSIND, f"Alpha/v_Alpha_g09_c01.avi 1\n{bad}\n", "")
+    with pytest.raises(PipelineError) as exc:
+        read_split(d, 1)
+    assert "trainlist01.txt line 2" in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_duplicate_classind_entries_and_duplicate_videos_are_errors(tmp_path):
+    with pytest.raises(PipelineError, match="line 2"):
+        read_split(write_lists(tmp_path / "a", "1 Alpha\n1 Beta\n", "", ""), 1)
+    with pytest.raises(PipelineError, match="line 2"):
+        read_split(write_lists(tmp_path / "b", "1 Alpha\n2 alpha\n", "", ""), 1)
+    with pytest.raises(PipelineError, match="testlist01.txt line 1.*twice"):
+        read_split(write_lists(tmp_path / "c", CLASSIND, "Alpha/v_Alpha_g08_c01.avi 1\n",
+                               "Alpha/v_Alpha_g08_c01.avi\n"), 1)
+
+
+def test_missing_list_file_and_bad_split_are_errors(tmp_path):
+    with pytest.raises(PipelineError, match="testlist02.txt not found"):
+        d = write_lists(tmp_path, CLASSIND, "", "")
+        (d / "trainlist02.txt").write_text("")
+        read_split(d, 2)
+    with pytest.raises(PipelineError, match="split"):
+        read_split(UCF_LISTS, 4)
+
+
+def test_unknown_class_line_becomes_an_unknown_class_rejection(tmp_path):
+    d = write_lists(tmp_path, CLASSIND, "Alpha/v_Alpha_g08_c01.avi 1\nDelta/v_Delta_g08_c01.avi 4\n", "")
+    lists = read_split(d, 1)
+    assert [v.id for v in lists.videos] == ["v_Alpha_g08_c01"]
+    assert [(v.id, v.class_name, v.source) for v in lists.unknown] == [("v_Delta_g08_c01", "Delta", "trainlist01.txt:2")]
+    subset = build_subset(lists.classes, lists.videos, lists.unknown, ["Alpha"],
+                          {"v_Alpha_g08_c01": Examined("v_Alpha_g08_c01", None, "", {"duration_s": 1.0})},
+                          video_paths={"v_Alpha_g08_c01": "x.avi"}, audio_dir="a", min_class_audio_share=0.5)
+    rows = {r["id"]: r for r in subset.rejections}
+    assert rows["v_Delta_g08_c01"]["reason"] == "unknown_class"
+    assert "trainlist01.txt:2" in rows["v_Delta_g08_c01"]["detail"]
+    assert subset.metrics["rejected"] == {"unknown_class": 1} and subset.metrics["videos"] == 1
+
+
+def test_select_classes_presets_and_errors():
+    classes = ["Alpha", "Beta", "Gamma"]
+    assert select_classes("all", classes) == classes
+    assert select_classes(["gamma", "alpha"], classes) == ["Alpha", "Gamma"]  # classInd order
+    with pytest.raises(PipelineError, match="Delta"):
+        select_classes(["Alpha", "Delta"], classes)
+    with pytest.raises(PipelineError, match="matches none"):
+        select_classes("paper", classes)
+    for bad in ("some", [], 3, None):
+        with pytest.raises(PipelineError, match="prepare.classes"):
+            select_classes(bad, classes)
