@@ -1,0 +1,260 @@
+"""Benchmark: audio images, ours vs the authors' matplotlib route, side by side on the same clips.
+
+    .venv/bin/python benchmarks/bench_render.py [--clips 8] [--repeats 3] [--stage-clips 64]
+
+1. Per representation, on one core, the same synthetic 4.8 s / 44.1 kHz clips (already in memory, so file
+   reading is out of both): ms per clip for ``maivar.audio_images.render`` (features + image array) and for
+   the reference route, PyMAiVAR's figure recipe with current librosa (features + a 14x5-inch matplotlib
+   figure + ``savefig`` to PNG in memory, the point where the authors' route has an image file; decoding
+   and resizing that PNG, which their classifier also pays, is not counted). Then the ratio. Target: >= 20x.
+2. The whole stage (``render_manifest``: WAV reading, resampling check, rendering, HDF5 + previews) over
+   ``--stage-clips`` 16-bit stereo 44.1 kHz WAVs, with 1 worker and with all cores.
+
+The reference route lives here, for comparison only; the pipeline never draws a figure.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")  # one core for the per-clip comparison
+
+import argparse  # noqa: E402
+import io  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from maivar import audio_images  # noqa: E402
+from maivar.params import REPRESENTATIONS, load_params  # noqa: E402
+
+SR = 44100
+DURATION_S = 4.8
+
+
+def synthetic_clip(seed: int, sr: int = SR, duration_s: float = DURATION_S) -> np.ndarray:
+    """Action-like audio: impacts (decaying noise bursts), a sweep, a tone and background noise."""
+    rng = np.random.default_rng(seed)
+    n = int(duration_s * sr)
+    t = np.arange(n) / sr
+    y = 0.02 * rng.standard_normal(n)
+    for start in rng.uniform(0, duration_s - 0.2, size=rng.integers(3, 9)):
+        i, m = int(start * sr), int(0.15 * sr)
+        y[i : i + m] += rng.uniform(0.3, 0.9) * rng.standard_normal(m) * np.exp(-np.arange(m) / (0.03 * sr))
+    f0 = rng.uniform(150, 600)
+    y += 0.15 * np.sin(2 * np.pi * (f0 * t + rng.uniform(50, 500) * t**2))
+    return np.clip(y, -1, 1).astype(np.float32)
+
+
+# ------------------------------------------------------------------ the reference (authors') route
+
+
+def reference_route(representation: str):
+    """PyMAiVAR's recipe for one representation with current librosa: ``fn(x, sr) -> PNG bytes``."""
+    import librosa
+    import librosa.display
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import sklearn.preprocessing
+
+    warnings.filterwarnings("ignore", category=UserWarning, module="sklearn")  # float32 MFCCs, as theirs
+
+    def normalize(x, axis=0):
+        return sklearn.preprocessing.minmax_scale(x, axis=axis)
+
+    def save(fig) -> bytes:
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        plt.close(fig)
+        return buf.getvalue()
+
+    def waveplot(x, sr):
+        fig = plt.figure(figsize=(14, 5))
+        librosa.display.waveshow(x, sr=sr)  # waveplot() in librosa 0.8
+        plt.axis("off")
+        return save(fig)
+
+    def curve(x, sr, feature, figsize):
+        frames = range(len(feature))
+        t = librosa.frames_to_time(frames)  # their default-sr frame times (the time-axis bug), same cost
+        fig = plt.figure(figsize=figsize)
+        librosa.display.waveshow(x, sr=sr, alpha=0.4)
+        plt.plot(t, normalize(feature), color="r")
+        plt.axis("off")
+        return save(fig)
+
+    def spectral_centroid(x, sr):
+        return curve(x, sr, librosa.feature.spectral_centroid(y=x, sr=sr)[0], (14, 5))
+
+    def spectral_rolloff(x, sr):
+        return curve(x, sr, librosa.feature.spectral_rolloff(y=x + 0.01, sr=sr)[0], (10, 5))
+
+    def mfcc(x, sr, scaled=False):
+        m = librosa.feature.mfcc(y=x, sr=sr)
+        if scaled:
+            m = sklearn.preprocessing.scale(m, axis=1)
+        fig = plt.figure(figsize=(14, 5))
+        librosa.display.specshow(m, sr=sr, x_axis="time")
+        plt.axis("off")
+        return save(fig)
+
+    def chromagram(x, sr):
+        c = librosa.feature.chroma_stft(y=x, sr=sr, hop_length=512)
+        fig = plt.figure(figsize=(14, 5))
+        librosa.display.specshow(c, x_axis="time", y_axis="chroma", hop_length=512, cmap="coolwarm")
+        plt.axis("off")
+        return save(fig)
+
+    return {
+        "waveplot": waveplot,
+        "spectral_centroid": spectral_centroid,
+        "spectral_rolloff": spectral_rolloff,
+        "mfcc": mfcc,
+        "mfcc_scaled": lambda x, sr: mfcc(x, sr, scaled=True),
+        "chromagram": chromagram,
+    }[representation]
+
+
+# wall-clock time, and the process's CPU time (all single-threaded here), which other processes on a shared
+# machine do not inflate.
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def to_array(png: bytes, size: int) -> np.ndarray:
+    """What the authors' classifier then does with the PNG: decode it and resize it to the input size."""
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB").resize((size, size), Image.BILINEAR))
+
+
+def librosa_features_alone(representation: str):
+    """Only the librosa call inside the reference route (no figure): the floor any route over it pays."""
+    import librosa
+    import sklearn.preprocessing
+
+    return {
+        "waveplot": lambda x, sr: None,
+        "spectral_centroid": lambda x, sr: librosa.feature.spectral_centroid(y=x, sr=sr),
+        "spectral_rolloff": lambda x, sr: librosa.feature.spectral_rolloff(y=x + 0.01, sr=sr),
+        "mfcc": lambda x, sr: librosa.feature.mfcc(y=x, sr=sr),
+        "mfcc_scaled": lambda x, sr: sklearn.preprocessing.scale(librosa.feature.mfcc(y=x, sr=sr), axis=1),
+        "chromagram": lambda x, sr: librosa.feature.chroma_stft(y=x, sr=sr, hop_length=512),
+    }[representation]
+
+
+# ------------------------------------------------------------------------------------ measurements
+
+
+def per_clip(clips, repeats: int, render_params: dict) -> list[dict]:
+    import torch
+
+    torch.set_num_threads(1)
+    p = render_params
+    style = audio_images.style_from_params(p)
+    rows = []
+    for representation in REPRESENTATIONS:
+        ref = reference_route(representation)
+
+        def ours(x, representation=representation):
+            return audio_images.render(x, SR, representation, size=int(p["size"]), n_fft=int(p["n_fft"]),
+                                       hop_length=int(p["hop_length"]), n_mfcc=int(p["n_mfcc"]),
+                                       chroma_tuning=p["chroma_tuning"], style=style)
+
+        feat = librosa_features_alone(representation)
+        ref(clips[0], SR)  # warm-up: imports, numba compilation, font cache
+        feat(clips[0], SR)
+        ours(clips[0])
+        size = int(p["size"])
+        times = {clock: {"ours": [], "png": [], "array": [], "features": []} for clock in CLOCKS}
+        for _ in range(repeats):
+            for x in clips:  # interleaved, so that load from other processes hits both alike
+                t0 = {c: f() for c, f in CLOCKS.items()}
+                png = ref(x, SR)
+                t1 = {c: f() for c, f in CLOCKS.items()}
+                to_array(png, size)
+                t2 = {c: f() for c, f in CLOCKS.items()}
+                ours(x)
+                t3 = {c: f() for c, f in CLOCKS.items()}
+                feat(x, SR)
+                t4 = {c: f() for c, f in CLOCKS.items()}
+                for c in CLOCKS:
+                    times[c]["features"].append(t4[c] - t3[c])
+                    times[c]["png"].append(t1[c] - t0[c])
+                    times[c]["array"].append(t2[c] - t0[c])
+                    times[c]["ours"].append(t3[c] - t2[c])
+        row = {"representation": representation}
+        for c in CLOCKS:
+            for k, v in times[c].items():
+                row[f"{c}_{k}_ms"] = 1e3 * float(np.median(v))
+        rows.append(row)
+        for c in CLOCKS:
+            ours_ms, png_ms, arr_ms = row[f"{c}_ours_ms"], row[f"{c}_png_ms"], row[f"{c}_array_ms"]
+            print(f"{representation:18s} {c:4s} ours {ours_ms:6.2f}   route to PNG {png_ms:7.1f}   ratio "
+                  f"{png_ms / ours_ms:6.1f}x   | route to {size}px array {arr_ms:7.1f}   ratio {arr_ms / ours_ms:6.1f}x"
+                  f"   | librosa features alone {row[f'{c}_features_ms']:6.2f}", flush=True)
+    return rows
+
+
+def whole_stage(n_clips: int, render_params: dict, representation: str) -> None:
+    import pandas as pd
+    import soundfile as sf
+
+    from maivar.parallel import default_workers
+    from maivar.render_stage import render_manifest
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        rows = []
+        for i in range(n_clips):
+            path = tmp / f"v_Bench_g{i // 4 + 1:02d}_c{i % 4 + 1:02d}.wav"
+            y = synthetic_clip(1000 + i)
+            sf.write(path, np.stack([y, y], axis=1), SR, subtype="PCM_16")
+            rows.append({"id": path.stem, "class_name": f"C{i % 4}", "label": i % 4, "audio_path": str(path)})
+        manifest = pd.DataFrame(rows).sort_values("id").reset_index(drop=True)
+        for workers in (1, default_workers()):
+            import librosa
+
+            t0 = time.perf_counter()
+            render_manifest(manifest, representation=representation, render_params=render_params, workers=workers,
+                            out_path=tmp / f"images_{workers}.h5", previews_dir=tmp / f"previews_{workers}",
+                            librosa_version=librosa.__version__)
+            dt = time.perf_counter() - t0
+            print(f"stage render ({representation}) {n_clips} clips, {workers} worker(s): {dt:6.2f} s, "
+                  f"{1e3 * dt / n_clips:6.2f} ms/clip, {n_clips / dt:6.1f} clips/s", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clips", type=int, default=8, help="clips per representation (same clips for both routes)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--stage-clips", type=int, default=64, help="0 skips the whole-stage timing")
+    ap.add_argument("--representation", default=None, help="for the whole-stage timing (default: params.yaml)")
+    args = ap.parse_args()
+
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    render_params = params["render"]
+    print(f"{args.clips} clips of {DURATION_S} s at {SR} Hz, image {render_params['size']} px, one core; "
+          f"median of {args.clips * args.repeats} timings each, in ms per clip; "
+          f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
+    clips = [synthetic_clip(i) for i in range(args.clips)]
+    rows = per_clip(clips, args.repeats, render_params)
+    for c in CLOCKS:
+        print(f"slowest ratio ({c}): {min(r[f'{c}_png_ms'] / r[f'{c}_ours_ms'] for r in rows):.1f}x against the "
+              f"route to PNG, {min(r[f'{c}_array_ms'] / r[f'{c}_ours_ms'] for r in rows):.1f}x against the route to "
+              f"an array (target 20x)")
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
+    if args.stage_clips:
+        whole_stage(args.stage_clips, render_params, args.representation or params["representation"])
+
+
+if __name__ == "__main__":
+    main()

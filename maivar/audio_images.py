@@ -1,0 +1,437 @@
+"""Audio images: the paper's six representations of a clip's audio (Fig. 5, Table II), rasterised.
+
+``render(y, sr, representation, ...)`` turns one clip's mono waveform into a ``size x size x 3`` uint8
+image, full-bleed (no margins, no axes), without a matplotlib figure: the features are librosa's (its
+filterbanks, dB scale and DCT; the STFT through ``torch.stft`` and the centroid / roll-off formulas
+written out, all tested equal to librosa's own functions) and are drawn straight into a numpy array.
+
+=====================  ==============================================================================
+representation         what the image shows
+=====================  ==============================================================================
+``waveplot``           the amplitude envelope, as ``librosa.display.waveshow`` draws a long clip: per
+                       column the peak ``|y|``, filled symmetrically about the centre line
+``spectral_centroid``  the waveplot faded (``faded_alpha``) with the min-max normalised spectral centroid
+                       curve on top (``curve`` colour), time-aligned with the waveform
+``spectral_rolloff``   the same with the spectral roll-off (85 %)
+``mfcc``               ``librosa.feature.mfcc`` (``n_mfcc`` coefficients) through a colormap,
+                       coefficient 0 at the bottom
+``mfcc_scaled``        the same after per-coefficient standardisation (the paper's "MFCCs feature
+                       scaling", ``sklearn.preprocessing.scale(mfcc, axis=1)``)
+``chromagram``         ``librosa.feature.chroma_stft`` (12 pitch classes, C at the bottom, B at the top)
+                       through ``coolwarm``, as the authors drew it
+=====================  ==============================================================================
+
+The pixel mapping (one rule, :func:`overlap_weights`, used by every representation)
+-----------------------------------------------------------------------------------
+Every axis is an interval cut into cells: the source cells (samples, STFT frames, feature bins) and the
+destination cells (pixel columns or rows). A pixel's value is the average of the source cells weighted by
+how much of the pixel each one covers (box / area resampling; a source cell wider than a pixel is
+repeated, as ``specshow`` draws it).
+
+- **Time -> columns.** The whole clip (``N`` samples, after padding to at least one FFT frame) spans the
+  full width: column ``c`` of ``W`` covers samples ``[c N / W, (c + 1) N / W)``, the start of the clip at
+  the left edge, its end at the right edge; one image per clip whatever its length, as in the paper.
+  STFT frame ``f`` is centred on sample ``f * hop_length`` (librosa's ``center=True``) and covers samples
+  ``[(f - 1/2) hop, (f + 1/2) hop)`` clipped to the clip, so that frame-based features (the MFCC and chroma
+  matrices, the centroid and roll-off curves) land on the columns of the samples they describe, computed
+  from the actual sample rate and hop length (not the authors' mismatched default-rate frame times).
+- **Feature bins -> rows.** Bin ``k`` of ``K`` covers rows ``[(K - k - 1) H / K, (K - k) H / K)`` from
+  the top: bin 0 (the lowest coefficient or pitch class C) at the bottom.
+- **Values -> colours.** Matrices are min-max normalised over the whole clip (matplotlib's default
+  ``Normalize`` in ``specshow``) and looked up in a 256-entry colormap table taken once from matplotlib's
+  registry. Curves are min-max normalised (the authors' ``minmax_scale``) and drawn over the full height:
+  0 at the bottom row, 1 at the top row. The waveform is scaled so the clip's peak reaches the top and
+  bottom edges.
+
+Degenerate audio is well defined: a constant (e.g. silent) matrix or curve normalises to 0, a silent
+waveform draws as the centre line, audio shorter than ``n_fft`` is zero-padded at the end to ``n_fft``
+samples, and non-finite samples are replaced by 0 (:func:`clean_audio`, which counts them). No output
+pixel is ever NaN: images are uint8.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from .params import REPRESENTATIONS, check_representation
+
+# librosa and matplotlib are imported lazily (inside the functions) so that importing this module is cheap.
+
+
+class AudioError(Exception):
+    """A WAV that cannot be turned into audio: ``reason`` is a code from :mod:`maivar.rejections`."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Style:
+    """How curves and waveforms are drawn (colours as ``#rrggbb``), and the matrices' colormaps."""
+
+    colormaps: dict  # representation -> matplotlib colormap name (mfcc, mfcc_scaled, chromagram)
+    waveform: str
+    curve: str
+    background: str
+    faded_alpha: float
+    line_width: int
+
+
+# ---------------------------------------------------------------------------------------------- audio
+
+
+def load_audio(path, sample_rate: int) -> tuple[np.ndarray, int]:
+    """Read a WAV (any rate, any channels), mix down to mono, resample to ``sample_rate``.
+
+    Returns ``(y, n)``: float32 1-D audio and the number of non-finite samples (NaN/inf, possible in a float
+    WAV) that were replaced by 0 before mixing and resampling. Raises :class:`AudioError`
+    (``missing_file``, ``empty_file`` or ``unreadable_audio``).
+    """
+    import os
+
+    import soundfile as sf
+
+    from . import rejections
+
+    if not os.path.isfile(path):
+        raise AudioError(rejections.MISSING_FILE, f"{path} does not exist")
+    if os.path.getsize(path) == 0:
+        raise AudioError(rejections.EMPTY_FILE, f"{path} is 0 bytes")
+    try:
+        data, native_rate = sf.read(path, dtype="float32", always_2d=True)
+    except Exception as exc:  # noqa: BLE001 - libsndfile raises several types for a damaged file
+        raise AudioError(rejections.UNREADABLE_AUDIO, f"{path}: {type(exc).__name__}: {exc}".splitlines()[0])
+    if data.shape[0] == 0:
+        raise AudioError(rejections.EMPTY_FILE, f"{path} holds no samples")
+    n_bad = 0
+    if not np.isfinite(data).all():
+        bad = ~np.isfinite(data)
+        n_bad = int(bad.sum())
+        data[bad] = 0.0
+    y = data[:, 0].copy()
+    for channel in range(1, data.shape[1]):  # the channel mean; numpy's mean(axis=1) is 50x slower here
+        y += data[:, channel]
+    if data.shape[1] > 1:
+        y /= data.shape[1]
+    if native_rate != sample_rate:
+        import librosa
+
+        y = librosa.resample(y, orig_sr=native_rate, target_sr=sample_rate)
+    return np.ascontiguousarray(y, dtype=np.float32), n_bad
+
+
+def clean_audio(y: np.ndarray, n_fft: int) -> tuple[np.ndarray, int]:
+    """Replace non-finite samples by 0 and zero-pad to at least ``n_fft`` samples.
+
+    Returns ``(y, number of non-finite samples replaced)``.
+    """
+    y = np.asarray(y, dtype=np.float32).reshape(-1)
+    bad = ~np.isfinite(y)
+    n_bad = int(bad.sum())
+    if n_bad:
+        y = np.where(bad, np.float32(0), y)
+    if len(y) < n_fft:
+        y = np.pad(y, (0, n_fft - len(y)))
+    return np.ascontiguousarray(y), n_bad
+
+
+# ------------------------------------------------------------------------------------ pixel mapping
+
+
+def overlap_weights(src_edges: np.ndarray, dst_edges: np.ndarray) -> np.ndarray:
+    """THE mapping from source cells to pixels: ``W[p, s]`` = share of pixel ``p`` covered by cell ``s``.
+
+    ``src_edges`` (S + 1) and ``dst_edges`` (P + 1) are increasing cell boundaries on the same axis (e.g.
+    samples). Rows sum to 1, so ``W @ values`` is the area average of the cells under each pixel. A pixel
+    that no cell covers (cannot happen when both span the same interval) takes its nearest cell.
+    """
+    src = np.asarray(src_edges, dtype=np.float64)
+    dst = np.asarray(dst_edges, dtype=np.float64)
+    lo = np.maximum(dst[:-1, None], src[None, :-1])
+    hi = np.minimum(dst[1:, None], src[None, 1:])
+    w = np.clip(hi - lo, 0.0, None)
+    total = w.sum(axis=1, keepdims=True)
+    empty = total[:, 0] <= 0
+    if empty.any():
+        centres = (src[:-1] + src[1:]) / 2
+        for p in np.flatnonzero(empty):
+            w[p, np.argmin(np.abs(centres - (dst[p] + dst[p + 1]) / 2))] = 1.0
+        total = w.sum(axis=1, keepdims=True)
+    return w / total
+
+
+def column_edges(n_samples: int, width: int) -> np.ndarray:
+    """Column ``c`` covers samples ``[c N / W, (c + 1) N / W)``: the whole clip spans the whole width."""
+    return np.linspace(0.0, float(n_samples), width + 1)
+
+
+def frame_edges(n_frames: int, hop_length: int, n_samples: int) -> np.ndarray:
+    """Frame ``f`` (centred on sample ``f * hop``) covers ``[(f - 1/2) hop, (f + 1/2) hop)`` within the clip."""
+    edges = (np.arange(n_frames + 1, dtype=np.float64) - 0.5) * hop_length
+    return np.clip(edges, 0.0, float(n_samples))
+
+
+@functools.lru_cache(maxsize=64)
+def _time_weights(n_frames: int, hop_length: int, n_samples: int, width: int) -> np.ndarray:
+    return overlap_weights(frame_edges(n_frames, hop_length, n_samples), column_edges(n_samples, width)).astype(
+        np.float32)
+
+
+@functools.lru_cache(maxsize=64)
+def _bin_weights(n_bins: int, height: int) -> np.ndarray:
+    """Rows from the top: row 0 shows the highest bin, the last row bin 0."""
+    w = overlap_weights(np.arange(n_bins + 1), np.linspace(0.0, float(n_bins), height + 1))
+    return np.ascontiguousarray(w[::-1]).astype(np.float32)
+
+
+def matrix_to_pixels(matrix: np.ndarray, hop_length: int, n_samples: int, size: int) -> np.ndarray:
+    """A (bins x frames) feature matrix -> (size x size) float32 through :func:`overlap_weights` on both axes."""
+    n_bins, n_frames = matrix.shape
+    rows = _bin_weights(n_bins, size)
+    cols = _time_weights(n_frames, hop_length, n_samples, size)
+    return rows @ (matrix.astype(np.float32) @ cols.T)  # frames first: 10x fewer operations
+
+
+def curve_to_columns(curve: np.ndarray, hop_length: int, n_samples: int, width: int) -> np.ndarray:
+    """A per-frame curve -> one value per column, through the same time mapping as the matrices."""
+    return _time_weights(len(curve), hop_length, n_samples, width) @ curve.astype(np.float32)
+
+
+def envelope_columns(y: np.ndarray, width: int) -> np.ndarray:
+    """Peak ``|y|`` over each column's samples (``[floor(c N / W), ceil((c + 1) N / W))``), float32 (W,)."""
+    n = len(y)
+    edges = column_edges(n, width)
+    start = np.floor(edges[:-1]).astype(np.int64)
+    stop = np.maximum(np.ceil(edges[1:]).astype(np.int64), start + 1)
+    a = np.abs(y)
+    if n >= 2 * width:
+        # reduceat over the floor partition, then fold in each column's last partial sample.
+        env = np.maximum.reduceat(a, start)
+        env = np.maximum(env, a[np.minimum(stop - 1, n - 1)])
+    else:
+        env = np.array([a[s:e].max() for s, e in zip(start, stop)], dtype=np.float32)
+    return env.astype(np.float32)
+
+
+def minmax(x: np.ndarray) -> np.ndarray:
+    """Scale to [0, 1] over the whole array; a constant array becomes 0 (never NaN)."""
+    x = np.asarray(x, dtype=np.float32)
+    lo, hi = float(x.min()), float(x.max())
+    if not hi > lo:
+        return np.zeros_like(x)
+    return (x - lo) / (hi - lo)
+
+
+# ------------------------------------------------------------------------------------------ colours
+
+
+@functools.lru_cache(maxsize=16)
+def colormap_lut(name: str) -> np.ndarray:
+    """A matplotlib colormap as a (256, 3) uint8 table, read once from the registry (no figure)."""
+    import matplotlib
+
+    try:
+        cmap = matplotlib.colormaps[name]
+    except KeyError:
+        raise ValueError(f"unknown matplotlib colormap {name!r}") from None
+    rgba = cmap(np.linspace(0.0, 1.0, 256))
+    return np.round(rgba[:, :3] * 255).astype(np.uint8)
+
+
+def hex_rgb(colour: str) -> np.ndarray:
+    c = colour.lstrip("#")
+    if len(c) != 6:
+        raise ValueError(f"colour {colour!r} is not #rrggbb")
+    return np.array([int(c[i : i + 2], 16) for i in (0, 2, 4)], dtype=np.float32)
+
+
+def apply_colormap(values01: np.ndarray, name: str) -> np.ndarray:
+    idx = np.clip(np.rint(values01 * 255.0), 0, 255).astype(np.uint8)
+    return np.take(colormap_lut(name), idx, axis=0)
+
+
+# ----------------------------------------------------------------------------------------- features
+
+
+@functools.lru_cache(maxsize=8)
+def _hann(n_fft: int):
+    import torch
+
+    return torch.hann_window(n_fft, periodic=True, dtype=torch.float32)
+
+
+def _stft(y: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
+    """``librosa.stft(y, n_fft, hop_length)`` (Hann window, centred frames, zero padding), complex64.
+
+    Computed with ``torch.stft`` (2-3x faster than numpy's FFT on one core); the tests check that it
+    equals librosa's STFT.
+    """
+    import torch
+
+    x = torch.stft(torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32)), n_fft, hop_length,
+                   window=_hann(n_fft), center=True, pad_mode="constant", return_complex=True)
+    return x.numpy()
+
+
+def magnitude_spectrogram(y: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
+    """``|librosa.stft(y, n_fft, hop_length)|``, float32 (numpy's complex abs: ~10x faster than torch's)."""
+    return np.abs(_stft(y, n_fft, hop_length))
+
+
+def power_spectrogram(y: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
+    """``|librosa.stft(y, n_fft, hop_length)| ** 2``, float32, without the square root."""
+    x = _stft(y, n_fft, hop_length)
+    return x.real * x.real + x.imag * x.imag
+
+
+@functools.lru_cache(maxsize=8)
+def _mel_basis(sr: int, n_fft: int):
+    """librosa's mel filterbank (128 bands, Slaney) as a sparse matrix: each band touches a few bins."""
+    import librosa
+    import scipy.sparse
+
+    return scipy.sparse.csr_matrix(librosa.filters.mel(sr=sr, n_fft=n_fft).astype(np.float32))
+
+
+@functools.lru_cache(maxsize=8)
+def _chroma_basis(sr: int, n_fft: int, tuning: float) -> np.ndarray:
+    import librosa
+
+    return librosa.filters.chroma(sr=sr, n_fft=n_fft, tuning=tuning).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def _fft_frequencies(sr: int, n_fft: int) -> np.ndarray:
+    import librosa
+
+    return librosa.fft_frequencies(sr=sr, n_fft=n_fft).astype(np.float32)
+
+
+def feature_matrix(y: np.ndarray, sr: int, representation: str, *, n_fft: int, hop_length: int, n_mfcc: int,
+                   chroma_tuning: float | None) -> np.ndarray:
+    """The (bins x frames) matrix that ``mfcc``, ``mfcc_scaled`` and ``chromagram`` draw.
+
+    Equal to ``librosa.feature.mfcc(y=y, sr=sr, n_mfcc=n_mfcc, n_fft=n_fft, hop_length=hop_length)`` and
+    ``librosa.feature.chroma_stft(y=y, sr=sr, n_fft=n_fft, hop_length=hop_length, tuning=chroma_tuning)``
+    (tested), with the filterbanks built once per process instead of once per clip.
+    """
+    import librosa
+
+    power = power_spectrogram(y, n_fft, hop_length)
+    if representation == "chromagram":
+        if chroma_tuning is None:  # librosa's default: estimate the tuning of this clip
+            return librosa.feature.chroma_stft(S=power, sr=sr, n_fft=n_fft, hop_length=hop_length)
+        return librosa.util.normalize(_chroma_basis(sr, n_fft, float(chroma_tuning)) @ power, norm=np.inf, axis=-2)
+    m = librosa.feature.mfcc(S=librosa.power_to_db(_mel_basis(sr, n_fft) @ power), n_mfcc=n_mfcc)
+    if representation == "mfcc_scaled":
+        m = standardise_rows(m)
+    return m
+
+
+def standardise_rows(m: np.ndarray) -> np.ndarray:
+    """Per-coefficient zero mean, unit variance (``sklearn.preprocessing.scale(m, axis=1)``; std 0 -> 1)."""
+    m = m.astype(np.float64)
+    mean = m.mean(axis=1, keepdims=True)
+    std = m.std(axis=1, keepdims=True)
+    std[std < 10 * np.finfo(np.float64).eps] = 1.0
+    return ((m - mean) / std).astype(np.float32)
+
+
+def feature_curve(y: np.ndarray, sr: int, representation: str, *, n_fft: int, hop_length: int,
+                  roll_percent: float = 0.85) -> np.ndarray:
+    """The per-frame curve (Hz) that ``spectral_centroid`` / ``spectral_rolloff`` draw.
+
+    The definitions of ``librosa.feature.spectral_centroid`` / ``spectral_rolloff`` on the magnitude
+    spectrogram, written out (librosa normalises the whole spectrogram first, 5x slower; the tests check
+    equality). A silent frame has centroid 0 and roll-off 0.
+    """
+    frames = magnitude_spectrogram(y, n_fft, hop_length).T  # (frames, bins), contiguous as torch returns it
+    freq = _fft_frequencies(sr, n_fft)
+    if representation == "spectral_centroid":
+        total = frames.sum(axis=1)
+        tiny = np.finfo(np.float32).tiny
+        return np.where(total > tiny, (frames @ freq) / np.maximum(total, tiny), np.float32(0))
+    cumulative = np.cumsum(frames, axis=1)
+    reached = cumulative >= roll_percent * cumulative[:, -1:]
+    return freq[np.argmax(reached, axis=1)]
+
+
+# -------------------------------------------------------------------------------------------- render
+
+
+def _waveform_layer(y: np.ndarray, size: int) -> np.ndarray:
+    """(size, size) bool: the symmetric amplitude envelope, peak-normalised; the centre line always."""
+    env = envelope_columns(y, size)
+    peak = float(env.max())
+    env = env / peak if peak > 0 else np.zeros_like(env)
+    # row r's centre is at amplitude 1 - (r + 1/2) * 2 / size (top = +1, bottom = -1)
+    amp = 1.0 - (np.arange(size, dtype=np.float32) + 0.5) * (2.0 / size)
+    return np.abs(amp)[:, None] <= np.maximum(env, 1.0 / size)[None, :]
+
+
+def _curve_layer(values01: np.ndarray, size: int, line_width: int) -> np.ndarray:
+    """(size, size) bool: a polyline through one value per column, 0 = bottom row, 1 = top row."""
+    rows = (1.0 - values01) * (size - 1)
+    nxt = np.append(rows[1:], rows[-1])
+    lo = np.minimum(rows, nxt) - (line_width - 1) / 2.0
+    hi = np.maximum(rows, nxt) + (line_width - 1) / 2.0
+    # a column spans from its own point to the next one's, so the line stays connected when it jumps.
+    r = np.arange(size, dtype=np.float32)[:, None]
+    return (r >= np.floor(lo)[None, :]) & (r <= np.ceil(hi)[None, :])
+
+
+def render(y: np.ndarray, sr: int, representation: str, *, size: int, n_fft: int, hop_length: int, n_mfcc: int,
+           chroma_tuning: float | None, style: Style) -> np.ndarray:
+    """One clip's audio image: ``(size, size, 3)`` uint8, full-bleed. See the module docstring."""
+    check_representation(representation)
+    y, _ = clean_audio(y, n_fft)
+    n = len(y)
+    if representation in ("mfcc", "mfcc_scaled", "chromagram"):
+        m = feature_matrix(y, sr, representation, n_fft=n_fft, hop_length=hop_length, n_mfcc=n_mfcc,
+                           chroma_tuning=chroma_tuning)
+        pixels = matrix_to_pixels(minmax(m), hop_length, n, size)
+        return apply_colormap(pixels, style.colormaps[representation])
+
+    background = hex_rgb(style.background)
+    wave = hex_rgb(style.waveform)
+    image = np.empty((size, size, 3), dtype=np.float32)
+    image[:] = background
+    if representation == "waveplot":
+        image[_waveform_layer(y, size)] = wave
+        return np.rint(image).astype(np.uint8)
+    faded = style.faded_alpha * wave + (1.0 - style.faded_alpha) * background
+    image[_waveform_layer(y, size)] = faded
+    curve = feature_curve(y, sr, representation, n_fft=n_fft, hop_length=hop_length)
+    values = curve_to_columns(minmax(curve), hop_length, n, size)
+    image[_curve_layer(np.clip(values, 0.0, 1.0), size, style.line_width)] = hex_rgb(style.curve)
+    return np.rint(image).astype(np.uint8)
+
+
+def style_from_params(render_params: dict) -> Style:
+    """The :class:`Style` that params.yaml's ``render`` section describes (validated)."""
+    colours = render_params["colors"]
+    style = Style(
+        colormaps=dict(render_params["colormaps"]),
+        waveform=str(colours["waveform"]),
+        curve=str(colours["curve"]),
+        background=str(colours["background"]),
+        faded_alpha=float(render_params["faded_alpha"]),
+        line_width=int(render_params["line_width"]),
+    )
+    for colour in (style.waveform, style.curve, style.background):
+        hex_rgb(colour)
+    for rep in ("mfcc", "mfcc_scaled", "chromagram"):
+        colormap_lut(style.colormaps[rep])
+    return style
+
+
+__all__ = [
+    "REPRESENTATIONS", "AudioError", "Style", "load_audio", "clean_audio", "overlap_weights", "column_edges",
+    "frame_edges", "matrix_to_pixels", "curve_to_columns", "envelope_columns", "minmax", "colormap_lut",
+    "feature_matrix", "feature_curve", "render", "style_from_params",
+]

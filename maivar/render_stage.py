@@ -1,0 +1,162 @@
+"""Stage ``render``: one audio image per manifest clip, over all cores, into ``images.h5`` + PNG previews.
+
+Each worker loads one WAV (:func:`maivar.audio_images.load_audio`) and renders it; the parent writes the
+images in manifest order (sorted by id). A clip that cannot be rendered (missing, empty or unreadable
+WAV, a worker that hangs or crashes) becomes a rejection with its reason, so ids stay aligned downstream.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import audio_images
+from .atomic import atomic_path
+from .errors import PipelineError
+from .feature_store import Rejection, create_store
+from .parallel import Failure, guarded_imap
+from .params import check_representation
+
+log = logging.getLogger("maivar.render")
+
+MANIFEST_COLUMNS = ("id", "class_name", "label", "audio_path")
+
+
+@dataclass(frozen=True)
+class Rendered:
+    image: np.ndarray
+    non_finite: int  # samples that were NaN/inf and were replaced by 0
+
+
+def read_manifest(path: str | Path) -> pd.DataFrame:
+    """The manifest's clips sorted by id; a missing or malformed file is a one-line error."""
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"{path} does not exist: run the prepare stage first (dvc repro prepare)")
+    try:
+        df = pd.read_csv(path, dtype={"id": str, "class_name": str, "audio_path": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise PipelineError(f"{path} is not a readable CSV ({str(exc).splitlines()[0]}): rerun the prepare stage")
+    missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
+    if missing:
+        raise PipelineError(f"{path} lacks column(s) {', '.join(missing)}: rerun the prepare stage")
+    if df["id"].duplicated().any():
+        raise PipelineError(f"{path} has duplicate ids (e.g. {df['id'][df['id'].duplicated()].iloc[0]!r})")
+    if df.empty:
+        raise PipelineError(f"{path} lists no clips: nothing to render")
+    return df.sort_values("id", kind="stable").reset_index(drop=True)
+
+
+def render_clip(audio_path: str, *, representation: str, sample_rate: int, size: int, n_fft: int,
+                hop_length: int, n_mfcc: int, chroma_tuning, style: audio_images.Style):
+    """Worker: load one WAV and render it -> :class:`Rendered`, or a :class:`Failure` with a reason code."""
+    _one_thread()
+    try:
+        y, non_finite = audio_images.load_audio(audio_path, sample_rate)
+    except audio_images.AudioError as exc:
+        return Failure(exc.reason, exc.detail)
+    image = audio_images.render(y, sample_rate, representation, size=size, n_fft=n_fft, hop_length=hop_length,
+                                n_mfcc=n_mfcc, chroma_tuning=chroma_tuning, style=style)
+    return Rendered(image, non_finite)
+
+
+def _warm_up(kw: dict) -> None:
+    """Render one silent clip in the parent: imports, numba compilation (librosa's first chroma/MFCC call
+    takes seconds) and filterbanks are then inherited by the forked workers instead of paid by each."""
+    import soxr  # noqa: F401 - librosa.resample's backend
+
+    audio_images.render(np.zeros(kw["n_fft"], np.float32), kw["sample_rate"], kw["representation"], size=kw["size"],
+                        n_fft=kw["n_fft"], hop_length=kw["hop_length"], n_mfcc=kw["n_mfcc"],
+                        chroma_tuning=kw["chroma_tuning"], style=kw["style"])
+
+
+@functools.lru_cache(maxsize=1)
+def _one_thread() -> None:
+    """Each worker is one process on one core: keep torch's STFT and BLAS from spawning threads of their own
+    (with all cores busy with workers, extra threads make the small matrix products 100x slower)."""
+    import threadpoolctl
+    import torch
+
+    torch.set_num_threads(1)
+    threadpoolctl.threadpool_limits(limits=1)
+
+
+def render_manifest(manifest: pd.DataFrame, *, representation: str, render_params: dict, workers: int | None,
+                    out_path: str | Path, previews_dir: str | Path, librosa_version: str) -> dict:
+    """Render every clip of ``manifest`` into the store at ``out_path`` and previews into ``previews_dir``.
+
+    Returns a summary ``{"rendered": n, "rejected": {reason: count}, "non_finite_clips": n}``.
+    """
+    check_representation(representation)
+    p = render_params
+    try:
+        style = audio_images.style_from_params(p)
+    except (KeyError, ValueError) as exc:
+        raise PipelineError(f"params.yaml render section: {exc}: fix colormaps/colors/faded_alpha/line_width")
+    worker = functools.partial(
+        render_clip, representation=representation, sample_rate=int(p["sample_rate"]), size=int(p["size"]),
+        n_fft=int(p["n_fft"]), hop_length=int(p["hop_length"]), n_mfcc=int(p["n_mfcc"]),
+        chroma_tuning=None if p["chroma_tuning"] is None else float(p["chroma_tuning"]), style=style,
+    )
+    _warm_up(worker.keywords)
+
+    size = int(p["size"])
+    attrs = {
+        "representation": representation,
+        **{f"render.{k}": v for k, v in sorted(p.items()) if k not in ("workers", "previews_per_class")},
+        "librosa_version": librosa_version,
+        "pixel_mapping": "whole clip -> full width (column c covers samples [cN/W,(c+1)N/W)); bin 0 at the bottom; "
+                         "area-weighted (see maivar/audio_images.py)",
+    }
+    per_class = int(p["previews_per_class"])
+    kept, rejected, previews, non_finite = [], [], [], 0
+    results = guarded_imap(worker, list(manifest["audio_path"]), workers=workers, timeout_s=float(p["timeout_s"]),
+                           desc=f"render {representation}")
+    # Images stream into the store as they arrive (in manifest order): memory stays bounded on UCF101.
+    with create_store(out_path, data_name="images", n=len(manifest), item_shape=(size, size, 3),
+                      dtype=np.uint8) as w:
+        for row, result in zip(manifest.itertuples(index=False), results):
+            if isinstance(result, Rendered):
+                w.write(len(kept), result.image)
+                kept.append(row)
+                if sum(r.class_name == row.class_name for r, _ in previews) < per_class:
+                    previews.append((row, result.image))
+                if result.non_finite:
+                    non_finite += 1
+                    log.warning("%s: %d non-finite samples replaced by 0", row.id, result.non_finite)
+            else:
+                rejected.append(Rejection(row.id, result.reason, result.detail))
+                log.warning("rejected %s: %s (%s)", row.id, result.reason, result.detail)
+        if not kept:
+            first = rejected[0]
+            raise PipelineError(f"no clip could be rendered (e.g. {first.id}: {first.reason}, {first.detail})")
+        w.finish([r.id for r in kept], [int(r.label) for r in kept], rejected, attrs)
+
+    write_previews(previews, previews_dir, per_class)
+    reasons = Counter(r.reason for r in rejected)
+    log.info("rendered %d clips (%s), rejected %d%s", len(kept), representation, len(rejected),
+             f" ({dict(sorted(reasons.items()))})" if rejected else "")
+    return {"rendered": len(kept), "rejected": dict(sorted(reasons.items())), "non_finite_clips": non_finite}
+
+
+def write_previews(kept, previews_dir: str | Path, per_class: int) -> list[str]:
+    """The first ``per_class`` rendered clips (by id) of each class as ``<class_name>__<id>.png``, atomically."""
+    from PIL import Image
+
+    taken: Counter = Counter()
+    names = []
+    with atomic_path(previews_dir, directory=True) as tmp:
+        for row, image in kept:
+            if taken[row.class_name] >= per_class:
+                continue
+            taken[row.class_name] += 1
+            name = f"{row.class_name}__{row.id}.png"
+            Image.fromarray(image, mode="RGB").save(tmp / name, format="PNG", optimize=False)
+            names.append(name)
+    return names

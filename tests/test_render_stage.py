@@ -1,0 +1,182 @@
+"""Stage render: manifest in, images.h5 + previews out; bad clips become rejections, ids stay aligned."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import yaml
+from PIL import Image
+
+from maivar.errors import PipelineError
+from maivar.feature_store import open_store
+from maivar.params import REPRESENTATIONS, load_params
+from maivar.render_stage import read_manifest, render_manifest
+
+REPO = Path(__file__).resolve().parents[1]
+SR = 22050
+
+
+def _tone(freq, d, sr=SR, amp=0.4):
+    t = np.arange(int(d * sr)) / sr
+    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def make_dataset(root: Path) -> pd.DataFrame:
+    """A tiny manifest over 2 classes with every kind of audio the stage must survive (written unsorted)."""
+    audio = root / "data" / "prepared" / "audio"
+    audio.mkdir(parents=True)
+    rows = []
+
+    def add(clip_id, class_name, label, write=None):
+        path = audio / f"{clip_id}.wav"
+        if write is not None:
+            write(path)
+        rows.append({"id": clip_id, "class_name": class_name, "label": label, "split": "train",
+                     "video_path": f"x/{clip_id}.avi", "audio_path": str(path.relative_to(root))})
+
+    add("v_Drum_g02_c01", "Drum", 1, lambda p: sf.write(p, np.stack([_tone(220, 0.6), _tone(330, 0.6)], 1), 44100,
+                                                          subtype="PCM_16"))  # stereo 44.1 kHz
+    add("v_Bell_g01_c01", "Bell", 0, lambda p: sf.write(p, _tone(440, 0.5), SR, subtype="PCM_16"))  # mono, 22.05 kHz
+    add("v_Bell_g01_c02", "Bell", 0, lambda p: sf.write(p, np.zeros(SR // 2, np.float32), 16000))  # silent
+    add("v_Bell_g01_c03", "Bell", 0, lambda p: sf.write(p, _tone(880, 0.005), SR))  # shorter than one FFT frame
+    nan_audio = _tone(660, 0.4)
+    nan_audio[::50] = np.nan
+    add("v_Drum_g01_c01", "Drum", 1, lambda p: sf.write(p, nan_audio, SR, subtype="FLOAT"))  # NaN samples
+    add("v_Drum_g03_c01", "Drum", 1)  # missing WAV
+    add("v_Drum_g04_c01", "Drum", 1, lambda p: p.write_bytes(b"RIFF----WAVEfmt garbage" * 4))  # unreadable
+    add("v_Drum_g05_c01", "Drum", 1, lambda p: p.write_bytes(b""))  # empty
+    manifest = pd.DataFrame(rows)
+    path = root / "data" / "prepared" / "manifest.csv"
+    manifest.to_csv(path, index=False)
+    return manifest
+
+
+EXPECTED_REJECTED = {"v_Drum_g03_c01": "missing_file", "v_Drum_g04_c01": "unreadable_audio",
+                     "v_Drum_g05_c01": "empty_file"}
+
+
+def small_params(size=32, previews=1):
+    p = dict(load_params(REPO / "params.yaml")["render"])
+    p.update(size=size, sample_rate=SR, previews_per_class=previews)
+    return p
+
+
+def run(tmp_path, representation="chromagram", workers=2, **kw):
+    manifest = read_manifest(tmp_path / "data" / "prepared" / "manifest.csv")
+    out = tmp_path / "out" / "images.h5"
+    previews = tmp_path / "out" / "previews"
+    import os
+
+    cwd = os.getcwd()
+    os.chdir(tmp_path)  # audio paths in the manifest are relative to the repository root
+    try:
+        summary = render_manifest(manifest, representation=representation, render_params=small_params(**kw),
+                                  workers=workers, out_path=out, previews_dir=previews, librosa_version="x")
+    finally:
+        os.chdir(cwd)
+    return summary, out, previews
+
+
+def test_store_holds_every_renderable_clip_in_id_order_and_rejects_the_rest(tmp_path):
+    manifest = make_dataset(tmp_path)
+    summary, out, previews = run(tmp_path)
+    store = open_store(out, "images")
+    expected_ids = sorted(set(manifest["id"]) - set(EXPECTED_REJECTED))
+    assert store.ids == expected_ids
+    labels = dict(zip(manifest["id"], manifest["label"]))
+    assert list(store.labels) == [labels[i] for i in expected_ids]
+    assert {r.id: r.reason for r in store.rejected} == EXPECTED_REJECTED
+    assert set(store.ids) | {r.id for r in store.rejected} == set(manifest["id"])
+    assert store.data.shape == (len(expected_ids), 32, 32, 3) and store.data.dtype == np.uint8
+    assert store.attrs["representation"] == "chromagram"
+    assert store.attrs["render.n_fft"] == 2048 and store.attrs["librosa_version"] == "x"
+    assert summary["rendered"] == len(expected_ids) and summary["non_finite_clips"] == 1
+    assert sum(summary["rejected"].values()) == len(EXPECTED_REJECTED)
+
+
+def test_previews_are_the_first_clips_of_each_class_and_match_the_store(tmp_path):
+    make_dataset(tmp_path)
+    _, out, previews = run(tmp_path, previews=2)
+    names = sorted(p.name for p in previews.iterdir())
+    assert names == ["Bell__v_Bell_g01_c01.png", "Bell__v_Bell_g01_c02.png",
+                     "Drum__v_Drum_g01_c01.png", "Drum__v_Drum_g02_c01.png"]
+    store = open_store(out, "images")
+    for name in names:
+        clip_id = name.split("__")[1][:-4]
+        np.testing.assert_array_equal(np.asarray(Image.open(previews / name)), store.data[store.index[clip_id]])
+    assert not [p for p in previews.parent.iterdir() if ".tmp-" in p.name]
+
+
+def test_same_inputs_give_byte_identical_outputs_with_any_worker_count(tmp_path):
+    make_dataset(tmp_path)
+    _, out, previews = run(tmp_path, workers=2)
+    first = hashlib.sha256(out.read_bytes()).hexdigest()
+    first_png = {p.name: p.read_bytes() for p in previews.iterdir()}
+    _, out, previews = run(tmp_path, workers=1)
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == first
+    assert {p.name: p.read_bytes() for p in previews.iterdir()} == first_png
+
+
+@pytest.mark.parametrize("representation", REPRESENTATIONS)
+def test_every_representation_renders_the_manifest(tmp_path, representation):
+    make_dataset(tmp_path)
+    _, out, _ = run(tmp_path, representation=representation, workers=1, size=24)
+    store = open_store(out, "images")
+    assert store.attrs["representation"] == representation
+    assert len(store.ids) == 5 and store.data.shape[1:] == (24, 24, 3)
+    # a tone and a silent clip must not render the same image
+    assert not np.array_equal(store.data[store.index["v_Bell_g01_c01"]], store.data[store.index["v_Bell_g01_c02"]])
+
+
+def test_nothing_renderable_is_a_one_line_error(tmp_path):
+    (tmp_path / "data" / "prepared").mkdir(parents=True)
+    pd.DataFrame([{"id": "v_A_g01_c01", "class_name": "A", "label": 0, "audio_path": "nope.wav"}]).to_csv(
+        tmp_path / "data" / "prepared" / "manifest.csv", index=False)
+    with pytest.raises(PipelineError, match="no clip could be rendered"):
+        run(tmp_path)
+
+
+def test_manifest_errors_are_one_line(tmp_path):
+    with pytest.raises(PipelineError, match="prepare"):
+        read_manifest(tmp_path / "missing.csv")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,label\nv_a,0\n")
+    with pytest.raises(PipelineError, match="audio_path"):
+        read_manifest(bad)
+
+
+def _stage(tmp_path, representation):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["representation"] = representation
+    params["render"].update(size=32, sample_rate=SR, previews_per_class=1, workers=2)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    return subprocess.run([sys.executable, str(REPO / "stages" / "render.py")], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_stage_entry_point_writes_the_declared_outputs(tmp_path):
+    make_dataset(tmp_path)
+    proc = _stage(tmp_path, "mfcc_scaled")
+    assert proc.returncode == 0, proc.stderr
+    store = open_store(tmp_path / "data" / "audio_images" / "images.h5", "images")
+    assert store.attrs["representation"] == "mfcc_scaled" and len(store.ids) == 5
+    assert len(list((tmp_path / "data" / "audio_images" / "previews").glob("*.png"))) == 2
+    assert "rejected v_Drum_g03_c01: missing_file" in proc.stderr
+
+
+def test_stage_with_an_unknown_representation_fails_with_one_line_listing_the_six(tmp_path):
+    make_dataset(tmp_path)
+    proc = _stage(tmp_path, "melspectrogram")
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: unknown representation 'melspectrogram'")
+    assert all(name in line for name in REPRESENTATIONS)
+    assert not (tmp_path / "data" / "audio_images").exists()
