@@ -20,6 +20,7 @@ UNREADABLE_AUDIO = "unreadable_audio"  # a WAV that cannot be read
 UPSTREAM_REJECTED = "upstream_rejected"  # absent from an input file because an earlier stage rejected it
 TOO_FEW_FRAMES = "too_few_frames"  # a video that decodes fewer frames than the sampling needs
 DECODE_FAILED = "decode_failed"  # decoding failed part-way
+NONFINITE_FEATURES = "nonfinite_features"  # a feature vector with NaN or inf (excluded from training/evaluation)
 
 ALL = (
     MISSING_FILE,
@@ -38,4 +39,5 @@ ALL = (
     UPSTREAM_REJECTED,
     TOO_FEW_FRAMES,
     DECODE_FAILED,
+    NONFINITE_FEATURES,
 )

@@ -1,0 +1,121 @@
+"""Print a Table II-style table (paper: audio-only and fusion top-1 per representation) from DVC experiments.
+
+    python scripts/table2.py                        # runs `dvc exp show --json` here
+    python scripts/table2.py --by backbone          # the Fig. 4 grid: audio top-1 per audio backbone
+    dvc exp show --json -A > exps.json && python scripts/table2.py --json exps.json
+
+One row per experiment (and per baseline commit) that has ``metrics/metrics.json``; the workspace is
+left out unless ``--workspace`` is given. The best audio and fusion accuracy are marked in bold, rows are
+in the paper's order of representations (Table II) or sorted by backbone name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from maivar.params import REPRESENTATIONS  # noqa: E402
+
+METRICS = "metrics/metrics.json"
+TITLES = {
+    "waveplot": "Waveplot", "spectral_centroid": "Spectral Centroids", "spectral_rolloff": "Spectral Rolloff",
+    "mfcc": "MFCCs", "mfcc_scaled": "MFCCs Feature Scaling", "chromagram": "Chromagram",
+}
+KEYS = {"representation": ("representation",), "backbone": ("extract_audio", "backbone")}
+
+
+def _get(d, *path):
+    for p in path:
+        if not isinstance(d, dict) or p not in d:
+            return None
+        d = d[p]
+    return d
+
+
+def _runs(exps: list, workspace: bool):
+    """(name, data) for every baseline commit and experiment in `dvc exp show --json` output."""
+    for entry in exps:
+        if entry.get("rev") == "workspace" and not workspace:
+            continue
+        rev = str(entry.get("rev", ""))
+        name = entry.get("name") or (rev[:7] if len(rev) == 40 else rev)
+        if entry.get("data"):
+            yield name, entry["data"]
+        for exp in entry.get("experiments") or []:
+            for rev in exp.get("revs") or []:
+                if rev.get("data"):
+                    yield rev.get("name") or exp.get("name") or str(rev.get("rev", ""))[:7], rev["data"]
+
+
+def table_rows(exps: list, by: str = "representation", workspace: bool = False) -> list[dict]:
+    rows = []
+    for name, data in _runs(exps, workspace):
+        metrics = _get(data, "metrics", METRICS, "data")
+        params = _get(data, "params", "params.yaml", "data") or {}
+        if not metrics:
+            continue
+        rows.append({
+            "run": name,
+            "key": _get(params, *KEYS[by]) or metrics.get("representation"),
+            "audio": _get(metrics, "audio", "top1"),
+            "video": _get(metrics, "video", "top1"),
+            "fusion": _get(metrics, "fusion", "top1"),
+            "init": _get(params, "fusion_mlp", "init"),
+        })
+    order = {r: i for i, r in enumerate(REPRESENTATIONS)} if by == "representation" else {}
+    return sorted(rows, key=lambda r: (order.get(r["key"], len(order)), str(r["key"]), r["run"]))
+
+
+def format_table(rows: list[dict], by: str = "representation") -> str:
+    def fmt(v, best):
+        if v is None:
+            return "-"
+        s = f"{v:.2f}"
+        return f"**{s}**" if best is not None and v == best and len(rows) > 1 else s
+
+    best_a = max((r["audio"] for r in rows if r["audio"] is not None), default=None)
+    best_f = max((r["fusion"] for r in rows if r["fusion"] is not None), default=None)
+    head = "Representation" if by == "representation" else "Audio backbone"
+    lines = [f"| {head} | Audio | Fusion (Audio+Video) | Experiment |", "| --- | ---: | ---: | --- |"]
+    for r in rows:
+        label = TITLES.get(r["key"], str(r["key"])) if by == "representation" else str(r["key"])
+        if r["init"] == "scratch":
+            label += " (fusion from scratch)"
+        lines.append(f"| {label} | {fmt(r['audio'], best_a)} | {fmt(r['fusion'], best_f)} | {r['run']} |")
+    videos = sorted({r["video"] for r in rows if r["video"] is not None})
+    if videos:
+        v = f"{videos[0]:.2f}%" if len(videos) == 1 else f"{videos[0]:.2f}-{videos[-1]:.2f}%"
+        lines.append(f"\nTop-1 accuracy in percent on the test split. Video-only accuracy is {v}.")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", type=Path, help="output of `dvc exp show --json` (default: run it here)")
+    ap.add_argument("--by", choices=sorted(KEYS), default="representation")
+    ap.add_argument("--workspace", action="store_true", help="include the workspace row")
+    args = ap.parse_args()
+    if args.json:
+        text = args.json.read_text()
+    else:
+        out = subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True)
+        if out.returncode != 0:
+            sys.exit(f"error: dvc exp show failed: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else ''}")
+        text = out.stdout
+    try:
+        exps = json.loads(text)
+    except json.JSONDecodeError as exc:
+        sys.exit(f"error: not the JSON of `dvc exp show --json` ({exc})")
+    rows = table_rows(exps, args.by, args.workspace)
+    if not rows:
+        sys.exit("error: no run has metrics/metrics.json: run `dvc repro` or queue experiments first")
+    print(format_table(rows, args.by))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""Metrics (maivar/evaluation.py)."""
+
+import csv
+import io
+import math
+
+import numpy as np
+
+from maivar.evaluation import (
+    confusion_csv, head_metrics, mean_class_accuracy, per_class_accuracy, per_class_csv, predictions, topk_accuracy,
+)
+
+
+def test_topk_accuracy_counts_the_label_among_the_k_best():
+    logits = np.array([[0.9, 0.1, 0.0], [0.1, 0.2, 0.7], [0.5, 0.4, 0.1], [0.2, 0.3, 0.5]])
+    y = np.array([0, 0, 1, 2])
+    assert topk_accuracy(logits, y, 1) == 50.0
+    assert topk_accuracy(logits, y, 2) == 100.0 * 3 / 4
+    assert topk_accuracy(logits, y, 5) == 100.0  # k is capped at the number of classes
+    assert math.isnan(topk_accuracy(logits[:0], y[:0], 1))
+
+
+def test_ties_are_broken_by_the_lower_label():
+    logits = np.zeros((2, 3))
+    assert predictions(logits).tolist() == [0, 0]
+    assert topk_accuracy(logits, np.array([0, 1]), 1) == 50.0
+
+
+def test_mean_class_accuracy_weights_classes_equally_and_skips_empty_ones():
+    y = np.array([0, 0, 0, 1])
+    pred = np.array([0, 0, 0, 0])
+    acc = per_class_accuracy(pred, y, 3)
+    assert acc[0] == 100.0 and acc[1] == 0.0 and math.isnan(acc[2])
+    assert mean_class_accuracy(pred, y, 3) == 50.0  # top-1 would be 75
+
+
+def test_head_metrics_keys_and_rounding():
+    logits = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    m = head_metrics(logits, np.array([0, 1, 1]), 2)
+    assert list(m) == ["top1", "top5", "mean_class_acc"]
+    assert m["top1"] == round(200 / 3, 4) and m["top5"] == 100.0 and m["mean_class_acc"] == 75.0
+
+
+def test_per_class_csv_has_one_row_per_class_and_blank_without_test_clips():
+    y = np.array([0, 0, 1])
+    logits = {"audio": np.array([[1.0, 0, 0], [0, 1.0, 0], [0, 1.0, 0]]), "fusion": np.eye(3)[[0, 0, 1]]}
+    rows = list(csv.DictReader(io.StringIO(per_class_csv(y, logits, ["A", "B", "C"]))))
+    assert [r["class_name"] for r in rows] == ["A", "B", "C"]
+    assert rows[0]["audio_acc"] == "50" and rows[0]["fusion_acc"] == "100"
+    assert rows[2]["test_clips"] == "0" and rows[2]["audio_acc"] == ""
+
+
+def test_confusion_csv_rows_sorted_by_id_with_class_names():
+    text = confusion_csv(["b", "a"], np.array([1, 0]), np.array([0, 0]), ["X", "Y"])
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert rows == [{"id": "a", "actual": "X", "predicted": "X"}, {"id": "b", "actual": "Y", "predicted": "X"}]
+
+
+# ---------------------------------------------------------------------------- Table II and plots
+def _load_script(name):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _exp(name, representation, audio, fusion, video=75.0, init="video"):
+    return {"rev": "0" * 40, "name": name, "data": {
+        "params": {"params.yaml": {"data": {"representation": representation, "fusion_mlp": {"init": init},
+                                            "extract_audio": {"backbone": "resnet18"}}}},
+        "metrics": {"metrics/metrics.json": {"data": {"audio": {"top1": audio}, "video": {"top1": video},
+                                                      "fusion": {"top1": fusion}}}}}}
+
+
+def test_table2_rows_follow_the_paper_order_and_mark_the_best():
+    table2 = _load_script("table2")
+    base = _exp("main", "chromagram", 15.48, 87.91)
+    base["experiments"] = [{"name": "e1", "revs": [_exp("e1", "waveplot", 12.08, 86.21)]},
+                           {"name": "e2", "revs": [_exp("e2", "mfcc_scaled", 17.43, 86.11)]},
+                           {"name": "e3", "revs": [{"rev": "1" * 40, "name": "e3", "data": {"metrics": {}}}]}]
+    workspace = {**_exp(None, "chromagram", 1.0, 1.0), "rev": "workspace"}
+    rows = table2.table_rows([workspace, base])
+    assert [r["key"] for r in rows] == ["waveplot", "mfcc_scaled", "chromagram"]  # no workspace, no metrics-less run
+    text = table2.format_table(rows)
+    assert "| MFCCs Feature Scaling | **17.43** | 86.11 | e2 |" in text
+    assert "| Chromagram | 15.48 | **87.91** | main |" in text
+    assert "Video-only accuracy is 75.00%" in text
+    assert [r["key"] for r in table2.table_rows([base], by="backbone")] == ["resnet18"] * 3
+    assert len(table2.table_rows([workspace, base], workspace=True)) == 4
+
+
+def test_offline_plots_template_has_no_network_scripts():
+    import re
+    from pathlib import Path
+
+    template = (Path(__file__).resolve().parents[1] / ".dvc" / "offline_plots.html").read_text(encoding="utf8")
+    assert template.count("{plot_divs}") == 1
+    assert "{scripts}" not in template  # DVC puts its CDN <script src=...> tags there
+    assert not re.search(r"<script[^>]*\bsrc\s*=", template, re.I)
+    for lib in ("vega", "vega-lite", "vega-embed"):
+        assert f"<!-- {lib} " in template
+    assert "vegaEmbed=" in template and "vegaLite=" in template
+
+
+def test_dvc_plots_show_with_the_template_loads_nothing_from_the_network(tmp_path):
+    import re
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    dvc = [sys.executable, "-m", "dvc"]
+    env = {"DVC_NO_ANALYTICS": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    subprocess.run([*dvc, "init", "--no-scm", "-q"], cwd=tmp_path, check=True, env=env, timeout=120)
+    shutil.copy(repo / ".dvc" / "offline_plots.html", tmp_path / ".dvc" / "offline_plots.html")
+    subprocess.run([*dvc, "config", "plots.html_template", "offline_plots.html"], cwd=tmp_path, check=True, env=env,
+                   timeout=120)
+    (tmp_path / "acc.tsv").write_text("step\tacc\n0\t10\n1\t30\n2\t50\n")
+    (tmp_path / "dvc.yaml").write_text("plots:\n  - acc.tsv:\n      x: step\n      y: acc\n")
+    subprocess.run([*dvc, "plots", "show", "-o", "out"], cwd=tmp_path, check=True, env=env, capture_output=True,
+                   timeout=120)
+    html = (tmp_path / "out" / "index.html").read_text(encoding="utf8")
+    assert "vegaEmbed('#acc_tsv'" in html
+    assert not re.search(r"<script[^>]*\bsrc\s*=", html, re.I)
+    assert "cdn.jsdelivr" not in html

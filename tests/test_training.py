@@ -1,0 +1,268 @@
+"""Training the heads and the training/evaluate stages end to end on tiny fake features (maivar/training.py)."""
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from head_data import make_features, make_manifest, write_dataset, write_store
+from maivar import rejections
+from maivar.errors import PipelineError
+from maivar.heads import MLP
+from maivar.training import (
+    Features, fit, head_loss, join_modalities, l1_penalty, load_features, load_model, read_manifest, set_determinism,
+    train_head, video_input,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = {"hidden": [32], "dropout": 0.2, "epochs": 15, "lr": 3.0e-3, "batch_size": 16}
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_state():
+    """set_determinism changes process-wide torch settings: give other test modules theirs back."""
+    deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    yield
+    torch.use_deterministic_algorithms(deterministic)
+    torch.set_num_threads(threads)
+
+
+def _stage(name):
+    spec = importlib.util.spec_from_file_location(f"stage_{name}", ROOT / "stages" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _project(tmp_path, monkeypatch, **data):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["audio_mlp"].update(FAST)
+    params["video_mlp"].update(FAST)
+    params["fusion_mlp"].update({"epochs": 10, "lr": 1.0e-3, "batch_size": 32})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    manifest = write_dataset(tmp_path, **data)
+    monkeypatch.chdir(tmp_path)
+    return manifest
+
+
+def _run(*names):
+    for name in names:
+        _stage(name).main()
+
+
+# ------------------------------------------------------------------------------------------ loss
+def test_l1_term_is_in_the_loss():
+    torch.manual_seed(0)
+    model = MLP(6, [5], 3)
+    logits, y = model(torch.randn(4, 6)), torch.tensor([0, 1, 2, 0])
+    ce = torch.nn.functional.cross_entropy(logits, y)
+    expected_l1 = sum(layer.weight.abs().sum() for layer in model.linears())
+    torch.testing.assert_close(l1_penalty(model), expected_l1)
+    torch.testing.assert_close(head_loss(model, logits, y, 0.5), ce + 0.5 * expected_l1)
+    with torch.no_grad():
+        assert float(head_loss(model, logits, y, 0.5)) > float(head_loss(model, logits, y, 0.0))
+
+
+def test_l1_weight_shrinks_the_trained_weights():
+    manifest = make_manifest(3, 10, 0)
+    x, y = make_features(manifest, 16, signal=2.0), manifest["label"].to_numpy()
+    norms = []
+    for l1 in (0.0, 1e-2):
+        set_determinism(0, 1)
+        model = MLP(16, [16], 3)
+        train_head(model, x, y, x[:0], y[:0], epochs=20, lr=1e-2, batch_size=8, l1=l1, seed=0)
+        norms.append(float(l1_penalty(model).detach()))
+    assert norms[1] < 0.7 * norms[0]
+
+
+# -------------------------------------------------------------------------------------- learning
+def test_training_learns_separable_features():
+    manifest = make_manifest(4, 15, 8)
+    x, y = make_features(manifest, 20, signal=3.0), manifest["label"].to_numpy()
+    test, train = (manifest["split"] == "test").to_numpy(), (manifest["split"] == "train").to_numpy()
+    set_determinism(0, 1)
+    model = MLP(20, [32], 4, dropout=0.1)
+    history = train_head(model, x[train], y[train], x[test], y[test], epochs=30, lr=3e-3, batch_size=16, l1=1e-5,
+                         seed=0)
+    assert history[-1]["train/loss"] < 0.5 * history[0]["train/loss"]
+    assert history[-1]["test/acc"] >= 90.0
+    assert set(history[0]) == {"epoch", "train/loss", "train/acc", "test/acc"}
+
+
+def test_training_is_deterministic():
+    manifest = make_manifest(3, 10, 4)
+    x, y = make_features(manifest, 12), manifest["label"].to_numpy()
+    states = []
+    for _ in range(2):
+        set_determinism(7, 1)
+        model = MLP(12, [16], 3, dropout=0.5)
+        hist = train_head(model, x, y, x, y, epochs=5, lr=1e-3, batch_size=4, l1=1e-4, seed=7)
+        states.append((hist, model.state_dict()))
+    assert states[0][0] == states[1][0]
+    for k in states[0][1]:
+        assert torch.equal(states[0][1][k], states[1][1][k])
+
+
+# ----------------------------------------------------------------------------------------- data
+def test_video_input_mean_or_flatten():
+    f = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
+    assert np.allclose(video_input(f, "mean"), f.mean(axis=1))
+    assert video_input(f, "flatten").shape == (2, 12)
+    with pytest.raises(PipelineError, match="video_mlp.segments"):
+        video_input(f, "max")
+
+
+def _manifest_file(tmp_path, manifest):
+    p = tmp_path / "manifest.csv"
+    manifest.to_csv(p, index=False)
+    return read_manifest(p)
+
+
+def test_store_id_not_in_manifest_is_an_error(tmp_path):
+    full = make_manifest(2, 3, 1)
+    manifest = _manifest_file(tmp_path, full.iloc[1:])
+    write_store(tmp_path / "a.h5", full, make_features(full, 4))
+    with pytest.raises(PipelineError, match="not in the manifest"):
+        load_features(tmp_path / "a.h5", manifest, "audio")
+
+
+def test_label_disagreeing_with_manifest_is_an_error(tmp_path):
+    full = make_manifest(2, 3, 1)
+    manifest = _manifest_file(tmp_path, full)
+    cid = full["id"].iloc[0]
+    write_store(tmp_path / "a.h5", full, make_features(full, 4), labels={cid: 1})
+    with pytest.raises(PipelineError, match=f"clip {cid} has label 1 but the manifest says 0"):
+        load_features(tmp_path / "a.h5", manifest, "audio")
+
+
+def test_manifest_clip_neither_held_nor_rejected_is_an_error(tmp_path):
+    full = make_manifest(2, 3, 1)
+    manifest = _manifest_file(tmp_path, full)
+    write_store(tmp_path / "a.h5", full.iloc[1:], make_features(full.iloc[1:], 4))
+    with pytest.raises(PipelineError, match="neither holds nor rejects 1 manifest clip"):
+        load_features(tmp_path / "a.h5", manifest, "audio")
+
+
+def test_nonfinite_features_are_excluded_with_a_reason(tmp_path):
+    full = make_manifest(2, 3, 1)
+    manifest = _manifest_file(tmp_path, full)
+    x = make_features(full, 4)
+    x[2, 1] = np.nan
+    x[5, 0] = np.inf
+    write_store(tmp_path / "a.h5", full, x)
+    feats = load_features(tmp_path / "a.h5", manifest, "audio")
+    bad = [full["id"].iloc[2], full["id"].iloc[5]]
+    assert [r.id for r in feats.excluded] == bad
+    assert {r.reason for r in feats.excluded} == {rejections.NONFINITE_FEATURES}
+    assert not set(bad) & set(feats.ids) and np.isfinite(feats.x).all() and len(feats.ids) == len(full) - 2
+
+
+def _feats(modality, ids, labels, rejected=None):
+    return Features(modality, ids, np.ones((len(ids), 2), np.float32) * len(modality), np.array(labels), {},
+                    rejected or {})
+
+
+def test_join_excludes_ids_the_other_modality_records_as_rejected():
+    audio = _feats("audio", ["a", "b", "c"], [0, 1, 0])
+    video = _feats("video", ["a", "c"], [0, 0], rejected={"b": rejections.DECODE_FAILED})
+    fused, excluded = join_modalities(audio, video)
+    assert fused.ids == ["a", "c"] and fused.x.shape == (2, 4)
+    assert np.all(fused.x[:, :2] == 5) and np.all(fused.x[:, 2:] == 5)  # audio columns first
+    assert [(r.id, r.reason) for r in excluded] == [("b", "video:decode_failed")]
+
+
+def test_join_fails_on_an_unrecorded_missing_id_or_a_label_disagreement():
+    with pytest.raises(PipelineError, match="clip b has audio features but is neither in the video"):
+        join_modalities(_feats("audio", ["a", "b"], [0, 1]), _feats("video", ["a"], [0]))
+    with pytest.raises(PipelineError, match="clip a has label 0 in the audio features but 1 in the video"):
+        join_modalities(_feats("audio", ["a"], [0]), _feats("video", ["a"], [1]))
+
+
+def test_class_without_training_example_is_an_error(tmp_path):
+    full = make_manifest(3, 4, 2)
+    full.loc[(full["label"] == 2), "split"] = "test"
+    manifest = _manifest_file(tmp_path, full)
+    write_store(tmp_path / "a.h5", full, make_features(full, 4))
+    feats = load_features(tmp_path / "a.h5", manifest, "audio")
+    with pytest.raises(PipelineError, match="1 class\\(es\\) have no training example \\(Class2\\)"):
+        fit(feats, manifest, MLP(4, [4], 3), epochs=1, lr=1e-3, batch_size=4, l1=0.0, seed=0)
+
+
+# ------------------------------------------------------------------------------------ end to end
+def test_stages_end_to_end_metric_keys_and_fusion_starts_from_video(tmp_path, monkeypatch):
+    manifest = _project(tmp_path, monkeypatch)
+    _run("train_audio", "train_video", "train_fusion", "evaluate")
+    metrics = json.loads(Path("metrics/metrics.json").read_text())
+    for head in ("audio", "video", "fusion"):
+        assert set(metrics[head]) == {"top1", "top5", "mean_class_acc"}
+        assert 0.0 <= metrics[head]["top1"] <= metrics[head]["top5"] <= 100.0
+    assert metrics["test_clips"] == int((manifest["split"] == "test").sum())
+    assert metrics["pretrained"] == {"audio": False, "video": False}
+    assert metrics["representation"] == "chromagram"
+    assert metrics["fusion"]["top1"] >= max(metrics["audio"]["top1"], metrics["video"]["top1"])
+    for head in ("audio", "video", "fusion"):
+        saved = torch.load(f"models/{head}_mlp.pt", weights_only=True)
+        assert {"state_dict", "config", "classes", "feature_stats"} <= set(saved)
+        loss = Path(f"dvclive/{head}".replace(head, f"train_{head}")) / "plots/metrics/train/loss.tsv"
+        assert len(loss.read_text().splitlines()) == 1 + len(saved["history"])
+    confusion = Path("metrics/confusion.csv").read_text().splitlines()
+    assert confusion[0] == "id,actual,predicted" and len(confusion) == 1 + metrics["test_clips"]
+
+    # determinism: the same features give the same metrics and weights on a rerun
+    first = Path("metrics/metrics.json").read_bytes()
+    before = load_model("models/audio_mlp.pt")[0].state_dict()
+    _run("train_audio", "evaluate")
+    assert Path("metrics/metrics.json").read_bytes() == first
+    after = load_model("models/audio_mlp.pt")[0].state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_fusion_at_epoch_zero_equals_the_video_model(tmp_path, monkeypatch):
+    _project(tmp_path, monkeypatch)
+    _run("train_video")
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["fusion_mlp"]["epochs"] = 0
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+    _run("train_audio", "train_fusion", "evaluate")
+    metrics = json.loads(Path("metrics/metrics.json").read_text())
+    assert metrics["fusion"] == metrics["video"]
+
+
+def test_recorded_video_rejection_is_excluded_from_fusion_and_counted(tmp_path, monkeypatch):
+    manifest = _project(tmp_path, monkeypatch)
+    test_id = manifest.loc[manifest["split"] == "test", "id"].iloc[0]
+    video = make_features(manifest, 24, segments=5, seed=1)
+    write_store(Path("data/features/video.h5"), manifest, video, drop={test_id: rejections.DECODE_FAILED})
+    _run("train_audio", "train_video", "train_fusion", "evaluate")
+    metrics = json.loads(Path("metrics/metrics.json").read_text())
+    assert metrics["excluded_test_clips"] == 1
+    assert metrics["test_clips"] == int((manifest["split"] == "test").sum()) - 1
+    saved = torch.load("models/fusion_mlp.pt", weights_only=True)
+    assert {"id": test_id, "reason": "video:decode_failed", "detail": "no video features"} in saved["excluded"]
+
+
+def test_fusion_fails_loudly_when_the_video_mlp_does_not_fit(tmp_path, monkeypatch):
+    _project(tmp_path, monkeypatch)
+    _run("train_video")
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["video_mlp"]["segments"] = "flatten"
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(PipelineError, match="takes 24 video inputs but the video features give 120"):
+        _run("train_fusion")
+
+
+def test_stage_error_is_one_line_without_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    out = subprocess.run([sys.executable, str(ROOT / "stages/train_audio.py")], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines()[-1].startswith("error: data/prepared/manifest.csv does not exist")
+    assert "Traceback" not in out.stderr
