@@ -1,0 +1,120 @@
+"""TSN test-time frame sampling and decoding: ``num_segments`` equal segments, the centre frame of each.
+
+- :func:`segment_centres` gives the frame indices exactly as MMAction2's ``SampleFrames(clip_len=1,
+  frame_interval=1, num_clips=T, test_mode=True)`` does: ``int((i + 0.5) * n / T) mod n``. A video with
+  fewer frames than segments repeats frames (the same rule), never fails for that reason alone.
+- :func:`decode_segments` decodes a video once with PyAV and converts to RGB only the frames it keeps
+  (the colour conversion, not the decoding, dominates the cost); each kept frame is resized so that its
+  short side is ``short_side`` (bilinear, as MMAction2's ``Resize(scale=(-1, 256))``) and centre-cropped
+  to ``crop_size`` x ``crop_size`` (as ``CenterCrop``). Videos of any resolution give the same shape.
+- The expected frame count (the manifest's ``frames``) picks the indices during the single pass; when
+  the video decodes a different number of frames the indices are recomputed from what decoded and the
+  kept frames are taken in a second pass.
+- Failures come back as :class:`SegmentFailure` with a reason code from :mod:`maivar.rejections`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from . import rejections
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SegmentFailure:
+    reason: str
+    detail: str
+
+
+def segment_centres(num_frames: int, num_segments: int) -> np.ndarray:
+    """Indices of the centre frame of each of ``num_segments`` equal segments of ``num_frames`` frames."""
+    if num_frames < 1 or num_segments < 1:
+        raise ValueError(f"need at least one frame and one segment (got {num_frames}, {num_segments})")
+    avg_interval = num_frames / float(num_segments)
+    offsets = np.arange(num_segments) * avg_interval + avg_interval / 2.0
+    return np.mod(offsets.astype(np.int32), num_frames).astype(np.int64)
+
+
+def resize_short_side(rgb: np.ndarray, short_side: int) -> np.ndarray:
+    """Resize an H x W x 3 image so that its short side is ``short_side`` (mmcv's rounding, bilinear)."""
+    h, w = rgb.shape[:2]
+    scale = short_side / min(h, w)
+    new_w, new_h = int(w * scale + 0.5), int(h * scale + 0.5)
+    if (new_w, new_h) == (w, h):
+        return rgb
+    return cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+
+
+def centre_crop(img: np.ndarray, size: int) -> np.ndarray:
+    """The central ``size`` x ``size`` window (as MMAction2's CenterCrop: offsets floor((W - size) / 2))."""
+    h, w = img.shape[:2]
+    if h < size or w < size:
+        raise ValueError(f"a {w}x{h} image is smaller than the {size}x{size} crop")
+    top, left = (h - size) // 2, (w - size) // 2
+    return img[top : top + size, left : left + size]
+
+
+def _decode(path: str, wanted: set[int], deadline: float) -> tuple[int, dict[int, np.ndarray]]:
+    """Decode every frame, convert the ``wanted`` ones to RGB; returns (frames decoded, {index: rgb})."""
+    import av
+
+    kept: dict[int, np.ndarray] = {}
+    count = 0
+    with av.open(path) as container:
+        if not container.streams.video:
+            raise ValueError("the container has no video stream")
+        stream = container.streams.video[0]
+        stream.codec_context.thread_count = 1  # parallelism comes from one decoding process per core
+        for frame in container.decode(stream):
+            if count in wanted:
+                kept[count] = frame.to_ndarray(format="rgb24")
+            count += 1
+            if count % 64 == 0 and time.monotonic() > deadline:
+                raise TimeoutError
+    return count, kept
+
+
+def decode_segments(
+    path: str,
+    *,
+    num_segments: int,
+    expected_frames: int | None,
+    short_side: int,
+    crop_size: int,
+    timeout_s: float,
+) -> np.ndarray | SegmentFailure:
+    """``num_segments`` x ``crop_size`` x ``crop_size`` x 3 uint8 RGB frames, or a :class:`SegmentFailure`."""
+    import av
+
+    deadline = time.monotonic() + timeout_s
+    guess = int(expected_frames) if expected_frames and expected_frames > 0 else None
+    try:
+        wanted = set(segment_centres(guess, num_segments).tolist()) if guess else set()
+        count, kept = _decode(path, wanted, deadline)
+        if count == 0:
+            return SegmentFailure(rejections.TOO_FEW_FRAMES, "no frame decodes")
+        indices = segment_centres(count, num_segments)
+        if count != guess:  # the expected count was wrong or unknown: take the right frames in a second pass
+            if guess:
+                log.warning("%s decodes %d frames, not the %d expected: sampling over the %d", path, count, guess, count)
+            count2, kept = _decode(path, set(indices.tolist()), deadline)
+            if count2 != count:
+                return SegmentFailure(rejections.DECODE_FAILED, f"decoded {count} then {count2} frames")
+        frames = np.empty((num_segments, crop_size, crop_size, 3), dtype=np.uint8)
+        for t, index in enumerate(indices):
+            frames[t] = centre_crop(resize_short_side(kept[int(index)], short_side), crop_size)
+        return frames
+    except FileNotFoundError:
+        return SegmentFailure(rejections.MISSING_FILE, f"{path} not found")
+    except TimeoutError:
+        return SegmentFailure(rejections.TIMEOUT, f"decoding took longer than {timeout_s:g} s")
+    except (av.error.FFmpegError, ValueError, OSError, cv2.error) as exc:
+        detail = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        return SegmentFailure(rejections.DECODE_FAILED, detail)

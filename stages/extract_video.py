@@ -1,0 +1,84 @@
+"""Stage extract_video: manifest videos -> TSN per-segment features through MMAction2.
+
+Writes data/features/video.h5: ``features`` N x num_segments x D float32, ids/labels in manifest order,
+a rejection for every manifest clip that fails to decode, and attributes recording the config, backbone,
+input size, num_segments and weights (source, sha256). Independent of ``representation``.
+"""
+
+import logging
+import sys
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from maivar.backbones import build_tsn, compute_dtype, prepare_for_inference, select_device  # noqa: E402
+from maivar.errors import PipelineError  # noqa: E402
+from maivar.feature_store import create_store  # noqa: E402
+from maivar.parallel import default_workers  # noqa: E402
+from maivar.params import load_params, resolve_workers  # noqa: E402
+from maivar.stage import run_stage  # noqa: E402
+from maivar.video_features import VideoClip, extract_video_features, preprocessing_from_config  # noqa: E402
+
+MANIFEST = Path("data/prepared/manifest.csv")
+OUT = Path("data/features/video.h5")
+log = logging.getLogger("maivar.extract_video")
+
+
+def read_clips(path: Path) -> tuple[list[VideoClip], dict[str, int]]:
+    if not path.is_file():
+        raise PipelineError(f"{path} does not exist: run stage prepare first (dvc repro)")
+    manifest = pd.read_csv(path)
+    missing = {"id", "label", "video_path"} - set(manifest.columns)
+    if missing:
+        raise PipelineError(f"{path} lacks the column(s) {', '.join(sorted(missing))}: see docs/CONTRACTS.md")
+    frames = manifest["frames"] if "frames" in manifest.columns else pd.Series([None] * len(manifest))
+    clips = [
+        VideoClip(str(i), str(v), int(f) if pd.notna(f) else None)
+        for i, v, f in zip(manifest["id"], manifest["video_path"], frames)
+    ]
+    return clips, dict(zip(manifest["id"].astype(str), manifest["label"].astype(int)))
+
+
+def main() -> None:
+    p = load_params()["extract_video"]
+    clips, labels = read_clips(MANIFEST)
+    num_segments = int(p["num_segments"])
+    if num_segments < 1:
+        raise PipelineError("extract_video.num_segments must be at least 1")
+    device = select_device(str(p["device"]))
+    model, weights, cfg = build_tsn(p["config"], checkpoint=p["checkpoint"], seed=int(p["seed"]))
+    pre = preprocessing_from_config(cfg)
+    prepare_for_inference(model, device, compile_model=False)
+    if p["compile"]:
+        model.backbone.compile(dynamic=False)
+    log.info("%d videos x %d segments -> %s (short side %d, crop %d) on %s", len(clips), num_segments,
+             p["config"], pre.short_side, pre.crop_size, device)
+    rows, feats, rejected = extract_video_features(
+        model, clips, num_segments=num_segments, pre=pre, batch_videos=int(p["batch_videos"]),
+        workers=resolve_workers(p["workers"]) or default_workers(), device=device, timeout_s=float(p["timeout_s"]),
+    )
+    if clips and not rows:
+        raise PipelineError(f"none of the {len(clips)} videos decoded (first: {rejected[0].reason}: {rejected[0].detail})")
+    if rejected:
+        log.warning("rejected %d of %d videos: %s", len(rejected), len(clips),
+                    ", ".join(f"{k} {v}" for k, v in sorted(Counter(r.reason for r in rejected).items())))
+    ids = [clips[r].id for r in rows]
+    attrs = {
+        "config": str(p["config"]), "backbone": cfg.model.backbone.get("type"),
+        "backbone_depth": cfg.model.backbone.get("depth"), "input_size": pre.crop_size,
+        "short_side": pre.short_side, "mean": list(pre.mean), "std": list(pre.std),
+        "num_segments": num_segments, "device": device.type, "dtype": compute_dtype(device), **weights.attrs(),
+    }
+    with create_store(OUT, data_name="features", n=len(ids), item_shape=feats.shape[1:], dtype=np.float32) as w:
+        if len(ids):
+            w.write_rows(0, feats)
+        w.finish(ids, [labels[i] for i in ids], rejected, attrs)
+    log.info("wrote %s: %d x %d x %d features (weights: %s)", OUT, *feats.shape, weights.source)
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,130 @@
+"""Audio images -> pooled timm features, and the extract_audio stage (tiny models, tiny images)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from maivar import rejections
+from maivar.audio_features import IMAGENET_MEAN, IMAGENET_STD, extract_audio_features, normalization, preprocess
+from maivar.backbones import create_audio_backbone
+from maivar.feature_store import LazyRows, Rejection, create_store, open_store
+
+ROOT = Path(__file__).resolve().parents[1]
+CPU = torch.device("cpu")
+
+
+def images(n: int, size: int = 24, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def resnet18():
+    model, _ = create_audio_backbone("resnet18", pretrained=False, checkpoint=None, seed=0)
+    return model
+
+
+def run(model, rows, batch_size=4, workers=0, input_size=32):
+    return extract_audio_features(model, rows, input_size=input_size, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                                  batch_size=batch_size, workers=workers, device=CPU, progress=False)
+
+
+def test_features_shape_dtype_order_and_determinism(resnet18):
+    rows = images(5)
+    feats = run(resnet18, rows)
+    assert feats.shape == (5, 512) and feats.dtype == np.float32 and np.isfinite(feats).all()
+    assert np.array_equal(feats, run(resnet18, rows))
+    np.testing.assert_allclose(run(resnet18, rows, batch_size=1), feats, rtol=1e-4, atol=1e-5)
+    # rows stay in input order: reversing the input reverses the output
+    np.testing.assert_allclose(run(resnet18, rows[::-1].copy(), batch_size=2), feats[::-1], rtol=1e-4, atol=1e-5)
+    assert not np.allclose(feats[0], feats[1])
+
+
+def test_preprocess_resizes_and_normalises():
+    x = torch.full((2, 24, 24, 3), 255, dtype=torch.uint8)
+    mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+    out = preprocess(x, input_size=40, mean=mean, std=std)
+    assert out.shape == (2, 3, 40, 40)
+    torch.testing.assert_close(out[:, :, 0, 0], ((1 - mean) / std).expand(2, 3))
+
+
+def test_normalization_choices(resnet18):
+    assert normalization(resnet18, "imagenet") == (IMAGENET_MEAN, IMAGENET_STD)
+    irv2_like = type("M", (), {"pretrained_cfg": {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}})()
+    assert normalization(irv2_like, "model") == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    with pytest.raises(ValueError):
+        normalization(resnet18, "other")
+
+
+def test_reads_from_a_store_in_dataloader_workers(resnet18, tmp_path):
+    rows = images(6, seed=1)
+    with create_store(tmp_path / "images.h5", data_name="images", n=6, item_shape=rows.shape[1:], dtype=np.uint8) as w:
+        w.write_rows(0, rows)
+        w.finish([f"v{i}" for i in range(6)], [0] * 6, [], {})
+    lazy = LazyRows(tmp_path / "images.h5", "images")
+    np.testing.assert_allclose(run(resnet18, lazy, batch_size=4, workers=2), run(resnet18, rows), rtol=1e-4, atol=1e-5)
+
+
+def _stage_dir(tmp_path, rows, ids, labels, rejected):
+    work = tmp_path / "work"
+    (work / "data/audio_images").mkdir(parents=True)
+    with create_store(work / "data/audio_images/images.h5", data_name="images", n=len(rows),
+                      item_shape=rows.shape[1:], dtype=np.uint8) as w:
+        w.write_rows(0, rows)
+        w.finish(ids, labels, rejected, {"representation": "mfcc"})
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["extract_audio"].update(backbone="resnet18", input_size=32, batch_size=2, workers=1, device="cpu",
+                                   pretrained=False, checkpoint=None)
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    return work
+
+
+def test_extract_audio_stage_end_to_end(tmp_path):
+    rows = images(3, seed=2)
+    rejected = [Rejection("v_missing", rejections.SILENT_AUDIO, "peak -90 dBFS")]
+    work = _stage_dir(tmp_path, rows, ["v_a", "v_b", "v_c"], [2, 0, 1], rejected)
+    proc = subprocess.run([sys.executable, str(ROOT / "stages/extract_audio.py")], cwd=work, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "WARNING" in proc.stderr and "RANDOM" in proc.stderr
+    store = open_store(work / "data/features/audio.h5", "features")
+    assert store.ids == ["v_a", "v_b", "v_c"] and store.labels.tolist() == [2, 0, 1]
+    assert store.rejected == rejected
+    assert store.data.shape == (3, 512) and store.data.dtype == np.float32
+    attrs = store.attrs
+    assert attrs["backbone"] == "resnet18" and attrs["input_size"] == 32 and attrs["representation"] == "mfcc"
+    assert attrs["weights"] == "random" and attrs["pretrained"] is False and len(attrs["weights_sha256"]) == 64
+
+
+def test_extract_audio_stage_errors_and_interruption(tmp_path):
+    work = _stage_dir(tmp_path, images(2), ["v_a", "v_b"], [0, 1], [])
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["extract_audio"]["checkpoint"] = "ckpt/absent.pt"
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    stage = str(ROOT / "stages/extract_audio.py")
+    proc = subprocess.run([sys.executable, stage], cwd=work, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: checkpoint ckpt/absent.pt does not exist")
+    params["extract_audio"]["checkpoint"] = None
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    script = work / "interrupted.py"
+    script.write_text(
+        "import runpy, sys\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "from maivar import feature_store\n"
+        "def boom(self, *a, **k):\n"
+        "    raise KeyboardInterrupt\n"
+        "feature_store.StoreWriter.write_rows = boom\n"
+        f"runpy.run_path({stage!r}, run_name='__main__')\n"
+    )
+    proc = subprocess.run([sys.executable, str(script)], cwd=work, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 130, proc.stderr[-2000:]
+    assert list((work / "data/features").iterdir()) == []
+    # missing input: one line
+    (work / "data/audio_images/images.h5").unlink()
+    proc = subprocess.run([sys.executable, stage], cwd=work, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and proc.stderr.strip().startswith("error:") and "Traceback" not in proc.stderr
