@@ -29,9 +29,9 @@ test-all: $(STAMP)
 
 ## Benchmarks (print numbers; record them in BENCHMARKS.md).
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.bench_render
-	$(BIN)/python -m benchmarks.bench_extract
-	$(BIN)/python -m benchmarks.bench_prepare
+	$(BIN)/python benchmarks/bench_render.py
+	$(BIN)/python benchmarks/bench_extract.py
+	$(BIN)/python benchmarks/bench_prepare.py
 
 clean-venv:
 	rm -rf $(VENV)
