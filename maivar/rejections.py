@@ -41,3 +41,19 @@ ALL = (
     DECODE_FAILED,
     NONFINITE_FEATURES,
 )
+
+
+def check_rejected_share(n_rejected: int, n_total: int, max_share: float, rejected, *, what: str, param: str) -> None:
+    """Raise a one-line ``PipelineError`` when more than ``max_share`` of the ``n_total`` inputs were rejected
+    (``rejected``: objects with ``id``, ``reason``, ``detail``), so that the stage exits non-zero and DVC never
+    caches a mostly-failed output."""
+    from collections import Counter
+
+    from .errors import PipelineError
+
+    if n_total and n_rejected > max_share * n_total:
+        top = Counter(r.reason for r in rejected).most_common(3)
+        first = rejected[0]
+        raise PipelineError(
+            f"{n_rejected} of {n_total} {what} ({', '.join(f'{k}: {v}' for k, v in top)}; e.g. {first.id}: "
+            f"{first.detail}), more than {param}={max_share:g}: check the inputs, or raise the share")

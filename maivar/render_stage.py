@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import audio_images
+from . import audio_images, rejections
 from .atomic import atomic_path
 from .errors import PipelineError
 from .feature_store import Rejection, create_store
@@ -109,7 +109,8 @@ def render_manifest(manifest: pd.DataFrame, *, representation: str, render_param
     size = int(p["size"])
     attrs = {
         "representation": representation,
-        **{f"render.{k}": v for k, v in sorted(p.items()) if k not in ("workers", "previews_per_class")},
+        **{f"render.{k}": v for k, v in sorted(p.items())
+           if k not in ("workers", "previews_per_class", "max_rejected_share")},
         "librosa_version": librosa_version,
         "pixel_mapping": "whole clip -> full width (column c covers samples [cN/W,(c+1)N/W)); bin 0 at the bottom; "
                          "area-weighted (see maivar/audio_images.py)",
@@ -136,6 +137,8 @@ def render_manifest(manifest: pd.DataFrame, *, representation: str, render_param
         if not kept:
             first = rejected[0]
             raise PipelineError(f"no clip could be rendered (e.g. {first.id}: {first.reason}, {first.detail})")
+        rejections.check_rejected_share(len(rejected), len(manifest), float(p["max_rejected_share"]), rejected,
+                                        what="clips could not be rendered", param="render.max_rejected_share")
         w.finish([r.id for r in kept], [int(r.label) for r in kept], rejected, attrs)
 
     write_previews(previews, previews_dir, per_class)

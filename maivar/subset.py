@@ -45,7 +45,7 @@ FAULTS = (R.MISSING_FILE, R.EMPTY_FILE, R.UNREADABLE_VIDEO, R.DECODE_FAILED, R.T
           R.TIMEOUT, R.CRASHED)
 MANIFEST_COLUMNS = ("id", "class_name", "label", "split", "video_path", "audio_path", "duration_s", "fps",
                     "frames", "width", "height", "audio_sample_rate", "audio_channels", "audio_peak_dbfs",
-                    "audio_rms_dbfs")
+                    "audio_rms_dbfs", "decoded_share")
 MAX_LOGGED = 20  # faults named one by one in the log; all of them are in the rejection list
 REJECTION_COLUMNS = ("id", "class_name", "split", "video_path", "reason", "detail")
 
@@ -96,7 +96,9 @@ def examine_video(task: ExamineTask) -> Examined:
     try:
         probe = probe_video(path, task.frame_check)
         info = {"duration_s": round(probe.duration_s, 6), "fps": round(probe.fps, 6), "frames": probe.frames,
-                "width": probe.width, "height": probe.height}
+                "width": probe.width, "height": probe.height,
+                # the "partial" record: frames held / declared (a kept video holds at least min_decoded_share)
+                "decoded_share": round(probe.decoded_frames / probe.frames, 4) if probe.frames else 0.0}
         if probe.frames and probe.decoded_frames < task.min_decoded_share * probe.frames:
             return Examined(task.id, R.TRUNCATED, f"holds {probe.decoded_frames} of {probe.frames} declared "
                             f"frames ({task.frame_check})", info)

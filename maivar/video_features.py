@@ -1,7 +1,9 @@
 """Videos -> TSN per-segment features (paper Sec. III-A.1: ``num_segments`` x D, AvgPool2d features).
 
-Videos are decoded in DataLoader workers (:func:`maivar.video_frames.decode_segments`: PyAV, RGB
-conversion of the kept frames only, short side + centre crop) and batched across videos; the uint8
+Videos are decoded in guarded worker processes (:func:`maivar.parallel.guarded_imap` over
+:func:`maivar.video_frames.decode_segments`: PyAV, RGB conversion of the kept frames only, short side +
+centre crop; a hung decoder is killed after ``timeout_s``, a crashed one fails only its video) and batched
+across videos; the uint8
 frames go to the device (pinned memory on CUDA), are normalised there with the MMAction2 config's
 data-preprocessor mean/std, and run through the recognizer's ``extract_feat(stage='backbone')``; the
 feature maps are average-pooled over space. A video that fails to decode becomes a
@@ -10,6 +12,7 @@ feature maps are average-pooled over space. A video that fails to decode becomes
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Sequence
@@ -18,12 +21,12 @@ import cv2
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .backbones import OomGuard, autocast
 from .errors import PipelineError
 from .feature_store import Rejection
+from .parallel import guarded_imap
 from .video_frames import SegmentFailure, decode_segments
 
 log = logging.getLogger(__name__)
@@ -66,37 +69,13 @@ def preprocessing_from_config(cfg) -> Preprocessing:
     return Preprocessing(short_side, crop_size, tuple(map(float, pre["mean"])), tuple(map(float, pre["std"])))
 
 
-class SegmentDataset(Dataset):
-    """Item ``i``: ``(i, frames)`` with T x C x C x 3 uint8 frames, or ``(i, SegmentFailure)``."""
-
-    def __init__(self, clips: Sequence[VideoClip], *, num_segments: int, short_side: int, crop_size: int,
-                 timeout_s: float):
-        self.clips = list(clips)
-        self.num_segments, self.short_side, self.crop_size = num_segments, short_side, crop_size
-        self.timeout_s = timeout_s
-
-    def __len__(self) -> int:
-        return len(self.clips)
-
-    def __getitem__(self, i: int):
-        clip = self.clips[i]
-        frames = decode_segments(
-            clip.path, num_segments=self.num_segments, expected_frames=clip.expected_frames,
-            short_side=self.short_side, crop_size=self.crop_size, timeout_s=self.timeout_s,
-        )
-        return i, frames if isinstance(frames, SegmentFailure) else torch.from_numpy(frames)
-
-
-def _worker_init(_: int) -> None:
+def decode_clip(clip: VideoClip, *, num_segments: int, short_side: int, crop_size: int, timeout_s: float,
+                min_decoded_share: float) -> np.ndarray | SegmentFailure:
+    """Worker (:func:`~maivar.parallel.guarded_imap`): one video's T x C x C x 3 uint8 frames, or a failure."""
     cv2.setNumThreads(1)  # one decoding process per core: no nested thread pools
-
-
-def collate_segments(items):
-    """Stack the decoded videos of a batch; pass the failures through as ``[(index, SegmentFailure)]``."""
-    good = [(i, x) for i, x in items if not isinstance(x, SegmentFailure)]
-    bad = [(i, x) for i, x in items if isinstance(x, SegmentFailure)]
-    frames = torch.stack([x for _, x in good]) if good else None
-    return [i for i, _ in good], frames, bad
+    return decode_segments(clip.path, num_segments=num_segments, expected_frames=clip.expected_frames,
+                           short_side=short_side, crop_size=crop_size, timeout_s=timeout_s,
+                           min_decoded_share=min_decoded_share)
 
 
 def pooled_segment_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -131,18 +110,20 @@ def extract_video_features(
     workers: int,
     device: torch.device,
     timeout_s: float,
+    min_decoded_share: float = 0.0,
+    recycle_after: int = 1000,
     progress: bool = True,
 ) -> tuple[list[int], np.ndarray, list[Rejection]]:
     """``(rows, features, rejections)``: the indices of ``clips`` that decoded (in order), their
-    ``len(rows) x num_segments x D`` float32 features, and a rejection for every clip that did not."""
+    ``len(rows) x num_segments x D`` float32 features, and a rejection for every clip that did not (including
+    one that decodes fewer than ``min_decoded_share`` x its expected frames, or hangs, or crashes its worker)."""
     on_cuda = device.type == "cuda"
-    dataset = SegmentDataset(clips, num_segments=num_segments, short_side=pre.short_side,
-                             crop_size=pre.crop_size, timeout_s=timeout_s)
-    loader = DataLoader(
-        dataset, batch_size=batch_videos, shuffle=False, num_workers=workers, collate_fn=collate_segments,
-        pin_memory=on_cuda, timeout=(timeout_s * batch_videos + 60) if workers else 0,
-        prefetch_factor=2 if workers else None, persistent_workers=False, worker_init_fn=_worker_init,
-    )
+    # Decoding runs in guarded worker processes: a video whose demuxer or decoder hangs is killed after
+    # ``timeout_s`` and one that crashes its process (a segfault) becomes that video's rejection, not the run's.
+    worker = functools.partial(decode_clip, num_segments=num_segments, short_side=pre.short_side,
+                               crop_size=pre.crop_size, timeout_s=0.9 * timeout_s, min_decoded_share=min_decoded_share)
+    decoded = guarded_imap(worker, clips, workers=workers or None, timeout_s=timeout_s,
+                           recycle_after=recycle_after)
     mean = torch.tensor(pre.mean, dtype=torch.float32, device=device)
     std = torch.tensor(pre.std, dtype=torch.float32, device=device)
     guard = OomGuard(batch_videos)
@@ -157,23 +138,35 @@ def extract_video_features(
     rows: list[int] = []
     chunks: list[np.ndarray] = []
     rejected: list[Rejection] = []
+    batch: list[int] = []
+    batch_frames: list[np.ndarray] = []
+
+    def flush() -> None:
+        frames = torch.from_numpy(np.stack(batch_frames))
+        if on_cuda:
+            frames = frames.pin_memory()
+        feats = guard(forward, frames.to(device, non_blocking=on_cuda))
+        chunks.append(feats.cpu().numpy())
+        rows.extend(batch)
+        batch.clear()
+        batch_frames.clear()
+
     try:
-        with tqdm(total=len(dataset), desc="video features", unit="video", disable=not progress,
-                  mininterval=1.0) as bar:
-            for indices, frames, failures in loader:
-                for i, failure in failures:
-                    log.warning("rejected %s: %s (%s)", clips[i].id, failure.reason, failure.detail)
-                    rejected.append(Rejection(clips[i].id, failure.reason, failure.detail))
-                if frames is not None:
-                    feats = guard(forward, frames.to(device, non_blocking=on_cuda))
-                    chunks.append(feats.cpu().numpy())
-                    rows.extend(indices)
-                bar.update(len(indices) + len(failures))
-    except RuntimeError as exc:
-        text = str(exc)
-        if "DataLoader" in text:  # a worker killed (decoder crash) or stuck past the loader timeout
-            raise PipelineError(f"video decoding failed: {text.splitlines()[0][:200]}; rerun with workers: 1 to find the file") from None
-        raise
+        with tqdm(total=len(clips), desc="video features", unit="video", disable=not progress, mininterval=1.0) as bar:
+            for i, result in enumerate(decoded):
+                if isinstance(result, np.ndarray):
+                    batch.append(i)
+                    batch_frames.append(result)
+                    if len(batch) == batch_videos:
+                        flush()
+                else:  # SegmentFailure from the decoder, or Failure (timeout, crashed worker) from the guard
+                    log.warning("rejected %s: %s (%s)", clips[i].id, result.reason, result.detail)
+                    rejected.append(Rejection(clips[i].id, result.reason, result.detail))
+                bar.update(1)
+            if batch:
+                flush()
+    finally:
+        decoded.close()  # stop the decoding workers also when the loop is left by an exception
     if chunks:
         features = np.concatenate(chunks)
     else:

@@ -9,7 +9,8 @@
   to ``crop_size`` x ``crop_size`` (as ``CenterCrop``). Videos of any resolution give the same shape.
 - The expected frame count (the manifest's ``frames``) picks the indices during the single pass; when
   the video decodes a different number of frames the indices are recomputed from what decoded and the
-  kept frames are taken in a second pass.
+  kept frames are taken in a second pass. Fewer than ``min_decoded_share`` x the expected count is
+  ``truncated``: a cut file decodes its first frames without any error, and must not pass as whole.
 - Failures come back as :class:`SegmentFailure` with a reason code from :mod:`maivar.rejections`.
 """
 
@@ -89,8 +90,13 @@ def decode_segments(
     short_side: int,
     crop_size: int,
     timeout_s: float,
+    min_decoded_share: float = 0.0,
 ) -> np.ndarray | SegmentFailure:
-    """``num_segments`` x ``crop_size`` x ``crop_size`` x 3 uint8 RGB frames, or a :class:`SegmentFailure`."""
+    """``num_segments`` x ``crop_size`` x ``crop_size`` x 3 uint8 RGB frames, or a :class:`SegmentFailure`.
+
+    A video that decodes (without an error) fewer than ``min_decoded_share`` x ``expected_frames`` frames is
+    ``truncated``: a damaged file is never featurised as if it were whole.
+    """
     import av
 
     deadline = time.monotonic() + timeout_s
@@ -100,6 +106,9 @@ def decode_segments(
         count, kept = _decode(path, wanted, deadline)
         if count == 0:
             return SegmentFailure(rejections.TOO_FEW_FRAMES, "no frame decodes")
+        if guess and count < min_decoded_share * guess:
+            return SegmentFailure(rejections.TRUNCATED, f"decodes {count} of {guess} expected frames "
+                                  f"(< {min_decoded_share:g})")
         indices = segment_centres(count, num_segments)
         if count != guess:  # the expected count was wrong or unknown: take the right frames in a second pass
             if guess:

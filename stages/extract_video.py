@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from maivar import rejections  # noqa: E402
 from maivar.backbones import build_tsn, compute_dtype, prepare_for_inference, select_device  # noqa: E402
 from maivar.errors import PipelineError  # noqa: E402
 from maivar.feature_store import create_store  # noqa: E402
@@ -60,9 +61,12 @@ def main() -> None:
     rows, feats, rejected = extract_video_features(
         model, clips, num_segments=num_segments, pre=pre, batch_videos=int(p["batch_videos"]),
         workers=resolve_workers(p["workers"]) or default_workers(), device=device, timeout_s=float(p["timeout_s"]),
+        min_decoded_share=float(p["min_decoded_share"]),
     )
     if clips and not rows:
         raise PipelineError(f"none of the {len(clips)} videos decoded (first: {rejected[0].reason}: {rejected[0].detail})")
+    rejections.check_rejected_share(len(rejected), len(clips), float(p["max_rejected_share"]), rejected,
+                                    what="videos could not be decoded", param="extract_video.max_rejected_share")
     if rejected:
         log.warning("rejected %d of %d videos: %s", len(rejected), len(clips),
                     ", ".join(f"{k} {v}" for k, v in sorted(Counter(r.reason for r in rejected).items())))
