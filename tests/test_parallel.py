@@ -63,3 +63,22 @@ def test_imap_yields_in_order_while_running():
     for value in guarded_imap(_work, [1, 2, 3, 4], workers=2, timeout_s=30):
         seen.append(value)
     assert seen == [2, 4, 6, 8]
+
+
+def test_items_queued_behind_a_hung_or_crashed_item_are_not_lost():
+    """With prefetch, items wait in a worker's pipe: killing that worker must re-queue them, not fail them."""
+    items = [1, "hang", 2, 3, "segv", 4, 5, 6]
+    out = guarded_map(_work, items, workers=1, timeout_s=2, prefetch=3)
+    assert out[1].reason == rejections.TIMEOUT and out[4].reason == rejections.CRASHED
+    assert [out[i] for i in (0, 2, 3, 5, 6, 7)] == [2, 4, 6, 8, 10, 12]
+
+
+def test_timeout_counts_from_when_an_item_starts_running():
+    """Items queued behind slow-but-finishing ones must not time out while they wait."""
+    out = guarded_map(_sleep_then_double, [0.8, 0.8, 0.8, 0.8], workers=1, timeout_s=1.5, prefetch=3)
+    assert out == [1.6, 1.6, 1.6, 1.6]
+
+
+def _sleep_then_double(x):
+    time.sleep(x)
+    return x * 2
