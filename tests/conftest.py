@@ -37,3 +37,22 @@ def tiny_copy(tiny_dataset, tmp_path) -> tuple[Path, dict]:
     copy = tmp_path / "dataset"
     shutil.copytree(root, copy)
     return copy, summary
+
+
+def run_stage_interrupted(stage: str, work: Path, method: str):
+    """Run ``stages/<stage>.py`` in ``work`` with ``maivar.feature_store.StoreWriter.<method>`` raising
+    KeyboardInterrupt (an interruption mid-write); returns the CompletedProcess."""
+    import subprocess
+    import sys
+
+    script = work / "interrupted.py"
+    script.write_text(
+        "import runpy, sys\n"
+        f"sys.path.insert(0, {str(REPO)!r})\n"
+        "from maivar import feature_store\n"
+        "def boom(self, *a, **k):\n"
+        "    raise KeyboardInterrupt\n"
+        f"feature_store.StoreWriter.{method} = boom\n"
+        f"runpy.run_path({str(REPO / 'stages' / f'{stage}.py')!r}, run_name='__main__')\n"
+    )
+    return subprocess.run([sys.executable, str(script)], cwd=work, capture_output=True, text=True, timeout=120)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_stage_interrupted
 import torch
 import yaml
 
@@ -111,17 +112,7 @@ def test_extract_audio_stage_errors_and_interruption(tmp_path):
     assert proc.stderr.strip().splitlines()[-1].startswith("error: checkpoint ckpt/absent.pt does not exist")
     params["extract_audio"]["checkpoint"] = None
     (work / "params.yaml").write_text(yaml.safe_dump(params))
-    script = work / "interrupted.py"
-    script.write_text(
-        "import runpy, sys\n"
-        f"sys.path.insert(0, {str(ROOT)!r})\n"
-        "from maivar import feature_store\n"
-        "def boom(self, *a, **k):\n"
-        "    raise KeyboardInterrupt\n"
-        "feature_store.StoreWriter.write_rows = boom\n"
-        f"runpy.run_path({stage!r}, run_name='__main__')\n"
-    )
-    proc = subprocess.run([sys.executable, str(script)], cwd=work, capture_output=True, text=True, timeout=120)
+    proc = run_stage_interrupted("extract_audio", work, "write_rows")
     assert proc.returncode == 130, proc.stderr[-2000:]
     assert list((work / "data/features").iterdir()) == []
     # missing input: one line

@@ -9,6 +9,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import run_stage_interrupted
 import torch
 import yaml
 
@@ -211,17 +212,7 @@ def test_extract_video_stage_missing_checkpoint_and_interruption(tiny_tsn, tmp_p
     # Interrupted while writing: no output, no temporary left behind.
     params["extract_video"]["checkpoint"] = None
     (work / "params.yaml").write_text(yaml.safe_dump(params))
-    script = work / "interrupted.py"
-    script.write_text(
-        "import runpy, sys\n"
-        f"sys.path.insert(0, {str(ROOT)!r})\n"
-        "from maivar import feature_store\n"
-        "def boom(self, *a, **k):\n"
-        "    raise KeyboardInterrupt\n"
-        "feature_store.StoreWriter.finish = boom\n"
-        f"runpy.run_path({str(ROOT / 'stages/extract_video.py')!r}, run_name='__main__')\n"
-    )
-    proc = subprocess.run([sys.executable, str(script)], cwd=work, capture_output=True, text=True, timeout=120)
+    proc = run_stage_interrupted("extract_video", work, "finish")
     assert proc.returncode == 130, proc.stderr[-2000:]
     assert list((work / "data/features").iterdir()) == []
     with pytest.raises(FileNotFoundError):
