@@ -6,7 +6,7 @@ s, 320x240, 25 fps; ``--unique`` distinct files, the rest symlinks to them, so t
 (``render.size`` px) in an ``images.h5`` store. Random weights (seeded): speed does not depend on them.
 
 - video, our route: :func:`maivar.video_features.extract_video_features` with the params.yaml settings of
-  ``extract_video`` (PyAV decoding of the 25 centre frames in DataLoader workers, batches across videos,
+  ``extract_video`` (PyAV decoding of the 25 centre frames in guarded worker processes (maivar.parallel), batches across videos,
   pinned memory / bf16 autocast / channels_last on CUDA);
 - video, reference route: MMAction2's standard test pipeline from the same config
   (DecordInit / SampleFrames(clip_len=1, num_clips=num_segments, test_mode=True) / DecordDecode / Resize /
@@ -136,7 +136,7 @@ class GpuUtilisation:
 
 
 def cpu_seconds() -> float:
-    """CPU time of this process and its reaped children (DataLoader workers): robust to a busy machine."""
+    """CPU time of this process and its reaped children (decoding workers): robust to a busy machine."""
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
@@ -271,7 +271,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=32)
     ap.add_argument("--ref-images", type=int, default=8)
     ap.add_argument("--device", default=None, help="auto | cpu | cuda (default: params.yaml)")
-    ap.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: params.yaml)")
+    ap.add_argument("--workers", type=int, default=None, help="decoding (video) / DataLoader (audio) workers (default: params.yaml)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the backbones")
     ap.add_argument("--batch-videos", type=int, default=None, help="default: params.yaml extract_video.batch_videos")
     ap.add_argument("--batch-size", type=int, default=None, help="default: params.yaml extract_audio.batch_size")
