@@ -336,6 +336,28 @@ def fit(
     return history
 
 
+
+def train_single_modality(*, modality: str, manifest_path: str | Path, features_path: str | Path,
+                          model_path: str | Path, live_dir: str | Path, head: dict, train: dict) -> None:
+    """Stages train_audio / train_video: an MLP on one modality's features, saved with its history.
+
+    ``head`` is the ``audio_mlp`` / ``video_mlp`` params section (for video, ``segments`` says how the
+    segment features enter the MLP), ``train`` the shared ``train`` section.
+    """
+    set_determinism(train["seed"], train["threads"])
+    manifest = read_manifest(manifest_path)
+    classes = class_names(manifest)
+    segments = head["segments"] if modality == "video" else None
+    features = load_features(features_path, manifest, modality, segments=segments)
+    model = MLP(features.x.shape[1], head["hidden"], len(classes), head["dropout"])
+    history = fit(features, manifest, model, epochs=head["epochs"], lr=head["lr"], batch_size=head["batch_size"],
+                  l1=train["l1"], seed=train["seed"], live_dir=live_dir)
+    save_model(model_path, model, classes=classes, extra={
+        "modality": modality, **({"segments": segments} if segments else {}),
+        "excluded": rejection_records(features.excluded), "history": history,
+        "features_attrs": {k: str(v) for k, v in features.attrs.items()},
+    })
+
 # ------------------------------------------------------------------------------------------- models
 def save_model(path: str | Path, model: MLP, *, classes: Sequence[str], extra: dict | None = None) -> None:
     """``torch.save`` the docs/CONTRACTS.md dict atomically."""

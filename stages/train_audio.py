@@ -7,12 +7,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from maivar.heads import MLP  # noqa: E402
 from maivar.params import load_params  # noqa: E402
 from maivar.stage import run_stage  # noqa: E402
-from maivar.training import (  # noqa: E402
-    class_names, fit, load_features, read_manifest, rejection_records, save_model, set_determinism,
-)
+from maivar.training import train_single_modality  # noqa: E402
 
 MANIFEST = "data/prepared/manifest.csv"
 FEATURES = "data/features/audio.h5"
@@ -22,18 +19,8 @@ LIVE = "dvclive/train_audio"
 
 def main() -> None:
     params = load_params()
-    train, head = params["train"], params["audio_mlp"]
-    set_determinism(train["seed"], train["threads"])
-    manifest = read_manifest(MANIFEST)
-    classes = class_names(manifest)
-    audio = load_features(FEATURES, manifest, "audio")
-    model = MLP(audio.x.shape[1], head["hidden"], len(classes), head["dropout"])
-    history = fit(audio, manifest, model, epochs=head["epochs"], lr=head["lr"], batch_size=head["batch_size"],
-                  l1=train["l1"], seed=train["seed"], live_dir=LIVE)
-    save_model(MODEL, model, classes=classes, extra={
-        "modality": "audio", "excluded": rejection_records(audio.excluded), "history": history,
-        "features_attrs": {k: str(v) for k, v in audio.attrs.items()},
-    })
+    train_single_modality(modality="audio", manifest_path=MANIFEST, features_path=FEATURES, model_path=MODEL,
+                          live_dir=LIVE, head=params["audio_mlp"], train=params["train"])
 
 
 if __name__ == "__main__":
