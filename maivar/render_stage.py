@@ -20,6 +20,7 @@ from . import audio_images, rejections
 from .atomic import atomic_path
 from .errors import PipelineError
 from .feature_store import Rejection, create_store
+from .manifest import read_manifest as read_manifest_csv
 from .parallel import Failure, guarded_imap
 from .params import check_representation
 
@@ -35,22 +36,11 @@ class Rendered:
 
 
 def read_manifest(path: str | Path) -> pd.DataFrame:
-    """The manifest's clips sorted by id; a missing or malformed file is a one-line error."""
-    path = Path(path)
-    if not path.is_file():
-        raise PipelineError(f"{path} does not exist: run the prepare stage first (dvc repro prepare)")
-    try:
-        df = pd.read_csv(path, dtype={"id": str, "class_name": str, "audio_path": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise PipelineError(f"{path} is not a readable CSV ({str(exc).splitlines()[0]}): rerun the prepare stage")
-    missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
-    if missing:
-        raise PipelineError(f"{path} lacks column(s) {', '.join(missing)}: rerun the prepare stage")
-    if df["id"].duplicated().any():
-        raise PipelineError(f"{path} has duplicate ids (e.g. {df['id'][df['id'].duplicated()].iloc[0]!r})")
+    """The manifest's clips sorted by id (:func:`maivar.manifest.read_manifest`); an empty one is an error."""
+    df = read_manifest_csv(path, MANIFEST_COLUMNS)
     if df.empty:
         raise PipelineError(f"{path} lists no clips: nothing to render")
-    return df.sort_values("id", kind="stable").reset_index(drop=True)
+    return df
 
 
 def render_clip(audio_path: str, *, representation: str, sample_rate: int, size: int, n_fft: int,

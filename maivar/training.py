@@ -37,6 +37,7 @@ from . import rejections
 from .errors import PipelineError
 from .feature_store import Rejection, open_store
 from .heads import MLP, build_mlp
+from .manifest import read_manifest as read_manifest_csv
 
 log = logging.getLogger("maivar.training")
 
@@ -46,19 +47,11 @@ SEGMENTS = ("mean", "flatten")
 # ---------------------------------------------------------------------------------------------- data
 def read_manifest(path: str | Path) -> pd.DataFrame:
     """The manifest's ``id``, ``class_name``, ``label``, ``split`` columns, indexed by ``id``."""
-    path = Path(path)
-    if not path.is_file():
-        raise PipelineError(f"{path} does not exist: run the prepare stage first (dvc repro)")
-    df = pd.read_csv(path, dtype={"id": str, "class_name": str, "split": str})
-    missing = {"id", "class_name", "label", "split"} - set(df.columns)
-    if missing:
-        raise PipelineError(f"{path} lacks column(s) {', '.join(sorted(missing))}: rerun the prepare stage")
-    if df["id"].duplicated().any():
-        raise PipelineError(f"{path} has duplicate ids (e.g. {df['id'][df['id'].duplicated()].iloc[0]})")
+    df = read_manifest_csv(path, ("id", "class_name", "label", "split"))
     bad = sorted(set(df["split"]) - {"train", "test"})
     if bad:
         raise PipelineError(f"{path}: split must be train or test, found {bad[0]!r}")
-    return df.set_index("id", drop=False).sort_index()
+    return df.set_index("id", drop=False)
 
 
 def class_names(manifest: pd.DataFrame) -> list[str]:

@@ -19,6 +19,7 @@ from maivar import rejections  # noqa: E402
 from maivar.backbones import build_tsn, compute_dtype, prepare_for_inference, select_device  # noqa: E402
 from maivar.errors import PipelineError  # noqa: E402
 from maivar.feature_store import create_store  # noqa: E402
+from maivar.manifest import read_manifest  # noqa: E402
 from maivar.parallel import default_workers  # noqa: E402
 from maivar.params import load_params, resolve_workers  # noqa: E402
 from maivar.stage import run_stage  # noqa: E402
@@ -30,18 +31,13 @@ log = logging.getLogger("maivar.extract_video")
 
 
 def read_clips(path: Path) -> tuple[list[VideoClip], dict[str, int]]:
-    if not path.is_file():
-        raise PipelineError(f"{path} does not exist: run stage prepare first (dvc repro)")
-    manifest = pd.read_csv(path)
-    missing = {"id", "label", "video_path"} - set(manifest.columns)
-    if missing:
-        raise PipelineError(f"{path} lacks the column(s) {', '.join(sorted(missing))}: see docs/CONTRACTS.md")
-    frames = manifest["frames"] if "frames" in manifest.columns else pd.Series([None] * len(manifest))
+    clips_df = read_manifest(path, ("id", "label", "video_path"))
+    frames = clips_df["frames"] if "frames" in clips_df.columns else pd.Series([None] * len(clips_df))
     clips = [
-        VideoClip(str(i), str(v), int(f) if pd.notna(f) else None)
-        for i, v, f in zip(manifest["id"], manifest["video_path"], frames)
+        VideoClip(i, v, int(f) if pd.notna(f) else None)
+        for i, v, f in zip(clips_df["id"], clips_df["video_path"], frames)
     ]
-    return clips, dict(zip(manifest["id"].astype(str), manifest["label"].astype(int)))
+    return clips, dict(zip(clips_df["id"], clips_df["label"].astype(int)))
 
 
 def main() -> None:
