@@ -1,9 +1,10 @@
 """Benchmark: audio images, ours vs the authors' matplotlib route, side by side on the same clips.
 
-    .venv/bin/python benchmarks/bench_render.py [--clips 8] [--repeats 3] [--stage-clips 64]
+    .venv/bin/python benchmarks/bench_render.py [--clips 8] [--repeats 3] [--stage-clips 64] [--duration 4.8]
 
 1. Per representation, on one core, the same synthetic 4.8 s / 44.1 kHz clips (already in memory, so file
-   reading is out of both): ms per clip for ``maivar.audio_images.render`` (features + image array) and for
+   reading is out of both): ms per clip for ``maivar.audio_images.render`` (features + image array, with
+   params.yaml's ``pixel_mapping`` and, for information, the other one) and for
    the reference route, PyMAiVAR's figure recipe with current librosa (features + a 14x5-inch matplotlib
    figure + ``savefig`` to PNG in memory, the point where the authors' route has an image file; decoding
    and resizing that PNG, which their classifier also pays, is not counted). Then the ratio. Target: >= 20x.
@@ -36,7 +37,7 @@ from maivar import audio_images  # noqa: E402
 from maivar.params import REPRESENTATIONS, load_params  # noqa: E402
 
 SR = 44100
-DURATION_S = 4.8
+DURATION_S = 4.8  # the clip length of the reference figures in ../shared/notes/reference-routes.md
 
 
 def synthetic_clip(seed: int, sr: int = SR, duration_s: float = DURATION_S) -> np.ndarray:
@@ -154,57 +155,80 @@ def librosa_features_alone(representation: str):
 # ------------------------------------------------------------------------------------ measurements
 
 
-def per_clip(clips, repeats: int, render_params: dict) -> list[dict]:
+def per_clip(clips, repeats: int, render_params: dict, interleaved: bool = False) -> list[dict]:
+    """ms per clip for each route. Default protocol: each route renders all ``clips`` in a loop (as a stage
+    does), the routes take turns block by block (so that load from other processes hits all alike), and
+    the figure is the median over ``repeats`` of block time / clips. ``interleaved``: one call of each route
+    per clip in turn, the median over all calls: a ~1 ms call after a ~40 ms matplotlib call then also pays
+    for a cold CPU cache and a CPU that idled, which a loop over clips does not (see BENCHMARKS.md)."""
     import torch
 
     torch.set_num_threads(1)
     p = render_params
     style = audio_images.style_from_params(p)
+    size = int(p["size"])
+    other = [m for m in audio_images.PIXEL_MAPPINGS if m != p["pixel_mapping"]][0]
     rows = []
     for representation in REPRESENTATIONS:
         ref = reference_route(representation)
-
-        def ours(x, representation=representation):
-            return audio_images.render(x, SR, representation, size=int(p["size"]), n_fft=int(p["n_fft"]),
-                                       hop_length=int(p["hop_length"]), n_mfcc=int(p["n_mfcc"]),
-                                       chroma_tuning=p["chroma_tuning"], style=style)
-
         feat = librosa_features_alone(representation)
-        ref(clips[0], SR)  # warm-up: imports, numba compilation, font cache
-        feat(clips[0], SR)
-        ours(clips[0])
-        size = int(p["size"])
-        times = {clock: {"ours": [], "png": [], "array": [], "features": []} for clock in CLOCKS}
-        for _ in range(repeats):
-            for x in clips:  # interleaved, so that load from other processes hits both alike
-                t0 = {c: f() for c, f in CLOCKS.items()}
-                png = ref(x, SR)
-                t1 = {c: f() for c, f in CLOCKS.items()}
-                to_array(png, size)
-                t2 = {c: f() for c, f in CLOCKS.items()}
-                ours(x)
-                t3 = {c: f() for c, f in CLOCKS.items()}
-                feat(x, SR)
-                t4 = {c: f() for c, f in CLOCKS.items()}
-                for c in CLOCKS:
-                    times[c]["features"].append(t4[c] - t3[c])
-                    times[c]["png"].append(t1[c] - t0[c])
-                    times[c]["array"].append(t2[c] - t0[c])
-                    times[c]["ours"].append(t3[c] - t2[c])
+
+        def ours(x, representation=representation, mapping=p["pixel_mapping"]):
+            return audio_images.render(x, SR, representation, size=size, n_fft=int(p["n_fft"]),
+                                       hop_length=int(p["hop_length"]), n_mfcc=int(p["n_mfcc"]),
+                                       chroma_tuning=p["chroma_tuning"], style=style, pixel_mapping=mapping)
+
+        pngs = {}
+
+        def png(i, x):
+            pngs[i] = ref(x, SR)
+
+        routes = {  # name -> fn(index, clip)
+            "ours": lambda i, x: ours(x),
+            "png": png,
+            "decode": lambda i, x: to_array(pngs[i], size),  # the PNG -> array step of the route to an array
+            "features": lambda i, x: feat(x, SR),
+            "other": lambda i, x: ours(x, mapping=other),
+        }
+        for fn in routes.values():  # warm-up: imports, numba compilation, font cache, filterbanks
+            fn(0, clips[0])
+        times = {clock: {k: [] for k in routes} for clock in CLOCKS}
+        names = list(routes)
+        for r in range(repeats):
+            if interleaved:
+                for i, x in enumerate(clips):
+                    for name in names:
+                        t0 = {c: f() for c, f in CLOCKS.items()}
+                        routes[name](i, x)
+                        t1 = {c: f() for c, f in CLOCKS.items()}
+                        for c in CLOCKS:
+                            times[c][name].append(t1[c] - t0[c])
+            else:
+                order = names[r % len(names):] + names[: r % len(names)]  # repeat 0: png before decode
+                for name in order:
+                    t0 = {c: f() for c, f in CLOCKS.items()}
+                    for i, x in enumerate(clips):
+                        routes[name](i, x)
+                    t1 = {c: f() for c, f in CLOCKS.items()}
+                    for c in CLOCKS:
+                        times[c][name].append((t1[c] - t0[c]) / len(clips))
         row = {"representation": representation}
         for c in CLOCKS:
             for k, v in times[c].items():
                 row[f"{c}_{k}_ms"] = 1e3 * float(np.median(v))
+            row[f"{c}_array_ms"] = row[f"{c}_png_ms"] + row[f"{c}_decode_ms"]
         rows.append(row)
         for c in CLOCKS:
             ours_ms, png_ms, arr_ms = row[f"{c}_ours_ms"], row[f"{c}_png_ms"], row[f"{c}_array_ms"]
             print(f"{representation:18s} {c:4s} ours {ours_ms:6.2f}   route to PNG {png_ms:7.1f}   ratio "
                   f"{png_ms / ours_ms:6.1f}x   | route to {size}px array {arr_ms:7.1f}   ratio {arr_ms / ours_ms:6.1f}x"
-                  f"   | librosa features alone {row[f'{c}_features_ms']:6.2f}", flush=True)
+                  f"   | librosa features alone {row[f'{c}_features_ms']:6.2f}"
+                  f"   | ours with pixel_mapping {other} {row[f'{c}_other_ms']:6.2f} "
+                  f"({png_ms / row[f'{c}_other_ms']:5.1f}x)", flush=True)
     return rows
 
 
-def whole_stage(n_clips: int, render_params: dict, representation: str) -> None:
+def whole_stage(n_clips: int, render_params: dict, representation: str, duration_s: float) -> None:
     import pandas as pd
     import soundfile as sf
 
@@ -216,7 +240,7 @@ def whole_stage(n_clips: int, render_params: dict, representation: str) -> None:
         rows = []
         for i in range(n_clips):
             path = tmp / f"v_Bench_g{i // 4 + 1:02d}_c{i % 4 + 1:02d}.wav"
-            y = synthetic_clip(1000 + i)
+            y = synthetic_clip(1000 + i, duration_s=duration_s)
             sf.write(path, np.stack([y, y], axis=1), SR, subtype="PCM_16")
             rows.append({"id": path.stem, "class_name": f"C{i % 4}", "label": i % 4, "audio_path": str(path)})
         manifest = pd.DataFrame(rows).sort_values("id").reset_index(drop=True)
@@ -238,22 +262,25 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--stage-clips", type=int, default=64, help="0 skips the whole-stage timing")
     ap.add_argument("--representation", default=None, help="for the whole-stage timing (default: params.yaml)")
+    ap.add_argument("--duration", type=float, default=DURATION_S, help="clip length in seconds (UCF101: ~7)")
+    ap.add_argument("--interleaved", action="store_true", help="time single calls in turn instead of loops")
     args = ap.parse_args()
 
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
     render_params = params["render"]
-    print(f"{args.clips} clips of {DURATION_S} s at {SR} Hz, image {render_params['size']} px, one core; "
-          f"median of {args.clips * args.repeats} timings each, in ms per clip; "
+    print(f"{args.clips} clips of {args.duration} s at {SR} Hz, image {render_params['size']} px, one core, "
+          f"pixel_mapping {render_params['pixel_mapping']}, {'interleaved calls' if args.interleaved else 'loops'}; "
+          f"median of {args.clips * args.repeats if args.interleaved else args.repeats} timings each, in ms per clip; "
           f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
-    clips = [synthetic_clip(i) for i in range(args.clips)]
-    rows = per_clip(clips, args.repeats, render_params)
+    clips = [synthetic_clip(i, duration_s=args.duration) for i in range(args.clips)]
+    rows = per_clip(clips, args.repeats, render_params, interleaved=args.interleaved)
     for c in CLOCKS:
         print(f"slowest ratio ({c}): {min(r[f'{c}_png_ms'] / r[f'{c}_ours_ms'] for r in rows):.1f}x against the "
               f"route to PNG, {min(r[f'{c}_array_ms'] / r[f'{c}_ours_ms'] for r in rows):.1f}x against the route to "
               f"an array (target 20x)")
     print(f"load average after: {os.getloadavg()[0]:.1f}")
     if args.stage_clips:
-        whole_stage(args.stage_clips, render_params, args.representation or params["representation"])
+        whole_stage(args.stage_clips, render_params, args.representation or params["representation"], args.duration)
 
 
 if __name__ == "__main__":

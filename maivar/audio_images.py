@@ -2,7 +2,7 @@
 
 ``render(y, sr, representation, ...)`` turns one clip's mono waveform into a ``size x size x 3`` uint8
 image, full-bleed (no margins, no axes), without a matplotlib figure: the features are librosa's (its
-filterbanks, dB scale and DCT; the STFT through ``torch.stft`` and the centroid / roll-off formulas
+filterbanks, dB scale and DCT; the STFT frames through ``torch.fft.rfft`` and the centroid / roll-off formulas
 written out, all tested equal to librosa's own functions) and are drawn straight into a numpy array.
 
 =====================  ==============================================================================
@@ -21,12 +21,18 @@ representation         what the image shows
                        through ``coolwarm``, as the authors drew it
 =====================  ==============================================================================
 
-The pixel mapping (one rule, :func:`overlap_weights`, used by every representation)
------------------------------------------------------------------------------------
+The pixel mapping (one rule, :func:`axis_weights`, used by every representation)
+---------------------------------------------------------------------------------
 Every axis is an interval cut into cells: the source cells (samples, STFT frames, feature bins) and the
-destination cells (pixel columns or rows). A pixel's value is the average of the source cells weighted by
-how much of the pixel each one covers (box / area resampling; a source cell wider than a pixel is
-repeated, as ``specshow`` draws it).
+destination cells (pixel columns or rows). ``render.pixel_mapping`` picks how a pixel gets its value:
+
+- ``nearest`` (default): the cell under the pixel's centre, as matplotlib rasterises ``specshow`` in the
+  authors' route (each quad filled, no antialiasing). Only the STFT frames some column shows are computed:
+  at most ``size`` of them, whatever the clip's length (a 7 s clip at 44.1 kHz has 603 frames).
+- ``area``: the average of the cells weighted by how much of the pixel each one covers (box resampling;
+  every frame is computed and contributes).
+
+Either way a source cell wider than a pixel is repeated.
 
 - **Time -> columns.** The whole clip (``N`` samples, after padding to at least one FFT frame) spans the
   full width: column ``c`` of ``W`` covers samples ``[c N / W, (c + 1) N / W)``, the start of the clip at
@@ -35,11 +41,12 @@ repeated, as ``specshow`` draws it).
   ``[(f - 1/2) hop, (f + 1/2) hop)`` clipped to the clip, so that frame-based features (the MFCC and chroma
   matrices, the centroid and roll-off curves) land on the columns of the samples they describe, computed
   from the actual sample rate and hop length (not the authors' mismatched default-rate frame times).
+  :func:`time_map` gives the frames to compute and their weights.
 - **Feature bins -> rows.** Bin ``k`` of ``K`` covers rows ``[(K - k - 1) H / K, (K - k) H / K)`` from
-  the top: bin 0 (the lowest coefficient or pitch class C) at the bottom.
-- **Values -> colours.** Matrices are min-max normalised over the whole clip (matplotlib's default
-  ``Normalize`` in ``specshow``) and looked up in a 256-entry colormap table taken once from matplotlib's
-  registry. Curves are min-max normalised (the authors' ``minmax_scale``) and drawn over the full height:
+  the top: bin 0 (the lowest coefficient or pitch class C) at the bottom (:func:`bin_map`).
+- **Values -> colours.** Matrices are min-max normalised over the frames computed (matplotlib's default
+  ``Normalize`` in ``specshow``; with ``nearest``, over the frames shown) and looked up in a 256-entry
+  colormap table taken once from matplotlib's registry. Curves are min-max normalised (the authors' ``minmax_scale``) and drawn over the full height:
   0 at the bottom row, 1 at the top row. The waveform is scaled so the clip's peak reaches the top and
   bottom edges.
 
@@ -131,9 +138,12 @@ def clean_audio(y: np.ndarray, n_fft: int) -> tuple[np.ndarray, int]:
     Returns ``(y, number of non-finite samples replaced)``.
     """
     y = np.asarray(y, dtype=np.float32).reshape(-1)
-    bad = ~np.isfinite(y)
-    n_bad = int(bad.sum())
-    if n_bad:
+    n_bad = 0
+    with np.errstate(invalid="ignore", over="ignore"):
+        total = y.sum()
+    if not np.isfinite(total):  # a NaN or inf makes the sum non-finite (an overflow only costs the exact test)
+        bad = ~np.isfinite(y)
+        n_bad = int(bad.sum())
         y = np.where(bad, np.float32(0), y)
     if len(y) < n_fft:
         y = np.pad(y, (0, n_fft - len(y)))
@@ -143,8 +153,11 @@ def clean_audio(y: np.ndarray, n_fft: int) -> tuple[np.ndarray, int]:
 # ------------------------------------------------------------------------------------ pixel mapping
 
 
+PIXEL_MAPPINGS = ("nearest", "area")
+
+
 def overlap_weights(src_edges: np.ndarray, dst_edges: np.ndarray) -> np.ndarray:
-    """THE mapping from source cells to pixels: ``W[p, s]`` = share of pixel ``p`` covered by cell ``s``.
+    """``area`` mapping: ``W[p, s]`` = share of pixel ``p`` covered by cell ``s``.
 
     ``src_edges`` (S + 1) and ``dst_edges`` (P + 1) are increasing cell boundaries on the same axis (e.g.
     samples). Rows sum to 1, so ``W @ values`` is the area average of the cells under each pixel. A pixel
@@ -165,6 +178,34 @@ def overlap_weights(src_edges: np.ndarray, dst_edges: np.ndarray) -> np.ndarray:
     return w / total
 
 
+def nearest_weights(src_edges: np.ndarray, dst_edges: np.ndarray) -> np.ndarray:
+    """``nearest`` mapping: ``W[p, s]`` = 1 for the cell ``s`` under pixel ``p``'s centre, else 0.
+
+    A centre on a boundary belongs to the later cell; a centre outside every cell takes the first or last.
+    This is how matplotlib rasterises ``specshow``'s quads (no antialiasing): each pixel shows one cell.
+    """
+    src = np.asarray(src_edges, dtype=np.float64)
+    dst = np.asarray(dst_edges, dtype=np.float64)
+    centres = (dst[:-1] + dst[1:]) / 2
+    cell = np.clip(np.searchsorted(src, centres, side="right") - 1, 0, len(src) - 2)
+    w = np.zeros((len(centres), len(src) - 1))
+    w[np.arange(len(centres)), cell] = 1.0
+    return w
+
+
+def axis_weights(src_edges: np.ndarray, dst_edges: np.ndarray, mapping: str) -> np.ndarray:
+    """THE mapping from source cells to pixels on one axis, used by every representation.
+
+    ``W[p, s]``: the weight of source cell ``s`` in pixel ``p`` (rows sum to 1); ``W @ values`` gives the
+    pixels. ``mapping`` is ``nearest`` (:func:`nearest_weights`) or ``area`` (:func:`overlap_weights`).
+    """
+    if mapping == "nearest":
+        return nearest_weights(src_edges, dst_edges)
+    if mapping == "area":
+        return overlap_weights(src_edges, dst_edges)
+    raise ValueError(f"pixel_mapping must be one of {', '.join(PIXEL_MAPPINGS)}, not {mapping!r}")
+
+
 def column_edges(n_samples: int, width: int) -> np.ndarray:
     """Column ``c`` covers samples ``[c N / W, (c + 1) N / W)``: the whole clip spans the whole width."""
     return np.linspace(0.0, float(n_samples), width + 1)
@@ -177,29 +218,55 @@ def frame_edges(n_frames: int, hop_length: int, n_samples: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=64)
-def _time_weights(n_frames: int, hop_length: int, n_samples: int, width: int) -> np.ndarray:
-    return overlap_weights(frame_edges(n_frames, hop_length, n_samples), column_edges(n_samples, width)).astype(
-        np.float32)
+def time_map(n_samples: int, hop_length: int, width: int, mapping: str) -> tuple[np.ndarray, np.ndarray]:
+    """STFT frames -> columns for a clip of ``n_samples`` (>= n_fft, so ``1 + n_samples // hop`` frames).
+
+    Returns ``(frames, W)``: the frames some column shows (sorted; all of them for ``area``, at most
+    ``width`` for ``nearest``) and the ``(width, len(frames))`` float32 weights. Only these frames need
+    computing. Cached: read-only arrays.
+    """
+    n_frames = 1 + n_samples // hop_length
+    w = axis_weights(frame_edges(n_frames, hop_length, n_samples), column_edges(n_samples, width), mapping)
+    frames = np.flatnonzero(w.any(axis=0))
+    w = np.ascontiguousarray(w[:, frames], dtype=np.float32)
+    frames.flags.writeable = w.flags.writeable = False
+    return frames, w
 
 
 @functools.lru_cache(maxsize=64)
-def _bin_weights(n_bins: int, height: int) -> np.ndarray:
-    """Rows from the top: row 0 shows the highest bin, the last row bin 0."""
-    w = overlap_weights(np.arange(n_bins + 1), np.linspace(0.0, float(n_bins), height + 1))
-    return np.ascontiguousarray(w[::-1]).astype(np.float32)
+def bin_map(n_bins: int, height: int, mapping: str) -> np.ndarray:
+    """Feature bins -> rows from the top: row 0 shows the highest bin, the last row bin 0. (height, n_bins)."""
+    w = axis_weights(np.arange(n_bins + 1), np.linspace(0.0, float(n_bins), height + 1), mapping)
+    w = np.ascontiguousarray(w[::-1], dtype=np.float32)
+    w.flags.writeable = False
+    return w
 
 
-def matrix_to_pixels(matrix: np.ndarray, hop_length: int, n_samples: int, size: int) -> np.ndarray:
-    """A (bins x frames) feature matrix -> (size x size) float32 through :func:`overlap_weights` on both axes."""
-    n_bins, n_frames = matrix.shape
-    rows = _bin_weights(n_bins, size)
-    cols = _time_weights(n_frames, hop_length, n_samples, size)
-    return rows @ (matrix.astype(np.float32) @ cols.T)  # frames first: 10x fewer operations
+def matrix_to_pixels(matrix: np.ndarray, time_weights: np.ndarray, size: int, mapping: str) -> np.ndarray:
+    """A (bins x frames) feature matrix (the frames of :func:`time_map`) -> (size x size) float32."""
+    rows = bin_map(matrix.shape[0], size, mapping)
+    return rows @ (matrix.astype(np.float32) @ time_weights.T)  # frames first: 10x fewer operations
 
 
-def curve_to_columns(curve: np.ndarray, hop_length: int, n_samples: int, width: int) -> np.ndarray:
-    """A per-frame curve -> one value per column, through the same time mapping as the matrices."""
-    return _time_weights(len(curve), hop_length, n_samples, width) @ curve.astype(np.float32)
+def matrix_image(matrix01: np.ndarray, time_weights: np.ndarray, size: int, mapping: str, cmap: str) -> np.ndarray:
+    """A (bins x frames) matrix scaled to [0, 1] -> the (size, size, 3) uint8 image through colormap ``cmap``.
+
+    With ``nearest`` every pixel shows one matrix entry: the entries each column shows are coloured first
+    (one row per bin), then each bin's row is repeated over the rows it covers (the same pixels as
+    :func:`matrix_to_pixels` then the colormap, several times faster).
+    """
+    if mapping != "nearest":
+        return apply_colormap(matrix_to_pixels(matrix01, time_weights, size, mapping), cmap)
+    rows = bin_map(matrix01.shape[0], size, mapping).argmax(axis=1)  # the bin of each row, top to bottom
+    starts = np.flatnonzero(np.diff(rows, prepend=-1))  # runs of rows showing the same bin
+    counts = np.diff(np.append(starts, size))
+    shown = matrix01[rows[starts]][:, time_weights.argmax(axis=1)]  # (runs, size): bin x column
+    return np.repeat(apply_colormap(shown, cmap), counts, axis=0)
+
+
+def curve_to_columns(curve: np.ndarray, time_weights: np.ndarray) -> np.ndarray:
+    """A per-frame curve (the frames of :func:`time_map`) -> one value per column."""
+    return time_weights @ curve.astype(np.float32)
 
 
 def envelope_columns(y: np.ndarray, width: int) -> np.ndarray:
@@ -265,44 +332,102 @@ def _hann(n_fft: int):
     return torch.hann_window(n_fft, periodic=True, dtype=torch.float32)
 
 
-def _stft(y: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
-    """``librosa.stft(y, n_fft, hop_length)`` (Hann window, centred frames, zero padding), complex64.
+def frame_spectra(y: np.ndarray, n_fft: int, hop_length: int, frames: np.ndarray | None = None):
+    """Rows of ``librosa.stft(y, n_fft, hop_length)`` (Hann window, centred frames, zero padding) as a
+    frames-major complex64 torch tensor ``(len(frames), 1 + n_fft // 2)``; ``frames=None`` means all
+    ``1 + len(y) // hop_length`` frames.
 
-    Computed with ``torch.stft`` (2-3x faster than numpy's FFT on one core); the tests check that it
-    equals librosa's STFT.
+    Only the requested frames are gathered and transformed (``torch.fft.rfft`` on one batch: 2-3x faster
+    than numpy's FFT on one core). Frames wholly inside the clip are read straight from ``y``; only those
+    that reach past an end are zero-padded. The tests check the result equals librosa's STFT.
     """
     import torch
 
-    x = torch.stft(torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32)), n_fft, hop_length,
-                   window=_hann(n_fft), center=True, pad_mode="constant", return_complex=True)
-    return x.numpy()
+    n = len(y)
+    n_frames = 1 + n // hop_length
+    frames = np.arange(n_frames) if frames is None else np.asarray(frames, dtype=np.int64)
+    signal = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
+    starts = frames * hop_length - n_fft // 2  # sorted: edge frames come first and last
+    inside = (starts >= 0) & (starts + n_fft <= n)
+    windows = torch.empty((len(frames), n_fft), dtype=torch.float32)
+    if inside.any():
+        first, last = int(np.argmax(inside)), len(inside) - int(np.argmax(inside[::-1]))
+        torch.index_select(signal.unfold(0, n_fft, 1), 0, torch.from_numpy(starts[first:last]),
+                           out=windows[first:last])
+        edges = [i for i in range(len(frames)) if not first <= i < last]
+    else:
+        edges = range(len(frames))
+    for i in edges:
+        lo, hi = max(int(starts[i]), 0), min(int(starts[i]) + n_fft, n)
+        windows[i].zero_()
+        windows[i, lo - int(starts[i]) : hi - int(starts[i])] = signal[lo:hi]
+    return torch.fft.rfft(windows.mul_(_hann(n_fft)))
 
 
-def magnitude_spectrogram(y: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
-    """``|librosa.stft(y, n_fft, hop_length)|``, float32 (numpy's complex abs: ~10x faster than torch's)."""
-    return np.abs(_stft(y, n_fft, hop_length))
+def squared_spectra(y: np.ndarray, n_fft: int, hop_length: int, frames: np.ndarray | None = None) -> np.ndarray:
+    """``(len(frames), 2 * (1 + n_fft // 2))`` float32: the squared real and imaginary parts of each STFT bin,
+    interleaved (``re_0^2, im_0^2, re_1^2, ...``). A filterbank over the power spectrum is a product with
+    this and the filterbank's rows repeated twice (:class:`Filterbank`), without forming ``|X|^2`` first."""
+    import torch
+
+    spectra = torch.view_as_real(frame_spectra(y, n_fft, hop_length, frames))
+    return spectra.mul_(spectra).reshape(spectra.shape[0], -1).numpy()
 
 
-def power_spectrogram(y: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
-    """``|librosa.stft(y, n_fft, hop_length)| ** 2``, float32, without the square root."""
-    x = _stft(y, n_fft, hop_length)
-    return x.real * x.real + x.imag * x.imag
+def magnitude_spectrogram(y: np.ndarray, n_fft: int, hop_length: int, frames: np.ndarray | None = None
+                          ) -> np.ndarray:
+    """``|librosa.stft(y, n_fft, hop_length)|[:, frames]``, float32 (bins x frames)."""
+    return np.ascontiguousarray(frame_spectra(y, n_fft, hop_length, frames).abs().numpy().T)
+
+
+def power_spectrogram(y: np.ndarray, n_fft: int, hop_length: int, frames: np.ndarray | None = None) -> np.ndarray:
+    """``|librosa.stft(y, n_fft, hop_length)[:, frames]| ** 2``, float32 (bins x frames)."""
+    sq = squared_spectra(y, n_fft, hop_length, frames)
+    return np.ascontiguousarray((sq[:, 0::2] + sq[:, 1::2]).T)
+
+
+class Filterbank:
+    """A (filters x bins) filterbank applied to :func:`squared_spectra`: ``apply(sq) == (basis @ power).T``.
+
+    Stored as dense blocks of 128 interleaved columns, each with only the filters it touches (a mel filter
+    covers a few bins), so the product is a handful of small dense GEMMs on the frames-major array: 2x
+    fewer operations than a dense product for a mel bank, no transposed copy of the spectrogram.
+    """
+
+    BLOCK = 128
+
+    def __init__(self, basis: np.ndarray):
+        doubled = np.repeat(np.asarray(basis, dtype=np.float32), 2, axis=1)  # a weight for re^2 and im^2
+        self.n_filters = doubled.shape[0]
+        self.blocks = []
+        for c0 in range(0, doubled.shape[1], self.BLOCK):
+            block = doubled[:, c0 : c0 + self.BLOCK]
+            rows = np.flatnonzero(np.abs(block).sum(axis=1))
+            if len(rows):
+                lo, hi = int(rows[0]), int(rows[-1]) + 1
+                self.blocks.append((c0, c0 + block.shape[1], lo, hi, np.ascontiguousarray(block[lo:hi].T)))
+
+    def apply(self, squared: np.ndarray) -> np.ndarray:
+        """``(frames, 2 * bins)`` interleaved squares -> ``(frames, filters)`` float32."""
+        out = np.zeros((squared.shape[0], self.n_filters), dtype=np.float32)
+        for c0, c1, lo, hi, weights in self.blocks:
+            out[:, lo:hi] += squared[:, c0:c1] @ weights
+        return out
 
 
 @functools.lru_cache(maxsize=8)
-def _mel_basis(sr: int, n_fft: int):
-    """librosa's mel filterbank (128 bands, Slaney) as a sparse matrix: each band touches a few bins."""
+def _mel_bank(sr: int, n_fft: int) -> Filterbank:
+    """librosa's mel filterbank (``librosa.filters.mel``: 128 bands, Slaney), built once per process."""
     import librosa
-    import scipy.sparse
 
-    return scipy.sparse.csr_matrix(librosa.filters.mel(sr=sr, n_fft=n_fft).astype(np.float32))
+    return Filterbank(librosa.filters.mel(sr=sr, n_fft=n_fft))
 
 
 @functools.lru_cache(maxsize=8)
-def _chroma_basis(sr: int, n_fft: int, tuning: float) -> np.ndarray:
+def _chroma_bank(sr: int, n_fft: int, tuning: float) -> Filterbank:
     import librosa
 
-    return librosa.filters.chroma(sr=sr, n_fft=n_fft, tuning=tuning).astype(np.float32)
+    return Filterbank(librosa.filters.chroma(sr=sr, n_fft=n_fft, tuning=tuning))
 
 
 @functools.lru_cache(maxsize=8)
@@ -313,24 +438,48 @@ def _fft_frequencies(sr: int, n_fft: int) -> np.ndarray:
 
 
 def feature_matrix(y: np.ndarray, sr: int, representation: str, *, n_fft: int, hop_length: int, n_mfcc: int,
-                   chroma_tuning: float | None) -> np.ndarray:
+                   chroma_tuning: float | None, frames: np.ndarray | None = None) -> np.ndarray:
     """The (bins x frames) matrix that ``mfcc``, ``mfcc_scaled`` and ``chromagram`` draw.
 
     Equal to ``librosa.feature.mfcc(y=y, sr=sr, n_mfcc=n_mfcc, n_fft=n_fft, hop_length=hop_length)`` and
     ``librosa.feature.chroma_stft(y=y, sr=sr, n_fft=n_fft, hop_length=hop_length, tuning=chroma_tuning)``
-    (tested), with the filterbanks built once per process instead of once per clip.
+    (tested): librosa's filterbanks (built once per process), dB scale (:func:`power_to_db`) and DCT
+    (:func:`_dct_rows`), computed frames-major. With ``frames``, only those columns (both features are per
+    frame; ``mfcc_scaled``'s statistics and the estimated tuning are then taken over those frames).
     """
-    import librosa
+    if representation == "chromagram" and chroma_tuning is None:  # librosa's default: estimate the tuning
+        import librosa
 
-    power = power_spectrogram(y, n_fft, hop_length)
+        power = power_spectrogram(y, n_fft, hop_length, frames)
+        return librosa.feature.chroma_stft(S=power, sr=sr, n_fft=n_fft, hop_length=hop_length)
+    squared = squared_spectra(y, n_fft, hop_length, frames)
     if representation == "chromagram":
-        if chroma_tuning is None:  # librosa's default: estimate the tuning of this clip
-            return librosa.feature.chroma_stft(S=power, sr=sr, n_fft=n_fft, hop_length=hop_length)
-        return librosa.util.normalize(_chroma_basis(sr, n_fft, float(chroma_tuning)) @ power, norm=np.inf, axis=-2)
-    m = librosa.feature.mfcc(S=librosa.power_to_db(_mel_basis(sr, n_fft) @ power), n_mfcc=n_mfcc)
+        chroma = _chroma_bank(sr, n_fft, float(chroma_tuning)).apply(squared)  # (frames, 12)
+        peak = chroma.max(axis=1, keepdims=True)  # librosa.util.normalize(norm=inf): each frame's max to 1
+        tiny = np.finfo(np.float32).tiny
+        return (chroma / np.where(peak < tiny, np.float32(1), peak)).T
+    mel_db = power_to_db(_mel_bank(sr, n_fft).apply(squared))
+    m = (mel_db @ _dct_rows(n_mfcc, mel_db.shape[1]).T).T
     if representation == "mfcc_scaled":
         m = standardise_rows(m)
     return m
+
+
+@functools.lru_cache(maxsize=8)
+def _dct_rows(n_mfcc: int, n_mels: int) -> np.ndarray:
+    """The first ``n_mfcc`` rows of the orthonormal DCT-II matrix: ``M @ x == scipy.fft.dct(x, 2, norm='ortho')
+    [:n_mfcc]``, what ``librosa.feature.mfcc`` applies to the dB mel spectrogram (no lifter)."""
+    import scipy.fft
+
+    d = scipy.fft.dct(np.eye(n_mels), type=2, norm="ortho", axis=0)[:n_mfcc]
+    return np.ascontiguousarray(d, dtype=np.float32)
+
+
+def power_to_db(s: np.ndarray, amin: float = 1e-10, top_db: float = 80.0) -> np.ndarray:
+    """``librosa.power_to_db(s)`` with its defaults (ref 1.0, amin 1e-10, top_db 80), without its checks."""
+    log_spec = np.log10(np.maximum(s, np.float32(amin)))
+    log_spec *= np.float32(10.0)
+    return np.maximum(log_spec, log_spec.max() - np.float32(top_db))
 
 
 def standardise_rows(m: np.ndarray) -> np.ndarray:
@@ -343,20 +492,21 @@ def standardise_rows(m: np.ndarray) -> np.ndarray:
 
 
 def feature_curve(y: np.ndarray, sr: int, representation: str, *, n_fft: int, hop_length: int,
-                  roll_percent: float = 0.85) -> np.ndarray:
+                  roll_percent: float = 0.85, frames: np.ndarray | None = None) -> np.ndarray:
     """The per-frame curve (Hz) that ``spectral_centroid`` / ``spectral_rolloff`` draw.
 
     The definitions of ``librosa.feature.spectral_centroid`` / ``spectral_rolloff`` on the magnitude
     spectrogram, written out (librosa normalises the whole spectrogram first, 5x slower; the tests check
     equality). A silent frame has centroid 0 and roll-off 0.
     """
-    frames = magnitude_spectrogram(y, n_fft, hop_length).T  # (frames, bins), contiguous as torch returns it
+    squared = squared_spectra(y, n_fft, hop_length, frames)
+    spectra = np.sqrt(squared[:, 0::2] + squared[:, 1::2])  # (frames, bins) magnitudes
     freq = _fft_frequencies(sr, n_fft)
     if representation == "spectral_centroid":
-        total = frames.sum(axis=1)
+        total = spectra.sum(axis=1)
         tiny = np.finfo(np.float32).tiny
-        return np.where(total > tiny, (frames @ freq) / np.maximum(total, tiny), np.float32(0))
-    cumulative = np.cumsum(frames, axis=1)
+        return np.where(total > tiny, (spectra @ freq) / np.maximum(total, tiny), np.float32(0))
+    cumulative = np.cumsum(spectra, axis=1)
     reached = cumulative >= roll_percent * cumulative[:, -1:]
     return freq[np.argmax(reached, axis=1)]
 
@@ -386,28 +536,31 @@ def _curve_layer(values01: np.ndarray, size: int, line_width: int) -> np.ndarray
 
 
 def render(y: np.ndarray, sr: int, representation: str, *, size: int, n_fft: int, hop_length: int, n_mfcc: int,
-           chroma_tuning: float | None, style: Style) -> np.ndarray:
+           chroma_tuning: float | None, style: Style, pixel_mapping: str) -> np.ndarray:
     """One clip's audio image: ``(size, size, 3)`` uint8, full-bleed. See the module docstring."""
     check_representation(representation)
     y, _ = clean_audio(y, n_fft)
     n = len(y)
+    if representation == "waveplot":
+        image = np.empty((size, size, 3), dtype=np.float32)
+        image[:] = hex_rgb(style.background)
+        image[_waveform_layer(y, size)] = hex_rgb(style.waveform)
+        return np.rint(image).astype(np.uint8)
+
+    frames, time_weights = time_map(n, hop_length, size, pixel_mapping)
     if representation in ("mfcc", "mfcc_scaled", "chromagram"):
         m = feature_matrix(y, sr, representation, n_fft=n_fft, hop_length=hop_length, n_mfcc=n_mfcc,
-                           chroma_tuning=chroma_tuning)
-        pixels = matrix_to_pixels(minmax(m), hop_length, n, size)
-        return apply_colormap(pixels, style.colormaps[representation])
+                           chroma_tuning=chroma_tuning, frames=frames)
+        return matrix_image(minmax(m), time_weights, size, pixel_mapping, style.colormaps[representation])
 
     background = hex_rgb(style.background)
     wave = hex_rgb(style.waveform)
     image = np.empty((size, size, 3), dtype=np.float32)
     image[:] = background
-    if representation == "waveplot":
-        image[_waveform_layer(y, size)] = wave
-        return np.rint(image).astype(np.uint8)
     faded = style.faded_alpha * wave + (1.0 - style.faded_alpha) * background
     image[_waveform_layer(y, size)] = faded
-    curve = feature_curve(y, sr, representation, n_fft=n_fft, hop_length=hop_length)
-    values = curve_to_columns(minmax(curve), hop_length, n, size)
+    curve = feature_curve(y, sr, representation, n_fft=n_fft, hop_length=hop_length, frames=frames)
+    values = curve_to_columns(minmax(curve), time_weights)
     image[_curve_layer(np.clip(values, 0.0, 1.0), size, style.line_width)] = hex_rgb(style.curve)
     return np.rint(image).astype(np.uint8)
 
@@ -431,7 +584,7 @@ def style_from_params(render_params: dict) -> Style:
 
 
 __all__ = [
-    "REPRESENTATIONS", "AudioError", "Style", "load_audio", "clean_audio", "overlap_weights", "column_edges",
-    "frame_edges", "matrix_to_pixels", "curve_to_columns", "envelope_columns", "minmax", "colormap_lut",
+    "REPRESENTATIONS", "PIXEL_MAPPINGS", "AudioError", "Style", "load_audio", "clean_audio", "axis_weights",
+    "overlap_weights", "nearest_weights", "column_edges", "frame_edges", "time_map", "bin_map", "matrix_to_pixels", "matrix_image", "curve_to_columns", "envelope_columns", "minmax", "colormap_lut",
     "feature_matrix", "feature_curve", "render", "style_from_params",
 ]

@@ -44,7 +44,7 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
 
 
 def render_clip(audio_path: str, *, representation: str, sample_rate: int, size: int, n_fft: int,
-                hop_length: int, n_mfcc: int, chroma_tuning, style: audio_images.Style):
+                hop_length: int, n_mfcc: int, chroma_tuning, style: audio_images.Style, pixel_mapping: str):
     """Worker: load one WAV and render it -> :class:`Rendered`, or a :class:`Failure` with a reason code."""
     _one_thread()
     try:
@@ -52,7 +52,7 @@ def render_clip(audio_path: str, *, representation: str, sample_rate: int, size:
     except audio_images.AudioError as exc:
         return Failure(exc.reason, exc.detail)
     image = audio_images.render(y, sample_rate, representation, size=size, n_fft=n_fft, hop_length=hop_length,
-                                n_mfcc=n_mfcc, chroma_tuning=chroma_tuning, style=style)
+                                n_mfcc=n_mfcc, chroma_tuning=chroma_tuning, style=style, pixel_mapping=pixel_mapping)
     return Rendered(image, non_finite)
 
 
@@ -63,7 +63,7 @@ def _warm_up(kw: dict) -> None:
 
     audio_images.render(np.zeros(kw["n_fft"], np.float32), kw["sample_rate"], kw["representation"], size=kw["size"],
                         n_fft=kw["n_fft"], hop_length=kw["hop_length"], n_mfcc=kw["n_mfcc"],
-                        chroma_tuning=kw["chroma_tuning"], style=kw["style"])
+                        chroma_tuning=kw["chroma_tuning"], style=kw["style"], pixel_mapping=kw["pixel_mapping"])
 
 
 @functools.lru_cache(maxsize=1)
@@ -89,10 +89,14 @@ def render_manifest(manifest: pd.DataFrame, *, representation: str, render_param
         style = audio_images.style_from_params(p)
     except (KeyError, ValueError) as exc:
         raise PipelineError(f"params.yaml render section: {exc}: fix colormaps/colors/faded_alpha/line_width")
+    if p.get("pixel_mapping") not in audio_images.PIXEL_MAPPINGS:
+        raise PipelineError(f"params.yaml render.pixel_mapping must be one of "
+                            f"{', '.join(audio_images.PIXEL_MAPPINGS)}, not {p.get('pixel_mapping')!r}")
     worker = functools.partial(
         render_clip, representation=representation, sample_rate=int(p["sample_rate"]), size=int(p["size"]),
         n_fft=int(p["n_fft"]), hop_length=int(p["hop_length"]), n_mfcc=int(p["n_mfcc"]),
         chroma_tuning=None if p["chroma_tuning"] is None else float(p["chroma_tuning"]), style=style,
+        pixel_mapping=str(p["pixel_mapping"]),
     )
     _warm_up(worker.keywords)
 
@@ -103,7 +107,7 @@ def render_manifest(manifest: pd.DataFrame, *, representation: str, render_param
            if k not in ("workers", "previews_per_class", "max_rejected_share")},
         "librosa_version": librosa_version,
         "pixel_mapping": "whole clip -> full width (column c covers samples [cN/W,(c+1)N/W)); bin 0 at the bottom; "
-                         "area-weighted (see maivar/audio_images.py)",
+                         f"{p['pixel_mapping']} (see maivar/audio_images.py)",
     }
     per_class = int(p["previews_per_class"])
     kept, rejected, previews, non_finite = [], [], [], 0

@@ -27,9 +27,9 @@ def style(render_params):
     return ai.style_from_params(render_params)
 
 
-def draw(y, representation, style, size=SIZE, sr=SR, tuning=0.0):
+def draw(y, representation, style, size=SIZE, sr=SR, tuning=0.0, mapping="nearest"):
     return ai.render(np.asarray(y, dtype=np.float32), sr, representation, size=size, n_fft=N_FFT, hop_length=HOP,
-                     n_mfcc=N_MFCC, chroma_tuning=tuning, style=style)
+                     n_mfcc=N_MFCC, chroma_tuning=tuning, style=style, pixel_mapping=mapping)
 
 
 def seconds(d, sr=SR):
@@ -95,6 +95,43 @@ def test_overlap_weights_rows_sum_to_one_and_average_the_covered_cells():
     np.testing.assert_allclose(up @ np.array([1.0, 5.0]), [1, 1, 1, 5, 5, 5])
 
 
+def test_nearest_weights_pick_the_cell_under_each_pixel_centre():
+    w = ai.nearest_weights(np.arange(9), np.linspace(0, 8, 5))  # 8 cells -> 4 pixels: centres 1, 3, 5, 7
+    np.testing.assert_array_equal(w @ np.arange(8.0), [1, 3, 5, 7])  # a centre on a boundary: the later cell
+    assert set(np.unique(w)) == {0.0, 1.0} and (w.sum(1) == 1).all()
+    up = ai.nearest_weights(np.arange(3), np.linspace(0, 2, 7))  # 2 cells -> 6 pixels: each repeated
+    np.testing.assert_array_equal(up @ np.array([1.0, 5.0]), [1, 1, 1, 5, 5, 5])
+
+
+def test_axis_weights_rejects_an_unknown_mapping():
+    with pytest.raises(ValueError, match="nearest, area"):
+        ai.axis_weights(np.arange(3), np.arange(3), "bilinear")
+
+
+@pytest.mark.parametrize("mapping", ai.PIXEL_MAPPINGS)
+def test_time_map_lists_the_frames_to_compute(mapping):
+    n, width = 7 * SR, 64  # 302 frames of hop 512 -> 64 columns
+    frames, w = ai.time_map(n, HOP, width, mapping)
+    assert w.shape == (width, len(frames)) and np.allclose(w.sum(1), 1.0)
+    if mapping == "area":
+        np.testing.assert_array_equal(frames, np.arange(1 + n // HOP))
+    else:
+        centres = (np.arange(width) + 0.5) * n / width
+        np.testing.assert_array_equal(frames[w.argmax(1)], np.rint(centres / HOP).astype(int))
+        assert len(frames) == width
+    short_frames, _ = ai.time_map(N_FFT, HOP, width, mapping)  # 5 frames -> 64 columns: every frame shown
+    np.testing.assert_array_equal(short_frames, np.arange(5))
+
+
+@pytest.mark.parametrize("n_samples", [N_FFT, 3 * SR])  # fewer frames than columns, and more
+@pytest.mark.parametrize("n_bins", [12, 20, 128])
+def test_nearest_matrix_image_equals_mapping_then_colormap(n_samples, n_bins):
+    frames, w = ai.time_map(n_samples, HOP, SIZE, "nearest")
+    matrix01 = np.random.default_rng(n_bins).random((n_bins, len(frames)), dtype=np.float32)
+    expected = ai.apply_colormap(ai.matrix_to_pixels(matrix01, w, SIZE, "nearest"), "coolwarm")
+    np.testing.assert_array_equal(ai.matrix_image(matrix01, w, SIZE, "nearest", "coolwarm"), expected)
+
+
 def test_frame_edges_cover_the_clip_and_centre_each_frame_on_its_sample():
     edges = ai.frame_edges(n_frames=5, hop_length=100, n_samples=400)
     assert edges[0] == 0 and edges[-1] == 400
@@ -110,6 +147,24 @@ def test_spectrogram_equals_librosa_stft():
     ref = np.abs(librosa.stft(y, n_fft=N_FFT, hop_length=HOP))
     assert ours.shape == ref.shape
     np.testing.assert_allclose(ours, ref, atol=1e-4 * ref.max())
+
+
+@pytest.mark.parametrize("n", [N_FFT, 3000, SR + 77])
+def test_selected_frames_equal_those_columns_of_librosa_stft(n):
+    y = noise(1.0)[:n] if n <= SR else np.concatenate([noise(1.0), noise(0.01, seed=1)])[:n]
+    ref = np.abs(librosa.stft(y, n_fft=N_FFT, hop_length=HOP))
+    frames = np.array(sorted({0, 1, 2, ref.shape[1] // 2, ref.shape[1] - 2, ref.shape[1] - 1}))  # both edges
+    ours = ai.magnitude_spectrogram(y, N_FFT, HOP, frames)
+    np.testing.assert_allclose(ours, ref[:, frames], atol=1e-4 * ref.max())
+
+
+def test_filterbank_blocks_equal_the_dense_product():
+    y = chirp(d=0.5) + noise(0.5, amp=0.05)
+    power = ai.power_spectrogram(y, N_FFT, HOP)
+    for basis in (librosa.filters.mel(sr=SR, n_fft=N_FFT), librosa.filters.chroma(sr=SR, n_fft=N_FFT)):
+        ours = ai.Filterbank(basis).apply(ai.squared_spectra(y, N_FFT, HOP)).T
+        ref = basis @ power
+        np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-5 * ref.max())
 
 
 @pytest.mark.parametrize("representation", ["mfcc", "chromagram"])
@@ -159,10 +214,11 @@ def test_mfcc_colormap_param_is_what_librosa_specshow_would_pick(render_params):
 # ------------------------------------------------------------------------- what the image shows
 
 
+@pytest.mark.parametrize("mapping", ai.PIXEL_MAPPINGS)
 @pytest.mark.parametrize("representation", ["mfcc", "mfcc_scaled", "chromagram"])
-def test_matrix_images_correlate_with_the_librosa_matrix(representation, style):
+def test_matrix_images_correlate_with_the_librosa_matrix(representation, mapping, style):
     y = chirp(d=2.0) + noise(2.0, amp=0.02)
-    image = draw(y, representation, style)
+    image = draw(y, representation, style, mapping=mapping)
     if representation == "chromagram":
         ref = librosa.feature.chroma_stft(y=y, sr=SR, n_fft=N_FFT, hop_length=HOP, tuning=0.0)
     else:
@@ -170,7 +226,7 @@ def test_matrix_images_correlate_with_the_librosa_matrix(representation, style):
         if representation == "mfcc_scaled":
             ref = (ref - ref.mean(1, keepdims=True)) / ref.std(1, keepdims=True)
     values = unmap(image, style.colormaps[representation])
-    assert corr(values, nearest_resample(ref, len(y), SIZE)) > 0.9
+    assert corr(values, nearest_resample(ref, len(y), SIZE)) > (0.99 if mapping == "nearest" else 0.9)
 
 
 def test_a440_lights_the_a_row_of_the_chromagram(style):
@@ -191,10 +247,11 @@ def test_rising_chirp_gives_a_rising_centroid_curve(style):
 
 
 @pytest.mark.parametrize("representation", ["spectral_centroid", "spectral_rolloff"])
-def test_curves_follow_librosa_and_are_time_aligned(representation, style):
+@pytest.mark.parametrize("mapping", ai.PIXEL_MAPPINGS)
+def test_curves_follow_librosa_and_are_time_aligned(representation, mapping, style):
     # low tone in the first half, high tone in the second: the step must sit at the middle column.
     y = np.concatenate([tone(300.0, d=1.0), tone(5000.0, d=1.0)]) + noise(2.0, amp=1e-4)
-    image = draw(y, representation, style)
+    image = draw(y, representation, style, mapping=mapping)
     height = 1.0 - curve_rows(image, ai.hex_rgb(style.curve)) / (SIZE - 1)
     fn = getattr(librosa.feature, representation)
     ref = fn(y=y, sr=SR, n_fft=N_FFT, hop_length=HOP)[0]
@@ -218,9 +275,10 @@ def test_waveplot_envelope_follows_the_amplitude(style):
 
 
 @pytest.mark.parametrize("representation", ["mfcc", "mfcc_scaled"])
-def test_click_train_shows_as_vertical_structure_in_the_mfcc_image(representation, style):
+@pytest.mark.parametrize("mapping", ai.PIXEL_MAPPINGS)
+def test_click_train_shows_as_vertical_structure_in_the_mfcc_image(representation, mapping, style):
     y, positions = clicks()
-    values = unmap(draw(y, representation, style), style.colormaps[representation])
+    values = unmap(draw(y, representation, style, mapping=mapping), style.colormaps[representation])
     deviation = np.abs(values - np.median(values, axis=1, keepdims=True))  # from each row's typical value
     click_cols = (positions * SIZE / len(y)).astype(int)
     far_cols = click_cols + 4  # half-way between clicks (8 columns apart)
@@ -238,7 +296,8 @@ def test_click_train_shows_as_vertical_structure_in_the_mfcc_image(representatio
 
 @pytest.mark.parametrize("representation", REPRESENTATIONS)
 @pytest.mark.parametrize("case", ["silence", "short", "non_finite", "single_sample"])
-def test_degenerate_audio_gives_a_valid_image(representation, case, style):
+@pytest.mark.parametrize("mapping", ai.PIXEL_MAPPINGS)
+def test_degenerate_audio_gives_a_valid_image(representation, case, mapping, style):
     y = {
         "silence": np.zeros(SR, np.float32),
         "short": tone(440.0, d=0.01),  # 220 samples < n_fft
@@ -248,18 +307,20 @@ def test_degenerate_audio_gives_a_valid_image(representation, case, style):
     if case == "non_finite":
         y[5] = np.inf
         y[7] = -np.inf
-    image = draw(y, representation, style)
+    image = draw(y, representation, style, mapping=mapping)
     assert image.shape == (SIZE, SIZE, 3) and image.dtype == np.uint8
 
 
-def test_non_finite_samples_render_as_zeros(style):
+@pytest.mark.parametrize("mapping", ai.PIXEL_MAPPINGS)
+def test_non_finite_samples_render_as_zeros(mapping, style):
     y = tone(440.0, d=1.0)
     bad = y.copy()
     bad[::101] = np.nan
     zeroed = y.copy()
     zeroed[::101] = 0.0
     for representation in REPRESENTATIONS:
-        np.testing.assert_array_equal(draw(bad, representation, style), draw(zeroed, representation, style))
+        np.testing.assert_array_equal(draw(bad, representation, style, mapping=mapping),
+                                      draw(zeroed, representation, style, mapping=mapping))
 
 
 def test_clean_audio_pads_short_audio_and_counts_non_finite():
@@ -267,10 +328,12 @@ def test_clean_audio_pads_short_audio_and_counts_non_finite():
     assert n_bad == 2 and len(y) == 8 and np.isfinite(y).all()
 
 
-def test_render_is_deterministic(style):
+@pytest.mark.parametrize("mapping", ai.PIXEL_MAPPINGS)
+def test_render_is_deterministic(mapping, style):
     y = chirp(d=1.0) + noise(1.0)
     for representation in REPRESENTATIONS:
-        np.testing.assert_array_equal(draw(y, representation, style), draw(y, representation, style))
+        np.testing.assert_array_equal(draw(y, representation, style, mapping=mapping),
+                                      draw(y, representation, style, mapping=mapping))
 
 
 def test_unknown_representation_is_a_one_line_error_listing_the_six(style):

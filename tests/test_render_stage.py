@@ -62,9 +62,9 @@ EXPECTED_REJECTED = {"v_Drum_g03_c01": "missing_file", "v_Drum_g04_c01": "unread
                      "v_Drum_g05_c01": "empty_file"}
 
 
-def small_params(size=32, previews=1):
+def small_params(size=32, previews=1, **render):
     p = dict(load_params(REPO / "params.yaml")["render"])
-    p.update(size=size, sample_rate=SR, previews_per_class=previews)
+    p.update(size=size, sample_rate=SR, previews_per_class=previews, **render)
     return p
 
 
@@ -152,10 +152,10 @@ def test_manifest_errors_are_one_line(tmp_path):
         read_manifest(bad)
 
 
-def _stage(tmp_path, representation):
+def _stage(tmp_path, representation, **render):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["representation"] = representation
-    params["render"].update(size=32, sample_rate=SR, previews_per_class=1, workers=2)
+    params["render"].update(size=32, sample_rate=SR, previews_per_class=1, workers=2, **render)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     return subprocess.run([sys.executable, str(REPO / "stages" / "render.py")], cwd=tmp_path, capture_output=True,
                           text=True, timeout=120)
@@ -180,3 +180,24 @@ def test_stage_with_an_unknown_representation_fails_with_one_line_listing_the_si
     assert line.startswith("error: unknown representation 'melspectrogram'")
     assert all(name in line for name in REPRESENTATIONS)
     assert not (tmp_path / "data" / "audio_images").exists()
+
+
+def test_stage_with_an_unknown_pixel_mapping_fails_with_one_line(tmp_path):
+    make_dataset(tmp_path)
+    proc = _stage(tmp_path, "chromagram", pixel_mapping="bicubic")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert "pixel_mapping must be one of nearest, area, not 'bicubic'" in line
+    assert not (tmp_path / "data" / "audio_images").exists()
+
+
+def test_pixel_mapping_is_recorded_and_changes_the_images(tmp_path):
+    make_dataset(tmp_path)
+    images = {}
+    for mapping in ("nearest", "area"):
+        _, out, _ = run(tmp_path, representation="mfcc", workers=1, size=24, pixel_mapping=mapping)
+        store = open_store(out, "images")
+        assert store.attrs["render.pixel_mapping"] == mapping
+        images[mapping] = np.stack([store.data[i] for i in range(len(store.ids))])
+    assert images["nearest"].shape == images["area"].shape
+    assert not np.array_equal(images["nearest"], images["area"])
