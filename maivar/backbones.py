@@ -11,7 +11,8 @@
 - :func:`weights_sha256` hashes a model's state (names, shapes, dtypes, values) so that the outputs
   record exactly which weights made them.
 - :func:`select_device`, :func:`prepare_for_inference` (eval, frozen, channels_last, optional
-  ``torch.compile``) and :class:`OomGuard` (CUDA out of memory halves the chunk size and retries).
+  ``torch.compile``), :func:`fuse_conv_bn` (BatchNorm folded into the convolution before it, checked) and
+  :class:`OomGuard` (CUDA out of memory halves the chunk size and retries).
 """
 
 from __future__ import annotations
@@ -213,6 +214,79 @@ def prepare_for_inference(model: nn.Module, device: torch.device, *, compile_mod
     if compile_model:
         model.compile(dynamic=False)
     return model
+
+
+def fuse_conv_bn(module: nn.Module, *, input_size: int, rtol: float = 1e-3) -> int:
+    """Fold each ``BatchNorm2d`` that directly follows a ``Conv2d`` among its siblings into that conv, in place.
+
+    A frozen backbone's BatchNorm is a fixed per-channel affine map, so it can live in the convolution's
+    weights and bias (``torch.nn.utils.fusion.fuse_conv_bn_eval``; the BN becomes ``nn.Identity``, timm's
+    ``BatchNormAct2d`` its dropout + activation): one pass over each activation map less, ~1.2x faster for
+    ResNet-50 on a CPU, the same features to float32 rounding. This is what mmcv's ``fuse_conv_bn``
+    (MMAction2's ``--fuse-conv-bn``) does; here a ``Conv2d`` (or subclass, as mmcv's wrapper) followed by
+    exactly a ``BatchNorm2d`` (or timm's ``BatchNormAct2d``) is folded, and the result is checked: ``module`` must give the same output on a random
+    ``2 x 3 x input_size x input_size`` batch to ``rtol`` (relative to the largest output), else every fold
+    is undone (a BN registered after a conv it does not normalise) and 0 is returned.
+
+    ``module`` must be in eval mode and take an image batch. Returns the number of folds kept.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    if module.training:
+        raise ValueError("fuse_conv_bn needs a module in eval mode")
+    param = next(module.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    x = torch.randn(2, 3, input_size, input_size, generator=torch.Generator().manual_seed(0)).to(device)
+    x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        before = _first_tensor(module(x)).float()
+    undo = []
+    for parent in list(module.modules()):
+        previous = None
+        for name, child in list(parent.named_children()):
+            after_bn = _after_batchnorm(child)
+            if after_bn is not None and previous is not None and child.track_running_stats:
+                conv_name, conv = previous
+                fused = fuse_conv_bn_eval(conv, child)
+                if conv.weight.is_contiguous(memory_format=torch.channels_last):
+                    fused.to(memory_format=torch.channels_last)
+                parent._modules[conv_name] = fused
+                parent._modules[name] = after_bn
+                undo.append((parent, conv_name, conv, name, child))
+                previous = None
+            else:
+                previous = (name, child) if isinstance(child, nn.Conv2d) else None  # mmcv wraps nn.Conv2d
+    if not undo:
+        return 0
+    with torch.inference_mode():
+        after = _first_tensor(module(x)).float()
+    scale = before.abs().max().clamp_min(1e-12)
+    error = float(((after - before).abs().max() / scale).item()) if after.shape == before.shape else float("inf")
+    if not error <= rtol:
+        for parent, conv_name, conv, name, bn in undo:
+            parent._modules[conv_name] = conv
+            parent._modules[name] = bn
+        log.warning("conv+BN folding changed %s's output by %.1e (> %g): left unfused", type(module).__name__,
+                    error, rtol)
+        return 0
+    log.info("folded %d BatchNorm layers into their convolutions (output change %.1e)", len(undo), error)
+    return len(undo)
+
+
+def _after_batchnorm(child: nn.Module) -> nn.Module | None:
+    """What replaces a foldable BatchNorm: ``nn.Identity`` for ``BatchNorm2d``, the dropout and activation
+    for timm's ``BatchNormAct2d`` (BN, then ``drop``, then ``act``); None for anything else."""
+    if type(child) is nn.BatchNorm2d:
+        return nn.Identity()
+    if type(child).__name__ == "BatchNormAct2d" and type(child).__module__.startswith("timm."):
+        return nn.Sequential(child.drop, child.act)
+    return None
+
+
+def _first_tensor(out) -> torch.Tensor:
+    while isinstance(out, (tuple, list)):
+        out = out[-1]
+    return out
 
 
 def autocast(device: torch.device):

@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from maivar import rejections  # noqa: E402
-from maivar.backbones import build_tsn, compute_dtype, prepare_for_inference, select_device  # noqa: E402
+from maivar.backbones import build_tsn, compute_dtype, fuse_conv_bn, prepare_for_inference, select_device  # noqa: E402
 from maivar.errors import PipelineError  # noqa: E402
 from maivar.feature_store import create_store  # noqa: E402
 from maivar.manifest import read_manifest  # noqa: E402
@@ -50,6 +50,7 @@ def main() -> None:
     model, weights, cfg = build_tsn(p["config"], checkpoint=p["checkpoint"], seed=int(p["seed"]))
     pre = preprocessing_from_config(cfg)
     prepare_for_inference(model, device, compile_model=False)
+    folded = fuse_conv_bn(model.backbone, input_size=pre.crop_size) if p["fuse_conv_bn"] else 0
     if p["compile"]:
         model.backbone.compile(dynamic=False)
     log.info("%d videos x %d segments -> %s (short side %d, crop %d) on %s", len(clips), num_segments,
@@ -71,7 +72,8 @@ def main() -> None:
         "config": str(p["config"]), "backbone": cfg.model.backbone.get("type"),
         "backbone_depth": cfg.model.backbone.get("depth"), "input_size": pre.crop_size,
         "short_side": pre.short_side, "mean": list(pre.mean), "std": list(pre.std),
-        "num_segments": num_segments, "device": device.type, "dtype": compute_dtype(device), **weights.attrs(),
+        "num_segments": num_segments, "device": device.type, "dtype": compute_dtype(device),
+        "conv_bn_folded": folded, **weights.attrs(),
     }
     with create_store(OUT, data_name="features", n=len(ids), item_shape=feats.shape[1:], dtype=np.float32) as w:
         if len(ids):

@@ -99,6 +99,7 @@ def test_extract_audio_stage_end_to_end(tmp_path):
     attrs = store.attrs
     assert attrs["backbone"] == "resnet18" and attrs["input_size"] == 32 and attrs["representation"] == "mfcc"
     assert attrs["weights"] == "random" and attrs["pretrained"] is False and len(attrs["weights_sha256"]) == 64
+    assert attrs["conv_bn_folded"] == 20  # resnet18: every conv has a BN
 
 
 def test_extract_audio_stage_errors_and_interruption(tmp_path):

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from maivar.backbones import (
-    OomGuard, build_tsn, create_audio_backbone, load_checkpoint_into, select_device, weights_sha256,
+    OomGuard, build_tsn, create_audio_backbone, fuse_conv_bn, load_checkpoint_into, prepare_for_inference,
+    select_device, weights_sha256,
 )
 from maivar.errors import PipelineError
 
@@ -172,3 +173,77 @@ def test_select_device():
     if not torch.cuda.is_available():
         with pytest.raises(PipelineError, match="no GPU"):
             select_device("cuda")
+
+
+# ------------------------------------------------------------------------------------ conv + BN folding
+
+
+def _trained_looking_batchnorms(model: torch.nn.Module, seed: int = 0) -> None:
+    """Give every BatchNorm non-trivial statistics and affine parameters (random init has mean 0, var 1)."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g) * 0.5)
+            m.running_var.copy_(torch.rand(n, generator=g) * 2 + 0.2)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(n, generator=g) * 0.2)
+
+
+def _features(module, x):
+    with torch.inference_mode():
+        out = module(x)
+    return out[-1] if isinstance(out, (tuple, list)) else out
+
+
+def test_fuse_conv_bn_folds_the_tsn_backbone_and_keeps_its_features(tmp_path):
+    model, _, _ = build_tsn(write_tiny_tsn(tmp_path / "tiny.py"), checkpoint=None, seed=0)
+    _trained_looking_batchnorms(model.backbone)
+    prepare_for_inference(model, torch.device("cpu"), compile_model=False)
+    x = torch.randn(4, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    before = _features(model.backbone, x)
+    assert fuse_conv_bn(model.backbone, input_size=32) == 20  # ResNet-18: 17 ConvModules + 3 downsamples
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.backbone.modules())
+    after = _features(model.backbone, x)
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4 * before.abs().max().item())
+
+
+def test_fuse_conv_bn_keeps_the_activation_of_timm_batchnormact():
+    model, _ = create_audio_backbone("mobilenetv3_small_050", pretrained=False, checkpoint=None, seed=0)
+    _trained_looking_batchnorms(model)
+    prepare_for_inference(model, torch.device("cpu"), compile_model=False)
+    x = torch.randn(2, 3, 64, 64)
+    before = _features(model, x)
+    assert fuse_conv_bn(model, input_size=64) > 10
+    after = _features(model, x)
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4 * before.abs().max().item())
+
+
+class _BatchNormBeforeConv(torch.nn.Module):
+    """Registers a conv, then a BN, but applies the BN first: folding would change the output."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(3)
+
+    def forward(self, x):
+        return self.conv(self.bn(x))
+
+
+def test_fuse_conv_bn_undoes_a_fold_that_changes_the_output(caplog):
+    module = _BatchNormBeforeConv()
+    _trained_looking_batchnorms(module)
+    module.eval()
+    x = torch.randn(2, 3, 16, 16)
+    before = _features(module, x)
+    with caplog.at_level(logging.WARNING, logger="maivar.backbones"):
+        assert fuse_conv_bn(module, input_size=16) == 0
+    assert "left unfused" in caplog.text
+    assert type(module.bn) is torch.nn.BatchNorm2d and module.conv.bias is not None
+    torch.testing.assert_close(_features(module, x), before, rtol=0, atol=0)
+
+
+def test_fuse_conv_bn_needs_eval_mode():
+    with pytest.raises(ValueError, match="eval mode"):
+        fuse_conv_bn(_BatchNormBeforeConv().train(), input_size=8)

@@ -194,7 +194,7 @@ def test_extract_video_stage_end_to_end(tiny_tsn, tmp_path):
     attrs = store.attrs
     assert attrs["weights"] == "random" and attrs["pretrained"] is False and len(attrs["weights_sha256"]) == 64
     assert attrs["num_segments"] == 3 and attrs["input_size"] == 32 and attrs["device"] == "cpu"
-    assert attrs["dtype"] == "float32"
+    assert attrs["dtype"] == "float32" and attrs["conv_bn_folded"] == 20  # ResNet-18: every conv has a BN
 
 
 def test_extract_video_stage_missing_checkpoint_and_interruption(tiny_tsn, tmp_path):
