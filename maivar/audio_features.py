@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .backbones import OomGuard, autocast
+from .resume import Journal, Resumed
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +38,15 @@ def normalization(model: nn.Module, name: str) -> tuple[tuple[float, ...], tuple
 
 
 class _Rows(Dataset):
-    def __init__(self, rows: Sequence[np.ndarray]):
+    def __init__(self, rows: Sequence[np.ndarray], start: int = 0):
         self.rows = rows
+        self.start = start
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.rows) - self.start
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(self.rows[i]))
+        return torch.from_numpy(np.ascontiguousarray(self.rows[self.start + i]))
 
 
 def preprocess(images: torch.Tensor, *, input_size: int, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -67,16 +69,25 @@ def extract_audio_features(
     workers: int,
     device: torch.device,
     progress: bool = True,
+    journal: Journal | None = None,
 ) -> np.ndarray:
-    """N x D float32 pooled features of ``images`` (any row-indexable N x S x S x 3 uint8 source)."""
+    """N x D float32 pooled features of ``images`` (any row-indexable N x S x S x 3 uint8 source).
+
+    With a ``journal`` (:mod:`maivar.resume`), finished batches are journaled and the images an interrupted
+    run already finished are taken from it.
+    """
     n = len(images)
     dim = int(model.num_features)
     out = np.empty((n, dim), dtype=np.float32)
     if n == 0:
         return out
+    done = journal.load() if journal is not None else Resumed()
+    if done.stop:
+        log.info("resuming: %d of %d images were done by an interrupted run (%s)", done.stop, n, journal.dir)
+        out[: done.stop] = np.concatenate(done.features)
     on_cuda = device.type == "cuda"
     loader = DataLoader(
-        _Rows(images), batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=on_cuda,
+        _Rows(images, done.stop), batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=on_cuda,
         persistent_workers=False,
     )
     mean_t = torch.tensor(mean, dtype=torch.float32, device=device)
@@ -89,11 +100,18 @@ def extract_audio_features(
         with autocast(device):
             return model(x).float()
 
-    row = 0
-    with tqdm(total=n, desc="audio features", unit="img", disable=not progress, mininterval=1.0) as bar:
-        for batch in loader:
-            feats = guard(forward, batch.to(device, non_blocking=on_cuda))
-            out[row : row + len(batch)] = feats.cpu().numpy()
-            row += len(batch)
-            bar.update(len(batch))
+    row = done.stop
+    try:
+        with tqdm(total=n, initial=row, desc="audio features", unit="img", disable=not progress,
+                  mininterval=1.0) as bar:
+            for batch in loader:
+                feats = guard(forward, batch.to(device, non_blocking=on_cuda)).cpu().numpy()
+                out[row : row + len(batch)] = feats
+                if journal is not None:
+                    journal.add(row, row + len(batch), list(range(row, row + len(batch))), feats, [])
+                row += len(batch)
+                bar.update(len(batch))
+    finally:
+        if journal is not None:
+            journal.write_quietly()  # the finished batches survive an interruption
     return out

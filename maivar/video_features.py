@@ -27,6 +27,7 @@ from .backbones import OomGuard, autocast
 from .errors import PipelineError
 from .feature_store import Rejection
 from .parallel import guarded_imap
+from .resume import Journal, Resumed
 from .video_frames import SegmentFailure, decode_segments
 
 log = logging.getLogger(__name__)
@@ -113,16 +114,25 @@ def extract_video_features(
     min_decoded_share: float = 0.0,
     recycle_after: int = 1000,
     progress: bool = True,
+    journal: Journal | None = None,
 ) -> tuple[list[int], np.ndarray, list[Rejection]]:
     """``(rows, features, rejections)``: the indices of ``clips`` that decoded (in order), their
     ``len(rows) x num_segments x D`` float32 features, and a rejection for every clip that did not (including
-    one that decodes fewer than ``min_decoded_share`` x its expected frames, or hangs, or crashes its worker)."""
+    one that decodes fewer than ``min_decoded_share`` x its expected frames, or hangs, or crashes its worker).
+
+    With a ``journal`` (:mod:`maivar.resume`), finished batches are journaled and the clips an interrupted
+    run already finished are taken from it instead of being decoded and run again.
+    """
     on_cuda = device.type == "cuda"
+    done = journal.load() if journal is not None else Resumed()
+    if done.stop:
+        log.info("resuming: %d of %d videos were done by an interrupted run (%s)", done.stop, len(clips),
+                 journal.dir)
     # Decoding runs in guarded worker processes: a video whose demuxer or decoder hangs is killed after
     # ``timeout_s`` and one that crashes its process (a segfault) becomes that video's rejection, not the run's.
     worker = functools.partial(decode_clip, num_segments=num_segments, short_side=pre.short_side,
                                crop_size=pre.crop_size, timeout_s=0.9 * timeout_s, min_decoded_share=min_decoded_share)
-    decoded = guarded_imap(worker, clips, workers=workers or None, timeout_s=timeout_s,
+    decoded = guarded_imap(worker, clips[done.stop :], workers=workers or None, timeout_s=timeout_s,
                            recycle_after=recycle_after)
     mean = torch.tensor(pre.mean, dtype=torch.float32, device=device)
     std = torch.tensor(pre.std, dtype=torch.float32, device=device)
@@ -135,38 +145,47 @@ def extract_video_features(
         with autocast(device):
             return pooled_segment_features(model, x).float()
 
-    rows: list[int] = []
-    chunks: list[np.ndarray] = []
-    rejected: list[Rejection] = []
+    rows: list[int] = list(done.rows)
+    chunks: list[np.ndarray] = list(done.features)
+    rejected: list[Rejection] = list(done.rejected)
     batch: list[int] = []
     batch_frames: list[np.ndarray] = []
+    since = {"start": done.stop, "rejected": []}  # what the journal has not seen yet
 
-    def flush() -> None:
+    def flush(stop: int) -> None:
         frames = torch.from_numpy(np.stack(batch_frames))
         if on_cuda:
             frames = frames.pin_memory()
-        feats = guard(forward, frames.to(device, non_blocking=on_cuda))
-        chunks.append(feats.cpu().numpy())
+        feats = guard(forward, frames.to(device, non_blocking=on_cuda)).cpu().numpy()
+        chunks.append(feats)
         rows.extend(batch)
+        if journal is not None:  # clips [start, stop): this batch and the rejections since the last one
+            journal.add(since["start"], stop, batch, feats, since["rejected"])
+            since.update(start=stop, rejected=[])
         batch.clear()
         batch_frames.clear()
 
     try:
-        with tqdm(total=len(clips), desc="video features", unit="video", disable=not progress, mininterval=1.0) as bar:
-            for i, result in enumerate(decoded):
+        with tqdm(total=len(clips), initial=done.stop, desc="video features", unit="video", disable=not progress,
+                  mininterval=1.0) as bar:
+            for i, result in enumerate(decoded, start=done.stop):
                 if isinstance(result, np.ndarray):
                     batch.append(i)
                     batch_frames.append(result)
                     if len(batch) == batch_videos:
-                        flush()
+                        flush(i + 1)
                 else:  # SegmentFailure from the decoder, or Failure (timeout, crashed worker) from the guard
                     log.warning("rejected %s: %s (%s)", clips[i].id, result.reason, result.detail)
-                    rejected.append(Rejection(clips[i].id, result.reason, result.detail))
+                    rejection = Rejection(clips[i].id, result.reason, result.detail)
+                    rejected.append(rejection)
+                    since["rejected"].append(rejection)
                 bar.update(1)
             if batch:
-                flush()
+                flush(len(clips))
     finally:
         decoded.close()  # stop the decoding workers also when the loop is left by an exception
+        if journal is not None:
+            journal.write_quietly()  # the finished batches survive an interruption
     if chunks:
         features = np.concatenate(chunks)
     else:

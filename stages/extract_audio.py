@@ -19,6 +19,7 @@ from maivar.backbones import (  # noqa: E402
 from maivar.feature_store import LazyRows, create_store, open_store  # noqa: E402
 from maivar.parallel import default_workers  # noqa: E402
 from maivar.params import load_params, resolve_workers  # noqa: E402
+from maivar.resume import Journal, file_identity  # noqa: E402
 from maivar.stage import run_stage  # noqa: E402
 
 IMAGES = Path("data/audio_images/images.h5")
@@ -38,23 +39,26 @@ def main() -> None:
     if p["compile"]:
         model.compile(dynamic=False)
     mean, std = normalization(model, str(p["normalization"]))
+    attrs = {
+        "backbone": p["backbone"], "input_size": int(p["input_size"]), "normalization": p["normalization"],
+        "mean": list(mean), "std": list(std), "device": device.type, "dtype": compute_dtype(device),
+        "conv_bn_folded": folded, "representation": source.attrs.get("representation"), **weights.attrs(),
+    }
+    # finished batches of an interrupted run with the same images and settings are reused (maivar/resume.py)
+    journal = Journal(OUT, {"attrs": attrs, "batch_size": int(p["batch_size"]), "images": file_identity(IMAGES),
+                            "ids": source.ids})
     images = LazyRows(IMAGES, "images")
     log.info("%d audio images -> %s at %d px on %s", len(images), p["backbone"], p["input_size"], device)
     feats = extract_audio_features(
         model, images, input_size=int(p["input_size"]), mean=mean, std=std, batch_size=int(p["batch_size"]),
-        workers=resolve_workers(p["workers"]) or default_workers(), device=device,
+        workers=resolve_workers(p["workers"]) or default_workers(), device=device, journal=journal,
     )
     images.close()
-    attrs = {
-        "backbone": p["backbone"], "input_size": int(p["input_size"]), "normalization": p["normalization"],
-        "mean": list(mean), "std": list(std), "device": device.type, "dtype": compute_dtype(device),
-        "conv_bn_folded": folded,
-        "representation": source.attrs.get("representation"), **weights.attrs(),
-    }
     with create_store(OUT, data_name="features", n=len(feats), item_shape=feats.shape[1:], dtype=np.float32) as w:
         if len(feats):
             w.write_rows(0, feats)
         w.finish(source.ids, source.labels, source.rejected, attrs)
+    journal.discard()
     log.info("wrote %s: %d x %d features (weights: %s), %d rejected upstream", OUT, *feats.shape, weights.source,
              len(source.rejected))
 

@@ -22,6 +22,7 @@ from maivar.feature_store import create_store  # noqa: E402
 from maivar.manifest import read_manifest  # noqa: E402
 from maivar.parallel import default_workers  # noqa: E402
 from maivar.params import load_params, resolve_workers  # noqa: E402
+from maivar.resume import Journal, file_identity  # noqa: E402
 from maivar.stage import run_stage  # noqa: E402
 from maivar.video_features import VideoClip, extract_video_features, preprocessing_from_config  # noqa: E402
 
@@ -53,12 +54,25 @@ def main() -> None:
     folded = fuse_conv_bn(model.backbone, input_size=pre.crop_size) if p["fuse_conv_bn"] else 0
     if p["compile"]:
         model.backbone.compile(dynamic=False)
+    attrs = {
+        "config": str(p["config"]), "backbone": cfg.model.backbone.get("type"),
+        "backbone_depth": cfg.model.backbone.get("depth"), "input_size": pre.crop_size,
+        "short_side": pre.short_side, "mean": list(pre.mean), "std": list(pre.std),
+        "num_segments": num_segments, "device": device.type, "dtype": compute_dtype(device),
+        "conv_bn_folded": folded, **weights.attrs(),
+    }
+    # finished batches of an interrupted run with the same videos and settings are reused (maivar/resume.py)
+    journal = Journal(OUT, {
+        "attrs": attrs, "batch_videos": int(p["batch_videos"]), "min_decoded_share": float(p["min_decoded_share"]),
+        "timeout_s": float(p["timeout_s"]),
+        "clips": [(c.id, c.expected_frames, *file_identity(c.path)) for c in clips],
+    })
     log.info("%d videos x %d segments -> %s (short side %d, crop %d) on %s", len(clips), num_segments,
              p["config"], pre.short_side, pre.crop_size, device)
     rows, feats, rejected = extract_video_features(
         model, clips, num_segments=num_segments, pre=pre, batch_videos=int(p["batch_videos"]),
         workers=resolve_workers(p["workers"]) or default_workers(), device=device, timeout_s=float(p["timeout_s"]),
-        min_decoded_share=float(p["min_decoded_share"]),
+        min_decoded_share=float(p["min_decoded_share"]), journal=journal,
     )
     if clips and not rows:
         raise PipelineError(f"none of the {len(clips)} videos decoded (first: {rejected[0].reason}: {rejected[0].detail})")
@@ -68,17 +82,11 @@ def main() -> None:
         log.warning("rejected %d of %d videos: %s", len(rejected), len(clips),
                     ", ".join(f"{k} {v}" for k, v in sorted(Counter(r.reason for r in rejected).items())))
     ids = [clips[r].id for r in rows]
-    attrs = {
-        "config": str(p["config"]), "backbone": cfg.model.backbone.get("type"),
-        "backbone_depth": cfg.model.backbone.get("depth"), "input_size": pre.crop_size,
-        "short_side": pre.short_side, "mean": list(pre.mean), "std": list(pre.std),
-        "num_segments": num_segments, "device": device.type, "dtype": compute_dtype(device),
-        "conv_bn_folded": folded, **weights.attrs(),
-    }
     with create_store(OUT, data_name="features", n=len(ids), item_shape=feats.shape[1:], dtype=np.float32) as w:
         if len(ids):
             w.write_rows(0, feats)
         w.finish(ids, [labels[i] for i in ids], rejected, attrs)
+    journal.discard()
     log.info("wrote %s: %d x %d x %d features (weights: %s)", OUT, *feats.shape, weights.source)
 
 

@@ -115,7 +115,17 @@ def test_extract_audio_stage_errors_and_interruption(tmp_path):
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     proc = run_stage_interrupted("extract_audio", work, "write_rows")
     assert proc.returncode == 130, proc.stderr[-2000:]
-    assert list((work / "data/features").iterdir()) == []
+    # no output, no temporary: only the journal of the finished batches (maivar/resume.py)
+    assert [p.name for p in (work / "data/features").iterdir()] == ["audio.h5.partial"]
+    proc = subprocess.run([sys.executable, stage], cwd=work, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "resuming: 2 of 2 images were done by an interrupted run" in proc.stderr
+    assert [p.name for p in (work / "data/features").iterdir()] == ["audio.h5"]
+    resumed = open_store(work / "data/features/audio.h5", "features").data
+    (work / "data/features/audio.h5").unlink()
+    proc = subprocess.run([sys.executable, stage], cwd=work, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "resuming" not in proc.stderr
+    assert np.array_equal(open_store(work / "data/features/audio.h5", "features").data, resumed)
     # missing input: one line
     (work / "data/audio_images/images.h5").unlink()
     proc = subprocess.run([sys.executable, stage], cwd=work, capture_output=True, text=True, timeout=120)

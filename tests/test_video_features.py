@@ -214,9 +214,22 @@ def test_extract_video_stage_missing_checkpoint_and_interruption(tiny_tsn, tmp_p
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     proc = run_stage_interrupted("extract_video", work, "finish")
     assert proc.returncode == 130, proc.stderr[-2000:]
-    assert list((work / "data/features").iterdir()) == []
+    # no output, no temporary: only the journal of the finished batches (maivar/resume.py)
+    assert [p.name for p in (work / "data/features").iterdir()] == ["video.h5.partial"]
     with pytest.raises(FileNotFoundError):
         h5py.File(work / "data/features/video.h5", "r")
+    stage = [sys.executable, str(ROOT / "stages/extract_video.py")]
+    proc = subprocess.run(stage, cwd=work, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "resuming: 4 of 4 videos were done by an interrupted run" in proc.stderr
+    assert [p.name for p in (work / "data/features").iterdir()] == ["video.h5"]
+    resumed = open_store(work / "data/features/video.h5", "features")
+    (work / "data/features/video.h5").unlink()
+    proc = subprocess.run(stage, cwd=work, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "resuming" not in proc.stderr
+    fresh = open_store(work / "data/features/video.h5", "features")
+    assert fresh.ids == resumed.ids and fresh.rejected == resumed.rejected
+    assert np.array_equal(fresh.data, resumed.data)
 
 
 @pytest.mark.slow
