@@ -46,9 +46,9 @@ Either way a source cell wider than a pixel is repeated.
   the top: bin 0 (the lowest coefficient or pitch class C) at the bottom (:func:`bin_map`).
 - **Values -> colours.** Matrices are min-max normalised over the frames computed (matplotlib's default
   ``Normalize`` in ``specshow``; with ``nearest``, over the frames shown) and looked up in a 256-entry
-  colormap table taken once from matplotlib's registry. Curves are min-max normalised (the authors' ``minmax_scale``) and drawn over the full height:
-  0 at the bottom row, 1 at the top row. The waveform is scaled so the clip's peak reaches the top and
-  bottom edges.
+  colormap table taken once from matplotlib's registry. Curves are min-max normalised (the authors'
+  ``minmax_scale``) and drawn over the full height: 0 at the bottom row, 1 at the top row. The waveform is
+  scaled so the clip's peak reaches the top and bottom edges.
 
 Degenerate audio is well defined: a constant (e.g. silent) matrix or curve normalises to 0, a silent
 waveform draws as the centre line, audio shorter than ``n_fft`` is zero-padded at the end to ``n_fft``
@@ -585,6 +585,8 @@ def style_from_params(render_params: dict) -> Style:
 
 __all__ = [
     "REPRESENTATIONS", "PIXEL_MAPPINGS", "AudioError", "Style", "load_audio", "clean_audio", "axis_weights",
-    "overlap_weights", "nearest_weights", "column_edges", "frame_edges", "time_map", "bin_map", "matrix_to_pixels", "matrix_image", "curve_to_columns", "envelope_columns", "minmax", "colormap_lut",
-    "feature_matrix", "feature_curve", "render", "style_from_params",
+    "overlap_weights", "nearest_weights", "column_edges", "frame_edges", "time_map", "bin_map",
+    "matrix_to_pixels", "matrix_image", "curve_to_columns", "envelope_columns", "minmax", "colormap_lut",
+    "frame_spectra", "squared_spectra", "magnitude_spectrogram", "power_spectrogram", "Filterbank",
+    "feature_matrix", "feature_curve", "power_to_db", "render", "style_from_params",
 ]
