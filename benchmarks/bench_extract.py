@@ -43,7 +43,7 @@ sys.path.insert(0, str(REPO))
 
 from maivar.audio_features import extract_audio_features, normalization, preprocess  # noqa: E402
 from maivar.backbones import (  # noqa: E402
-    build_tsn, compute_dtype, create_audio_backbone, fuse_conv_bn, prepare_for_inference, select_device,
+    build_tsn, compute_dtype, create_audio_backbone, prepare_for_inference, select_device,
 )
 from maivar.feature_store import LazyRows, create_store  # noqa: E402
 from maivar.parallel import default_workers  # noqa: E402
@@ -186,11 +186,10 @@ def bench_video(args, params, device) -> None:
           f"320x240, 25 fps, generated in {time.perf_counter() - t0:.1f} s")
     model, _, cfg = build_tsn(REPO / p["config"], checkpoint=None, seed=int(p["seed"]))
     pre = preprocessing_from_config(cfg)
-    prepare_for_inference(model, device, compile_model=False)
-    folded = fuse_conv_bn(model.backbone, input_size=pre.crop_size) if p["fuse_conv_bn"] else 0
+    folded = prepare_for_inference(model, device, compile_model=bool(args.compile or p["compile"]),
+                                   fold_batchnorm=bool(p["fuse_conv_bn"]), input_size=pre.crop_size,
+                                   image_module=model.backbone)
     print(f"video  ours: {folded} BatchNorm layers folded into their convolutions (extract_video.fuse_conv_bn)")
-    if args.compile or p["compile"]:
-        model.backbone.compile(dynamic=False)
     workers = args.workers if args.workers is not None else (resolve_workers(p["workers"]) or default_workers())
     kwargs = dict(num_segments=num_segments, pre=pre, batch_videos=int(p["batch_videos"]), workers=workers,
                   device=device, timeout_s=float(p["timeout_s"]), progress=False)
@@ -223,7 +222,8 @@ def bench_video(args, params, device) -> None:
     print(f"video  ratio ours / MMAction2: {ours_rate / ref_rate:.2f}x wall-clock, "
           f"{(ref_cpu / len(ref_clips)) / (ours_cpu / len(clips)):.2f}x CPU time; full subset (6837 videos) at this rate: "
           f"{6837 / ours_rate:.0f} s ours, {6837 / ref_rate:.0f} s MMAction2")
-    print(f"video  features: max |ours - MMAction2| / max |MMAction2| = {diff:.2e} (PyAV vs decord RGB conversion, folded BatchNorm)")
+    print(f"video  features: max |ours - MMAction2| / max |MMAction2| = {diff:.2e} "
+          f"(PyAV vs decord RGB conversion, folded BatchNorm)")
 
 
 def bench_audio(args, params, device) -> None:
@@ -231,11 +231,9 @@ def bench_audio(args, params, device) -> None:
     size = int(params["render"]["size"])
     path = image_workload(args.workdir, n=args.images, size=size)
     model, _ = create_audio_backbone(str(p["backbone"]), pretrained=False, checkpoint=None, seed=int(p["seed"]))
-    prepare_for_inference(model, device, compile_model=False)
-    folded = fuse_conv_bn(model, input_size=int(p["input_size"])) if p["fuse_conv_bn"] else 0
+    folded = prepare_for_inference(model, device, compile_model=bool(args.compile or p["compile"]),
+                                   fold_batchnorm=bool(p["fuse_conv_bn"]), input_size=int(p["input_size"]))
     print(f"audio  ours: {folded} BatchNorm layers folded into their convolutions (extract_audio.fuse_conv_bn)")
-    if args.compile or p["compile"]:
-        model.compile(dynamic=False)
     mean, std = normalization(model, str(p["normalization"]))
     images = LazyRows(path, "images")
     workers = args.workers if args.workers is not None else (resolve_workers(p["workers"]) or default_workers())

@@ -199,11 +199,15 @@ def axis_weights(src_edges: np.ndarray, dst_edges: np.ndarray, mapping: str) -> 
     ``W[p, s]``: the weight of source cell ``s`` in pixel ``p`` (rows sum to 1); ``W @ values`` gives the
     pixels. ``mapping`` is ``nearest`` (:func:`nearest_weights`) or ``area`` (:func:`overlap_weights`).
     """
-    if mapping == "nearest":
-        return nearest_weights(src_edges, dst_edges)
-    if mapping == "area":
-        return overlap_weights(src_edges, dst_edges)
-    raise ValueError(f"pixel_mapping must be one of {', '.join(PIXEL_MAPPINGS)}, not {mapping!r}")
+    check_pixel_mapping(mapping)
+    return nearest_weights(src_edges, dst_edges) if mapping == "nearest" else overlap_weights(src_edges, dst_edges)
+
+
+def check_pixel_mapping(mapping) -> str:
+    """``mapping`` if it is one of :data:`PIXEL_MAPPINGS`, else a one-line ValueError listing them."""
+    if mapping not in PIXEL_MAPPINGS:
+        raise ValueError(f"pixel_mapping must be one of {', '.join(PIXEL_MAPPINGS)}, not {mapping!r}")
+    return mapping
 
 
 def column_edges(n_samples: int, width: int) -> np.ndarray:
@@ -540,14 +544,7 @@ def render(y: np.ndarray, sr: int, representation: str, *, size: int, n_fft: int
     """One clip's audio image: ``(size, size, 3)`` uint8, full-bleed. See the module docstring."""
     check_representation(representation)
     y, _ = clean_audio(y, n_fft)
-    n = len(y)
-    if representation == "waveplot":
-        image = np.empty((size, size, 3), dtype=np.float32)
-        image[:] = hex_rgb(style.background)
-        image[_waveform_layer(y, size)] = hex_rgb(style.waveform)
-        return np.rint(image).astype(np.uint8)
-
-    frames, time_weights = time_map(n, hop_length, size, pixel_mapping)
+    frames, time_weights = time_map(len(y), hop_length, size, pixel_mapping)
     if representation in ("mfcc", "mfcc_scaled", "chromagram"):
         m = feature_matrix(y, sr, representation, n_fft=n_fft, hop_length=hop_length, n_mfcc=n_mfcc,
                            chroma_tuning=chroma_tuning, frames=frames)
@@ -557,6 +554,9 @@ def render(y: np.ndarray, sr: int, representation: str, *, size: int, n_fft: int
     wave = hex_rgb(style.waveform)
     image = np.empty((size, size, 3), dtype=np.float32)
     image[:] = background
+    if representation == "waveplot":
+        image[_waveform_layer(y, size)] = wave
+        return np.rint(image).astype(np.uint8)
     faded = style.faded_alpha * wave + (1.0 - style.faded_alpha) * background
     image[_waveform_layer(y, size)] = faded
     curve = feature_curve(y, sr, representation, n_fft=n_fft, hop_length=hop_length, frames=frames)
@@ -585,6 +585,7 @@ def style_from_params(render_params: dict) -> Style:
 
 __all__ = [
     "REPRESENTATIONS", "PIXEL_MAPPINGS", "AudioError", "Style", "load_audio", "clean_audio", "axis_weights",
+    "check_pixel_mapping",
     "overlap_weights", "nearest_weights", "column_edges", "frame_edges", "time_map", "bin_map",
     "matrix_to_pixels", "matrix_image", "curve_to_columns", "envelope_columns", "minmax", "colormap_lut",
     "frame_spectra", "squared_spectra", "magnitude_spectrogram", "power_spectrogram", "Filterbank",

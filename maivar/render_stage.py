@@ -89,9 +89,10 @@ def render_manifest(manifest: pd.DataFrame, *, representation: str, render_param
         style = audio_images.style_from_params(p)
     except (KeyError, ValueError) as exc:
         raise PipelineError(f"params.yaml render section: {exc}: fix colormaps/colors/faded_alpha/line_width")
-    if p.get("pixel_mapping") not in audio_images.PIXEL_MAPPINGS:
-        raise PipelineError(f"params.yaml render.pixel_mapping must be one of "
-                            f"{', '.join(audio_images.PIXEL_MAPPINGS)}, not {p.get('pixel_mapping')!r}")
+    try:
+        audio_images.check_pixel_mapping(p.get("pixel_mapping"))
+    except ValueError as exc:
+        raise PipelineError(f"params.yaml render.{exc}") from None
     worker = functools.partial(
         render_clip, representation=representation, sample_rate=int(p["sample_rate"]), size=int(p["size"]),
         n_fft=int(p["n_fft"]), hop_length=int(p["hop_length"]), n_mfcc=int(p["n_mfcc"]),

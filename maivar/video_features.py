@@ -150,18 +150,19 @@ def extract_video_features(
     rejected: list[Rejection] = list(done.rejected)
     batch: list[int] = []
     batch_frames: list[np.ndarray] = []
-    since = {"start": done.stop, "rejected": []}  # what the journal has not seen yet
+    journaled_stop, journaled_rejected = done.stop, len(rejected)  # what the journal has seen
 
     def flush(stop: int) -> None:
+        nonlocal journaled_stop, journaled_rejected
         frames = torch.from_numpy(np.stack(batch_frames))
         if on_cuda:
             frames = frames.pin_memory()
         feats = guard(forward, frames.to(device, non_blocking=on_cuda)).cpu().numpy()
         chunks.append(feats)
         rows.extend(batch)
-        if journal is not None:  # clips [start, stop): this batch and the rejections since the last one
-            journal.add(since["start"], stop, batch, feats, since["rejected"])
-            since.update(start=stop, rejected=[])
+        if journal is not None:  # clips [journaled_stop, stop): this batch and the rejections since the last
+            journal.add(journaled_stop, stop, batch, feats, rejected[journaled_rejected:])
+            journaled_stop, journaled_rejected = stop, len(rejected)
         batch.clear()
         batch_frames.clear()
 
@@ -176,9 +177,7 @@ def extract_video_features(
                         flush(i + 1)
                 else:  # SegmentFailure from the decoder, or Failure (timeout, crashed worker) from the guard
                     log.warning("rejected %s: %s (%s)", clips[i].id, result.reason, result.detail)
-                    rejection = Rejection(clips[i].id, result.reason, result.detail)
-                    rejected.append(rejection)
-                    since["rejected"].append(rejection)
+                    rejected.append(Rejection(clips[i].id, result.reason, result.detail))
                 bar.update(1)
             if batch:
                 flush(len(clips))

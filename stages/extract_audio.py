@@ -13,9 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from maivar.audio_features import extract_audio_features, normalization  # noqa: E402
-from maivar.backbones import (  # noqa: E402
-    compute_dtype, create_audio_backbone, fuse_conv_bn, prepare_for_inference, select_device,
-)
+from maivar.backbones import compute_dtype, create_audio_backbone, prepare_for_inference, select_device  # noqa: E402
 from maivar.feature_store import LazyRows, create_store, open_store  # noqa: E402
 from maivar.parallel import default_workers  # noqa: E402
 from maivar.params import load_params, resolve_workers  # noqa: E402
@@ -34,10 +32,8 @@ def main() -> None:
     model, weights = create_audio_backbone(
         str(p["backbone"]), pretrained=bool(p["pretrained"]), checkpoint=p["checkpoint"], seed=int(p["seed"])
     )
-    prepare_for_inference(model, device, compile_model=False)
-    folded = fuse_conv_bn(model, input_size=int(p["input_size"])) if p["fuse_conv_bn"] else 0
-    if p["compile"]:
-        model.compile(dynamic=False)
+    folded = prepare_for_inference(model, device, compile_model=bool(p["compile"]),
+                                   fold_batchnorm=bool(p["fuse_conv_bn"]), input_size=int(p["input_size"]))
     mean, std = normalization(model, str(p["normalization"]))
     attrs = {
         "backbone": p["backbone"], "input_size": int(p["input_size"]), "normalization": p["normalization"],

@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from maivar import rejections  # noqa: E402
-from maivar.backbones import build_tsn, compute_dtype, fuse_conv_bn, prepare_for_inference, select_device  # noqa: E402
+from maivar.backbones import build_tsn, compute_dtype, prepare_for_inference, select_device  # noqa: E402
 from maivar.errors import PipelineError  # noqa: E402
 from maivar.feature_store import create_store  # noqa: E402
 from maivar.manifest import read_manifest  # noqa: E402
@@ -50,10 +50,9 @@ def main() -> None:
     device = select_device(str(p["device"]))
     model, weights, cfg = build_tsn(p["config"], checkpoint=p["checkpoint"], seed=int(p["seed"]))
     pre = preprocessing_from_config(cfg)
-    prepare_for_inference(model, device, compile_model=False)
-    folded = fuse_conv_bn(model.backbone, input_size=pre.crop_size) if p["fuse_conv_bn"] else 0
-    if p["compile"]:
-        model.backbone.compile(dynamic=False)
+    folded = prepare_for_inference(model, device, compile_model=bool(p["compile"]),
+                                   fold_batchnorm=bool(p["fuse_conv_bn"]), input_size=pre.crop_size,
+                                   image_module=model.backbone)
     attrs = {
         "config": str(p["config"]), "backbone": cfg.model.backbone.get("type"),
         "backbone_depth": cfg.model.backbone.get("depth"), "input_size": pre.crop_size,

@@ -199,7 +199,7 @@ def _features(module, x):
 def test_fuse_conv_bn_folds_the_tsn_backbone_and_keeps_its_features(tmp_path):
     model, _, _ = build_tsn(write_tiny_tsn(tmp_path / "tiny.py"), checkpoint=None, seed=0)
     _trained_looking_batchnorms(model.backbone)
-    prepare_for_inference(model, torch.device("cpu"), compile_model=False)
+    prepare_for_inference(model, torch.device("cpu"))
     x = torch.randn(4, 3, 32, 32).contiguous(memory_format=torch.channels_last)
     before = _features(model.backbone, x)
     assert fuse_conv_bn(model.backbone, input_size=32) == 20  # ResNet-18: 17 ConvModules + 3 downsamples
@@ -211,7 +211,7 @@ def test_fuse_conv_bn_folds_the_tsn_backbone_and_keeps_its_features(tmp_path):
 def test_fuse_conv_bn_keeps_the_activation_of_timm_batchnormact():
     model, _ = create_audio_backbone("mobilenetv3_small_050", pretrained=False, checkpoint=None, seed=0)
     _trained_looking_batchnorms(model)
-    prepare_for_inference(model, torch.device("cpu"), compile_model=False)
+    prepare_for_inference(model, torch.device("cpu"))
     x = torch.randn(2, 3, 64, 64)
     before = _features(model, x)
     assert fuse_conv_bn(model, input_size=64) > 10
