@@ -394,8 +394,9 @@ class Filterbank:
     """A (filters x bins) filterbank applied to :func:`squared_spectra`: ``apply(sq) == (basis @ power).T``.
 
     Stored as dense blocks of 128 interleaved columns, each with only the filters it touches (a mel filter
-    covers a few bins), so the product is a handful of small dense GEMMs on the frames-major array: 2x
-    fewer operations than a dense product for a mel bank, no transposed copy of the spectrogram.
+    covers a few bins), so the product is a handful of small dense GEMMs on the frames-major array, with no
+    transposed copy of the spectrogram: for librosa's 128-band mel bank at n_fft 2048, 4.4 M multiply-adds
+    per 224 frames instead of 58.8 M for the dense product on the interleaved squares.
     """
 
     BLOCK = 128
