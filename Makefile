@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: demo test test-all bench clean-venv
+.PHONY: demo test bench clean-venv
 
 $(STAMP): requirements.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,12 +20,10 @@ demo: $(STAMP)
 	$(BIN)/dvc repro
 	$(BIN)/dvc metrics show
 
-## Run the test suite (slow cases deselected; `make test-all` runs them too).
+## Lint (ruff, configured in pyproject.toml), then the whole test suite.
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
-
-test-all: $(STAMP)
-	$(BIN)/python -m pytest -m ""
 
 ## Benchmarks (print numbers; record them in BENCHMARKS.md).
 bench: $(STAMP)

@@ -5,15 +5,16 @@ s, 320x240, 25 fps; ``--unique`` distinct files, the rest symlinks to them, so t
 6837-video workload stays cheap while every video is decoded on its own), and ``--images`` audio images
 (``render.size`` px) in an ``images.h5`` store. Random weights (seeded): speed does not depend on them.
 
-- video, our route: :func:`maivar.video_features.extract_video_features` with the params.yaml settings of
-  ``extract_video`` (PyAV decoding of the 25 centre frames in guarded worker processes (maivar.parallel), batches across videos,
+- video, our route: :func:`maivar.video.features.extract_video_features` with the params.yaml settings of
+  ``extract_video`` (PyAV decoding of the 25 centre frames in guarded worker processes (maivar.core.parallel),
+  batches across videos,
   pinned memory / bf16 autocast / channels_last on CUDA);
 - video, reference route: MMAction2's standard test pipeline from the same config
   (DecordInit / SampleFrames(clip_len=1, num_clips=num_segments, test_mode=True) / DecordDecode / Resize /
   CenterCrop / FormatShape / PackActionInputs) + Recognizer2D's data preprocessor and
   ``extract_feat(stage='backbone')`` + average pool, one video at a time, fp32, on ``--ref-videos`` of
   the videos; it also reports how far apart the two routes' features are on the videos both ran;
-- audio, our route: :func:`maivar.audio_features.extract_audio_features` with ``extract_audio`` params;
+- audio, our route: :func:`maivar.audio.features.extract_audio_features` with ``extract_audio`` params;
 - audio, reference route: the authors' notebook, one image at a time (resize, normalise, forward).
 
 Prints videos/s, images/s, the ratios, the device, and on CUDA the mean GPU utilisation (nvidia-smi).
@@ -30,7 +31,6 @@ import copy
 import resource
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -38,17 +38,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from maivar.audio.features import create_audio_backbone, extract_audio_features, normalization, preprocess
+from maivar.core.feature_store import LazyRows, create_store
+from maivar.core.parallel import default_workers
+from maivar.core.params import load_params, resolve_workers
+from maivar.extraction.backbones import compute_dtype, prepare_for_inference, select_device
+from maivar.video.features import VideoClip, extract_video_features, preprocessing_from_config
+from maivar.video.tsn import build_tsn
 
-from maivar.audio_features import extract_audio_features, normalization, preprocess  # noqa: E402
-from maivar.backbones import (  # noqa: E402
-    build_tsn, compute_dtype, create_audio_backbone, prepare_for_inference, select_device,
-)
-from maivar.feature_store import LazyRows, create_store  # noqa: E402
-from maivar.parallel import default_workers  # noqa: E402
-from maivar.params import load_params, resolve_workers  # noqa: E402
-from maivar.video_features import VideoClip, extract_video_features, preprocessing_from_config  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def make_video(path: Path, *, seconds: float, width: int, height: int, fps: int, seed: int) -> int:
@@ -217,10 +215,12 @@ def bench_video(args, params, device) -> None:
     print(f"video  ours   : {len(clips)} videos x {num_segments} segments in {ours_s:.2f} s = {ours_rate:.2f} videos/s "
           f"(batch_videos {p['batch_videos']}, workers {workers}, {compute_dtype(device)}, GPU util {gpu.mean()}); "
           f"{ours_cpu / len(clips):.2f} CPU s/video")
-    print(f"video  MMAction2 pipeline: {len(ref_clips)} videos in {ref_s:.2f} s = {ref_rate:.2f} videos/s (batch 1, fp32); "
+    print(f"video  MMAction2 pipeline: {len(ref_clips)} videos in {ref_s:.2f} s = {ref_rate:.2f} videos/s "
+          "(batch 1, fp32); "
           f"{ref_cpu / len(ref_clips):.2f} CPU s/video")
     print(f"video  ratio ours / MMAction2: {ours_rate / ref_rate:.2f}x wall-clock, "
-          f"{(ref_cpu / len(ref_clips)) / (ours_cpu / len(clips)):.2f}x CPU time; full subset (6837 videos) at this rate: "
+          f"{(ref_cpu / len(ref_clips)) / (ours_cpu / len(clips)):.2f}x CPU time; "
+          "full subset (6837 videos) at this rate: "
           f"{6837 / ours_rate:.0f} s ours, {6837 / ref_rate:.0f} s MMAction2")
     print(f"video  features: max |ours - MMAction2| / max |MMAction2| = {diff:.2e} "
           f"(PyAV vs decord RGB conversion, folded BatchNorm)")
@@ -275,7 +275,8 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=32)
     ap.add_argument("--ref-images", type=int, default=8)
     ap.add_argument("--device", default=None, help="auto | cpu | cuda (default: params.yaml)")
-    ap.add_argument("--workers", type=int, default=None, help="decoding (video) / DataLoader (audio) workers (default: params.yaml)")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="decoding (video) / DataLoader (audio) workers (default: params.yaml)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the backbones")
     ap.add_argument("--batch-videos", type=int, default=None, help="default: params.yaml extract_video.batch_videos")
     ap.add_argument("--batch-size", type=int, default=None, help="default: params.yaml extract_audio.batch_size")

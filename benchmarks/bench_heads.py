@@ -4,7 +4,7 @@ Features shaped like the UCF101 audio subset of split 1 (51 classes, 4893 train 
 1536-d, video 2048-d after the default ``segments: mean``; fusion 3584-d), drawn as class means plus noise
 (audio the weaker modality). Times, in the same run, per epoch and per head:
 
-- our route: :func:`maivar.training.train_head` with the params.yaml settings (deterministic algorithms,
+- our route: :func:`maivar.heads.training.train_head` with the params.yaml settings (deterministic algorithms,
   ``train.threads`` CPU threads, seeded in-memory batches; test accuracy measured every epoch);
 - the reference route: the usual PyTorch loop, ``DataLoader(TensorDataset(...), shuffle=True)`` over the
   same model, loss and optimiser with torch's default thread count and no determinism switches, and the
@@ -18,19 +18,18 @@ Our epoch also scores the test split (the Fig. 6 curve); the reference epochs do
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from maivar.core.params import load_params
+from maivar.heads.join import fit_normalisation
+from maivar.heads.mlp import MLP, fusion_from_video
+from maivar.heads.training import head_loss, set_determinism, train_head
 
-from maivar.heads import MLP, fusion_from_video  # noqa: E402
-from maivar.params import load_params  # noqa: E402
-from maivar.training import fit_normalisation, head_loss, set_determinism, train_head  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def features(n: int, dim: int, classes: int, signal: float, rng) -> tuple[np.ndarray, np.ndarray]:

@@ -21,19 +21,17 @@ import argparse
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from maivar.core.params import load_params, resolve_workers
+from maivar.data.media import ffmpeg_exe
+from maivar.data.subset import prepare_subset
+from maivar.data.ucf101 import PRESETS, read_class_list, read_split
+from maivar.synthetic import ClipTask, class_specs, make_clip
 
-from maivar.media import ffmpeg_exe  # noqa: E402
-from maivar.params import load_params, resolve_workers  # noqa: E402
-from maivar.subset import prepare_subset  # noqa: E402
-from maivar.synthetic import ClipTask, class_specs, make_clip  # noqa: E402
-from maivar.ucf101 import PRESETS, read_class_list, read_split  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 LISTS = REPO / "tests" / "fixtures" / "ucfTrainTestlist"
 

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_render.py [--clips 8] [--repeats 3] [--stage-clips 64] [--duration 4.8]
 
 1. Per representation, on one core, the same synthetic 4.8 s / 44.1 kHz clips (already in memory, so file
-   reading is out of both): ms per clip for ``maivar.audio_images.render`` (features + image array, with
+   reading is out of both): ms per clip for ``maivar.audio.images.render`` (features + image array, with
    params.yaml's ``pixel_mapping`` and, for information, the other one) and for
    the reference route, PyMAiVAR's figure recipe with current librosa (features + a 14x5-inch matplotlib
    figure + ``savefig`` to PNG in memory, the point where the authors' route has an image file; decoding
@@ -23,7 +23,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
 
 import argparse  # noqa: E402
 import io  # noqa: E402
-import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
@@ -31,10 +30,9 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from maivar import audio_images  # noqa: E402
-from maivar.params import REPRESENTATIONS, load_params  # noqa: E402
+from maivar.audio import images as audio_images  # noqa: E402
+from maivar.audio.images import REPRESENTATIONS  # noqa: E402
+from maivar.core.params import load_params  # noqa: E402
 
 SR = 44100
 DURATION_S = 4.8  # the clip length of the reference figures in ../shared/notes/reference-routes.md
@@ -180,15 +178,15 @@ def per_clip(clips, repeats: int, render_params: dict, interleaved: bool = False
 
         pngs = {}
 
-        def png(i, x):
+        def png(i, x, pngs=pngs, ref=ref):
             pngs[i] = ref(x, SR)
 
-        routes = {  # name -> fn(index, clip)
-            "ours": lambda i, x: ours(x),
+        routes = {  # name -> fn(index, clip); each is used within this loop iteration only
+            "ours": lambda i, x, ours=ours: ours(x),
             "png": png,
-            "decode": lambda i, x: to_array(pngs[i], size),  # the PNG -> array step of the route to an array
-            "features": lambda i, x: feat(x, SR),
-            "other": lambda i, x: ours(x, mapping=other),
+            "decode": lambda i, x, pngs=pngs: to_array(pngs[i], size),  # the PNG -> array step of the route
+            "features": lambda i, x, feat=feat: feat(x, SR),
+            "other": lambda i, x, ours=ours: ours(x, mapping=other),
         }
         for fn in routes.values():  # warm-up: imports, numba compilation, font cache, filterbanks
             fn(0, clips[0])
@@ -232,8 +230,8 @@ def whole_stage(n_clips: int, render_params: dict, representation: str, duration
     import pandas as pd
     import soundfile as sf
 
-    from maivar.parallel import default_workers
-    from maivar.render_stage import render_manifest
+    from maivar.audio.render import render_manifest
+    from maivar.core.parallel import default_workers
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

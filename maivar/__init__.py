@@ -1,13 +1,17 @@
 """maivar: a reproducible DVC pipeline for MAiVAR (audio-image + video action recognition).
 
-Library modules, one job each (the stages in ``stages/`` are thin entry points over them):
+The library behind the stages in ``stages/`` (thin entry points, one per DVC stage), one subpackage per job:
 
-- ``params``        load and validate ``params.yaml`` (the one source of truth)
-- ``stage``         run a stage: logging, one-line errors, SIGTERM -> clean exit
-- ``atomic``        write outputs to a temporary path and rename them into place
-- ``rejections``    the reason codes shared by every stage's rejection list
-- ``parallel``      a process pool with per-item timeouts that survives hung or crashing workers
-- ``feature_store`` the HDF5 files that carry images and features between stages
+- ``maivar.core``        what every stage shares: params, running a stage, atomic outputs, the rejection
+                         vocabulary, the guarded worker pool, the manifest and the HDF5 stores
+- ``maivar.synthetic``   the embedded default dataset (stage synthesize)
+- ``maivar.data``        UCF101's lists, media probing and ffmpeg demux, the audio-subset rule (stage prepare)
+- ``maivar.audio``       the six audio images (stage render) and their backbone features (stage extract_audio)
+- ``maivar.video``       TSN frame sampling and decoding, the MMAction2 backbone (stage extract_video)
+- ``maivar.extraction``  what both extraction stages share: weights, devices, BatchNorm folding, resuming
+- ``maivar.heads``       the MLPs, Algorithm 1 and their training (stages train_audio, train_video, train_fusion)
+- ``maivar.evaluation``  test-set metrics (stage evaluate)
+
+dvc.yaml lists, for each stage, the modules it imports (``maivar check-deps`` verifies it), so that a change
+to the code of one stage reruns that stage and those after it, and no other.
 """
-
-__version__ = "0.1.0"

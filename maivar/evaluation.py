@@ -1,5 +1,8 @@
 """Test-set metrics for the heads: top-1, top-5, mean per-class accuracy, per-class table, confusion rows.
 
+:func:`evaluate_heads` is stage evaluate. All three heads are scored on the same test clips: those with
+finite audio and video features (the fusion model's test set), so that the three accuracies are comparable.
+
 All accuracies are percentages (as in the paper's tables), rounded to ``DIGITS`` decimals in what is
 written, so that the same predictions give byte-identical files. Top-k uses ``k = min(k, classes)``.
 Mean per-class accuracy averages over the classes that have at least one test clip.
@@ -9,10 +12,21 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
-from typing import Sequence
+from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
+
+from maivar.core.atomic import write_json, write_text
+from maivar.core.errors import PipelineError
+from maivar.core.manifest import read_manifest
+from maivar.heads.join import MANIFEST_COLUMNS, class_names, join_modalities, load_features, split_rows
+from maivar.heads.model_files import load_model
+from maivar.heads.training import predict, set_determinism
+
+log = logging.getLogger(__name__)
 
 DIGITS = 4
 
@@ -84,3 +98,58 @@ def confusion_csv(ids: Sequence[str], y: np.ndarray, pred: np.ndarray, classes: 
     for i in np.argsort(np.asarray(ids, dtype=object), kind="stable"):
         writer.writerow([ids[i], classes[int(y[i])], classes[int(pred[i])]])
     return out.getvalue()
+
+
+def _flag(value) -> bool | None:
+    if isinstance(value, str):
+        return {"true": True, "false": False}.get(value.lower())
+    return None if value is None else bool(value)
+
+
+def evaluate_heads(*, manifest_path: str | Path, audio_path: str | Path, video_path: str | Path,
+                   model_paths: dict[str, str | Path], metrics_path: str | Path, per_class_path: str | Path,
+                   confusion_path: str | Path, seed: int, threads: int) -> dict:
+    """Stage evaluate: score the ``audio``, ``video`` and ``fusion`` models of ``model_paths`` on the test clips.
+
+    Writes ``metrics_path`` (``audio.top1``, ``video.top1``, ``fusion.top1``, ``*.top5``, ``*.mean_class_acc``
+    in percent, ``test_clips``, ``excluded_test_clips``, ``pretrained.audio``, ``pretrained.video``,
+    ``representation``), ``per_class_path`` and ``confusion_path`` (fusion model; columns ``actual``,
+    ``predicted``). ``seed`` and ``threads`` are ``train.seed`` and ``train.threads``. Returns the metrics.
+    """
+    set_determinism(seed, threads)
+    manifest = read_manifest(manifest_path, MANIFEST_COLUMNS)
+    classes = class_names(manifest)
+    models = {h: load_model(p) for h, p in model_paths.items()}
+    segments = models["video"][1].get("segments", "mean")
+    audio = load_features(audio_path, manifest, "audio")
+    video = load_features(video_path, manifest, "video", segments=segments)
+    fused, _ = join_modalities(audio, video)
+    test = split_rows(fused, manifest, "test")
+    if len(test) == 0:
+        raise PipelineError("no test clip has both audio and video features: check the manifest's split column")
+    n_audio = audio.x.shape[1]
+    inputs = {"audio": fused.x[test, :n_audio], "video": fused.x[test, n_audio:], "fusion": fused.x[test]}
+    y = fused.y[test]
+    logits = {}
+    for head, (model, _) in models.items():
+        if model.config["in_features"] != inputs[head].shape[1] or model.config["num_classes"] != len(classes):
+            raise PipelineError(f"{model_paths[head]} does not fit the current features or classes: rerun dvc repro")
+        logits[head] = predict(model, inputs[head])
+    test_ids = [fused.ids[i] for i in test]
+    excluded_test = sorted(i for i, s in manifest["split"].items() if s == "test" and i not in set(test_ids))
+    if excluded_test:
+        log.warning("%d test clip(s) without both modalities are not scored: %s", len(excluded_test),
+                    ", ".join(excluded_test[:5]) + (" ..." if len(excluded_test) > 5 else ""))
+    metrics = {h: head_metrics(lg, y, len(classes)) for h, lg in logits.items()}
+    metrics.update({
+        "test_clips": len(test_ids),
+        "excluded_test_clips": len(excluded_test),
+        "pretrained": {"audio": _flag(audio.attrs.get("pretrained")), "video": _flag(video.attrs.get("pretrained"))},
+        "representation": audio.attrs.get("representation"),
+    })
+    write_json(metrics_path, metrics)
+    write_text(per_class_path, per_class_csv(y, logits, classes))
+    write_text(confusion_path, confusion_csv(test_ids, y, predictions(logits["fusion"]), classes))
+    log.info("top-1 on %d test clips: audio %s%%, video %s%%, fusion %s%%", len(test_ids),
+             metrics["audio"]["top1"], metrics["video"]["top1"], metrics["fusion"]["top1"])
+    return metrics

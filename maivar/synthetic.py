@@ -36,9 +36,10 @@ from pathlib import Path
 import av
 import numpy as np
 
-from .atomic import atomic_path
-from .errors import PipelineError
-from .parallel import Failure, guarded_map
+from maivar.core.atomic import atomic_path
+from maivar.core.errors import PipelineError
+from maivar.core.parallel import guarded_map
+from maivar.core.rejections import ClipFailure
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +204,8 @@ def render_video(task: ClipTask, rng: np.random.Generator) -> list[tuple[np.ndar
         y += bank[rng.integers(NOISE_BANK)]
         u, v = np.full((h // 2, w // 2), bg_u), np.full((h // 2, w // 2), bg_v)
         c0, c1, d0, d1 = x0 // 2, (x1 + 1) // 2, y0 // 2, (y1 + 1) // 2
-        disc_c = (xx[2 * d0:2 * d1:2, 2 * c0:2 * c1:2] - px) ** 2 + (yy[2 * d0:2 * d1:2, 2 * c0:2 * c1:2] - py) ** 2 < r2
+        sub_x, sub_y = xx[2 * d0:2 * d1:2, 2 * c0:2 * c1:2], yy[2 * d0:2 * d1:2, 2 * c0:2 * c1:2]
+        disc_c = (sub_x - px) ** 2 + (sub_y - py) ** 2 < r2
         u[d0:d1, c0:c1][disc_c] = fg_u
         v[d0:d1, c0:c1][disc_c] = fg_v
         frames.append(tuple(np.clip(p, 0, 255).astype(np.uint8) for p in (y, u, v)))
@@ -248,7 +250,7 @@ def encode_clip(path: str | Path, frames, audio: np.ndarray | None, fps: int, sa
         chunk = sample_rate // fps
         for i, (y, u, v) in enumerate(frames):
             vf = av.VideoFrame(w, h, "yuv420p")
-            for plane, data in zip(vf.planes, (y, u, v)):
+            for plane, data in zip(vf.planes, (y, u, v), strict=True):
                 _copy_plane(plane, data)
             vf.pts = i
             for pkt in vs.encode(vf):
@@ -367,7 +369,7 @@ def synthesize(
                 look=look, sound=sound, silent=i in silent, duration_s=duration_s, width=width, height=height,
                 fps=fps, sample_rate=sample_rate, noise=noise))
         results = guarded_map(make_clip, tasks, workers=workers, timeout_s=timeout_s, desc="synthesize")
-        failed = [(t.path, r) for t, r in zip(tasks, results) if isinstance(r, Failure)]
+        failed = [(t.path, r) for t, r in zip(tasks, results, strict=True) if isinstance(r, ClipFailure)]
         if failed:
             path, r = failed[0]
             raise PipelineError(f"synthesizing {len(failed)} clip(s) failed, first {Path(path).name}: "

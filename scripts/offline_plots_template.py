@@ -4,7 +4,8 @@ DVC's default page loads vega, vega-lite and vega-embed from cdn.jsdelivr.net th
 placeholder. This template has no ``{scripts}`` placeholder (so DVC's CDN tags are dropped) and carries
 the three libraries inline instead. Rebuild it (e.g. to update Vega) with::
 
-    cd /tmp && npm pack vega@5 vega-lite@5 vega-embed@6 && for f in vega-*.tgz; do mkdir -p ${f%.tgz} && tar xzf $f -C ${f%.tgz}; done
+    cd /tmp && npm pack vega@5 vega-lite@5 vega-embed@6 &&
+        for f in vega-*.tgz; do mkdir -p ${f%.tgz} && tar xzf $f -C ${f%.tgz}; done
     python scripts/offline_plots_template.py /tmp/vega-5.*/package/build/vega.min.js \
         /tmp/vega-lite-5.*/package/build/vega-lite.min.js /tmp/vega-embed-6.*/package/build/vega-embed.min.js
 

@@ -17,9 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from maivar.params import REPRESENTATIONS  # noqa: E402
+from maivar.audio.images import REPRESENTATIONS
 
 METRICS = "metrics/metrics.json"
 TITLES = {

@@ -40,19 +40,23 @@ def tiny_copy(tiny_dataset, tmp_path) -> tuple[Path, dict]:
 
 
 def run_stage_interrupted(stage: str, work: Path, method: str):
-    """Run ``stages/<stage>.py`` in ``work`` with ``maivar.feature_store.StoreWriter.<method>`` raising
-    KeyboardInterrupt (an interruption mid-write); returns the CompletedProcess."""
+    """Run the stage (its dvc.yaml command) in ``work`` with ``StoreWriter.<method>`` of
+    :mod:`maivar.core.feature_store` raising KeyboardInterrupt (an interruption mid-write); returns the
+    CompletedProcess."""
     import subprocess
     import sys
 
+    from stage_cmd import stage_argv
+
+    argv = stage_argv(stage)
     script = work / "interrupted.py"
     script.write_text(
         "import runpy, sys\n"
-        f"sys.path.insert(0, {str(REPO)!r})\n"
-        "from maivar import feature_store\n"
+        "from maivar.core import feature_store\n"
         "def boom(self, *a, **k):\n"
         "    raise KeyboardInterrupt\n"
         f"feature_store.StoreWriter.{method} = boom\n"
-        f"runpy.run_path({str(REPO / 'stages' / f'{stage}.py')!r}, run_name='__main__')\n"
+        f"sys.argv = {argv[1:]!r}\n"
+        f"runpy.run_path({argv[1]!r}, run_name='__main__')\n"
     )
     return subprocess.run([sys.executable, str(script)], cwd=work, capture_output=True, text=True, timeout=120)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from maivar.media import ffmpeg_exe
+from maivar.data.media import ffmpeg_exe
 
 FPS = 25
 SECONDS = 2.0

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from maivar.feature_store import Rejection, create_store
+from maivar.core.feature_store import create_store
+from maivar.core.rejections import Rejection
 
 
 def make_manifest(classes: int = 4, train_per_class: int = 12, test_per_class: int = 5) -> pd.DataFrame:
@@ -44,7 +45,7 @@ def write_store(path: Path, manifest: pd.DataFrame, features: np.ndarray, *, dro
     drop = drop or {}
     keep = [i for i, cid in enumerate(manifest["id"]) if cid not in drop]
     ids = [manifest["id"].iloc[i] for i in keep]
-    y = [int((labels or {}).get(cid, manifest["label"].iloc[i])) for i, cid in zip(keep, ids)]
+    y = [int((labels or {}).get(cid, manifest["label"].iloc[i])) for i, cid in zip(keep, ids, strict=True)]
     path.parent.mkdir(parents=True, exist_ok=True)
     with create_store(path, data_name="features", n=len(keep), item_shape=features.shape[1:], dtype="float32") as w:
         for row, i in enumerate(keep):

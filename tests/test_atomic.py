@@ -1,4 +1,3 @@
-import os
 import signal
 import subprocess
 import sys
@@ -6,7 +5,7 @@ import textwrap
 
 import pytest
 
-from maivar.atomic import atomic_path, remove_stale_temporaries, write_json
+from maivar.core.atomic import atomic_path, remove_stale_temporaries, write_json
 
 
 def test_file_appears_only_on_success(tmp_path):
@@ -67,10 +66,9 @@ def test_sigterm_mid_write_leaves_no_output(tmp_path):
     script = tmp_path / "stage.py"
     final = tmp_path / "out.bin"
     script.write_text(textwrap.dedent(f"""
-        import sys, time
-        sys.path.insert(0, {os.getcwd()!r})
-        from maivar.atomic import atomic_path
-        from maivar.stage import run_stage
+        import time
+        from maivar.core.atomic import atomic_path
+        from maivar.core.stage import run_stage
         def main():
             with atomic_path({str(final)!r}) as tmp:
                 tmp.write_bytes(b"partial")

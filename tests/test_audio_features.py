@@ -1,19 +1,26 @@
 """Audio images -> pooled timm features, and the extract_audio stage (tiny models, tiny images)."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_stage_interrupted
 import torch
 import yaml
 
-from maivar import rejections
-from maivar.audio_features import IMAGENET_MEAN, IMAGENET_STD, extract_audio_features, normalization, preprocess
-from maivar.backbones import create_audio_backbone
-from maivar.feature_store import LazyRows, Rejection, create_store, open_store
+from maivar.audio.features import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    create_audio_backbone,
+    extract_audio_features,
+    normalization,
+    preprocess,
+)
+from maivar.core import rejections
+from maivar.core.feature_store import LazyRows, create_store, open_store
+from maivar.core.rejections import Rejection
+
+from conftest import run_stage_interrupted
+from stage_cmd import run_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -88,8 +95,7 @@ def test_extract_audio_stage_end_to_end(tmp_path):
     rows = images(3, seed=2)
     rejected = [Rejection("v_missing", rejections.SILENT_AUDIO, "peak -90 dBFS")]
     work = _stage_dir(tmp_path, rows, ["v_a", "v_b", "v_c"], [2, 0, 1], rejected)
-    proc = subprocess.run([sys.executable, str(ROOT / "stages/extract_audio.py")], cwd=work, capture_output=True,
-                          text=True, timeout=120)
+    proc = run_stage("extract_audio", work)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "WARNING" in proc.stderr and "RANDOM" in proc.stderr
     store = open_store(work / "data/features/audio.h5", "features")
@@ -107,26 +113,25 @@ def test_extract_audio_stage_errors_and_interruption(tmp_path):
     params = yaml.safe_load((work / "params.yaml").read_text())
     params["extract_audio"]["checkpoint"] = "ckpt/absent.pt"
     (work / "params.yaml").write_text(yaml.safe_dump(params))
-    stage = str(ROOT / "stages/extract_audio.py")
-    proc = subprocess.run([sys.executable, stage], cwd=work, capture_output=True, text=True, timeout=120)
+    proc = run_stage("extract_audio", work)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("error: checkpoint ckpt/absent.pt does not exist")
     params["extract_audio"]["checkpoint"] = None
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     proc = run_stage_interrupted("extract_audio", work, "write_rows")
     assert proc.returncode == 130, proc.stderr[-2000:]
-    # no output, no temporary: only the journal of the finished batches (maivar/resume.py)
+    # no output, no temporary: only the journal of the finished batches (maivar.extraction.resume)
     assert [p.name for p in (work / "data/features").iterdir()] == ["audio.h5.partial"]
-    proc = subprocess.run([sys.executable, stage], cwd=work, capture_output=True, text=True, timeout=120)
+    proc = run_stage("extract_audio", work)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "resuming: 2 of 2 images were done by an interrupted run" in proc.stderr
     assert [p.name for p in (work / "data/features").iterdir()] == ["audio.h5"]
     resumed = open_store(work / "data/features/audio.h5", "features").data
     (work / "data/features/audio.h5").unlink()
-    proc = subprocess.run([sys.executable, stage], cwd=work, capture_output=True, text=True, timeout=120)
+    proc = run_stage("extract_audio", work)
     assert proc.returncode == 0 and "resuming" not in proc.stderr
     assert np.array_equal(open_store(work / "data/features/audio.h5", "features").data, resumed)
     # missing input: one line
     (work / "data/audio_images/images.h5").unlink()
-    proc = subprocess.run([sys.executable, stage], cwd=work, capture_output=True, text=True, timeout=120)
+    proc = run_stage("extract_audio", work)
     assert proc.returncode == 1 and proc.stderr.strip().startswith("error:") and "Traceback" not in proc.stderr

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from maivar import audio_images as ai
-from maivar.errors import PipelineError
-from maivar.params import REPRESENTATIONS, load_params
+from maivar.audio import images as ai
+from maivar.audio.images import REPRESENTATIONS
+from maivar.core.errors import PipelineError
+from maivar.core.params import load_params
+from maivar.core.rejections import ClipFailure
 
 SR = 22050  # a lower rate than the default keeps the tests fast; the mapping uses the actual rate
 SIZE = 64
@@ -378,6 +380,6 @@ def test_load_audio_bad_files_raise_with_a_reason(tmp_path, case, reason):
         path.write_bytes(b"")
     elif case == "garbage":
         path.write_bytes(b"RIFF\x00\x00this is not a wav file" * 10)
-    with pytest.raises(ai.AudioError) as err:
+    with pytest.raises(ClipFailure) as err:
         ai.load_audio(str(path), SR)
     assert err.value.reason == reason

@@ -7,11 +7,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from maivar.backbones import (
-    OomGuard, build_tsn, create_audio_backbone, fuse_conv_bn, load_checkpoint_into, prepare_for_inference,
-    select_device, weights_sha256,
+from maivar.audio.features import create_audio_backbone
+from maivar.core.errors import PipelineError
+from maivar.extraction.backbones import (
+    OomGuard,
+    fuse_conv_bn,
+    load_checkpoint_into,
+    prepare_for_inference,
+    select_device,
+    weights_sha256,
 )
-from maivar.errors import PipelineError
+from maivar.video.tsn import build_tsn
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,7 +50,7 @@ def write_tiny_tsn(path: Path, *, pretrained: str = "None", classes: int = 5) ->
 
 
 def test_mmaction_imports_with_the_drn_stand_in():
-    from maivar.mmaction_compat import DRN_PACKAGE, import_mmaction
+    from maivar.video.mmaction_compat import DRN_PACKAGE, import_mmaction
 
     mmaction = import_mmaction()
     from mmaction.registry import MODELS, TRANSFORMS
@@ -237,7 +243,7 @@ def test_fuse_conv_bn_undoes_a_fold_that_changes_the_output(caplog):
     module.eval()
     x = torch.randn(2, 3, 16, 16)
     before = _features(module, x)
-    with caplog.at_level(logging.WARNING, logger="maivar.backbones"):
+    with caplog.at_level(logging.WARNING, logger="maivar.extraction.backbones"):
         assert fuse_conv_bn(module, input_size=16) == 0
     assert "left unfused" in caplog.text
     assert type(module.bn) is torch.nn.BatchNorm2d and module.conv.bias is not None

@@ -7,7 +7,13 @@ import math
 import numpy as np
 
 from maivar.evaluation import (
-    confusion_csv, head_metrics, mean_class_accuracy, per_class_accuracy, per_class_csv, predictions, topk_accuracy,
+    confusion_csv,
+    head_metrics,
+    mean_class_accuracy,
+    per_class_accuracy,
+    per_class_csv,
+    predictions,
+    topk_accuracy,
 )
 
 

@@ -21,41 +21,42 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO
-from maivar.atomic import TMP_MARK
-from maivar.feature_store import open_store
+from maivar.core.atomic import TMP_MARK
+from maivar.core.feature_store import open_store
 
-OUTPUTS = {
-    "prepare": ["data/prepared/manifest.csv", "data/prepared/rejections.csv", "data/prepared/audio",
-                "metrics/subset.json"],
-    "render": ["data/audio_images/images.h5", "data/audio_images/previews"],
-    "extract_audio": ["data/features/audio.h5"],
-    "extract_video": ["data/features/video.h5"],
+from conftest import REPO
+from stage_cmd import stage_argv, stage_path
+
+OUTPUTS = {  # each stage's outputs, as its dvc.yaml command names them
+    "prepare": [stage_path("prepare", o) for o in ("manifest", "rejections", "audio", "metrics")],
+    "render": [stage_path("render", o) for o in ("images", "previews")],
+    "extract_audio": [stage_path("extract_audio", "features")],
+    "extract_video": [stage_path("extract_video", "features")],
 }
 # Where each stage is killed: the temporary of this output exists (and, for a directory, holds a file).
-WRITING = {"prepare": "data/prepared/audio", "render": "data/audio_images/images.h5",
-           "extract_audio": "data/features/audio.h5", "extract_video": "data/features/video.h5"}
+WRITING = {"prepare": stage_path("prepare", "audio"), "render": stage_path("render", "images"),
+           "extract_audio": stage_path("extract_audio", "features"),
+           "extract_video": stage_path("extract_video", "features")}
 # Writes take well under a second on this tiny input, so a wrapper holds the stage inside the write: the
 # signal then lands while the output's temporary is half-written (prepare: some WAVs demuxed into the
 # temporary folder, the workers held; stores: rows written, ``complete`` not yet set, file not yet renamed).
 HOLD = """import os, runpy, sys, time
-sys.path.insert(0, {repo!r})
-from maivar import feature_store, subset
+from maivar.core import feature_store
+from maivar.data import subset
 real_finish, real_examine = feature_store.StoreWriter.finish, subset.examine_video
 def held_finish(self, *a, **k):
     time.sleep(3600)
     real_finish(self, *a, **k)
 def held_examine(task):
-    result = real_examine(task)
-    if result.reason is None:  # its WAV is in the temporary folder now: hold until the stage is gone
-        stage = os.getppid()
-        while os.getppid() == stage:
-            time.sleep(0.05)
+    result = real_examine(task)  # it passed (a rejected video raises): its WAV is in the temporary folder
+    stage = os.getppid()
+    while os.getppid() == stage:  # hold until the stage is gone
+        time.sleep(0.05)
     return result
 feature_store.StoreWriter.finish = held_finish
 subset.examine_video = held_examine
-sys.argv = [{script!r}]
-runpy.run_path({script!r}, run_name="__main__")
+sys.argv = {argv!r}
+runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
@@ -97,16 +98,15 @@ def temporaries(work: Path, stage: str) -> list[Path]:
 
 
 def run(work: Path, stage: str) -> None:
-    proc = subprocess.run([sys.executable, str(REPO / "stages" / f"{stage}.py")], cwd=work, capture_output=True,
-                          text=True, timeout=300, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(stage_argv(stage), cwd=work, capture_output=True, text=True, timeout=300,
+                          stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 def kill_mid_write(work: Path, stage: str, sig: int) -> int:
     """Start ``stage``, send ``sig`` once its output's temporary is being written; return the exit code."""
-    script = str(REPO / "stages" / f"{stage}.py")
     wrapper = work / "held_stage.py"
-    wrapper.write_text(HOLD.format(repo=str(REPO), script=script))
+    wrapper.write_text(HOLD.format(argv=stage_argv(stage)[1:]))
     cmd = [sys.executable, str(wrapper)]
     final = work / WRITING[stage]
     proc = subprocess.Popen(cmd, cwd=work, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

@@ -17,13 +17,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from faults import (FPS, SECONDS, header_only, make_audio_only, make_avi, make_mp4, overwrite_middle, random_bytes,
-                    truncate)
-from maivar import rejections as R
-from maivar.audio_images import load_audio
-from maivar.media import demux_command, measure_wav
-from maivar.subset import FAULTS, ExamineTask, examine_video
-from maivar.video_frames import decode_segments, segment_centres
+from maivar.audio.images import load_audio
+from maivar.core import rejections as R
+from maivar.core.rejections import ClipFailure
+from maivar.data.media import demux_command, measure_wav
+from maivar.data.subset import FAULTS, ExamineTask, examine_video
+from maivar.video.frames import decode_segments, segment_centres
+
+from faults import (
+    FPS,
+    SECONDS,
+    header_only,
+    make_audio_only,
+    make_avi,
+    make_mp4,
+    overwrite_middle,
+    random_bytes,
+    truncate,
+)
 
 SHARE = 0.9  # prepare.min_decoded_share / extract_video.min_decoded_share
 DECLARED = int(FPS * SECONDS)
@@ -39,15 +50,27 @@ def media(tmp_path_factory) -> Path:
     return d
 
 
-def examine(path: Path, tmp_path: Path, **kw):
+def examine(path: Path, tmp_path: Path, **kw) -> dict | ClipFailure:
+    """prepare's check of one video: its manifest columns, or the ClipFailure it raised."""
     task = dict(id=path.stem, video_path=str(path), wav_path=str(tmp_path / f"{path.stem}.wav"), sample_rate=44100,
                 channels=2, min_decoded_share=SHARE, silence_dbfs=-60.0, timeout_s=30, frame_check="packets")
-    return examine_video(ExamineTask(**{**task, **kw}))
+    try:
+        return examine_video(ExamineTask(**{**task, **kw}))
+    except ClipFailure as failure:
+        return failure
 
 
-def segments(path: Path, expected: int | None = DECLARED, share: float = SHARE):
-    return decode_segments(str(path), num_segments=SEGMENTS, expected_frames=expected, short_side=SHORT,
-                           crop_size=CROP, timeout_s=30, min_decoded_share=share)
+def segments(path: Path, expected: int | None = DECLARED, share: float = SHARE) -> np.ndarray | ClipFailure:
+    """extract_video's decode of one video: its frames, or the ClipFailure it raised."""
+    try:
+        return decode_segments(str(path), num_segments=SEGMENTS, expected_frames=expected, short_side=SHORT,
+                               crop_size=CROP, timeout_s=30, min_decoded_share=share)
+    except ClipFailure as failure:
+        return failure
+
+
+def kept(result) -> bool:
+    return not isinstance(result, ClipFailure)
 
 
 def count_frames(path: Path) -> int:
@@ -80,17 +103,17 @@ def test_damaged_media_is_rejected_or_kept_only_within_the_decoded_share(media, 
     bad = DAMAGE[damage](src, tmp_path / f"bad{src.suffix}")
     result = examine(bad, tmp_path)
     wav = tmp_path / "bad.wav"
-    if result.reason is not None:
+    if not kept(result):
         assert result.reason in FAULTS, result
         assert result.detail and "\n" not in result.detail
         assert not wav.exists()  # no partial WAV left behind
     else:  # prepare kept it: the video holds at least SHARE of its declared frames and audio, and says how much
-        assert result.info["frames"] == DECLARED
-        assert SHARE <= result.info["decoded_share"] <= 1.0
+        assert result["frames"] == DECLARED
+        assert SHARE <= result["decoded_share"] <= 1.0
         if damage.startswith("truncated") and src.suffix == ".avi":
-            assert result.info["decoded_share"] == count_frames(bad) / DECLARED < 1.0  # recorded as partial
+            assert result["decoded_share"] == count_frames(bad) / DECLARED < 1.0  # recorded as partial
         assert measure_wav(wav).duration_s >= SHARE * SECONDS
-    out = segments(bad, expected=result.info.get("frames") or DECLARED)
+    out = segments(bad, expected=(result["frames"] if kept(result) else None) or DECLARED)
     if isinstance(out, np.ndarray):  # extract_video featurises only videos that decode (nearly) whole
         assert out.shape == (SEGMENTS, CROP, CROP, 3) and out.dtype == np.uint8
         assert count_frames(bad) >= SHARE * DECLARED
@@ -99,7 +122,7 @@ def test_damaged_media_is_rejected_or_kept_only_within_the_decoded_share(media, 
     if damage in ("zero_bytes", "random_bytes", "header_only") or (damage.startswith("truncated")
                                                                    and int(damage[10:-1]) <= 60):
         # Clearly broken: both guards reject it, each on its own.
-        assert result.reason in FAULTS and not isinstance(out, np.ndarray), (result, out)
+        assert not kept(result) and result.reason in FAULTS and not isinstance(out, np.ndarray), (result, out)
 
 
 def test_a_truncated_video_that_decodes_without_error_is_truncated_not_resampled(media, tmp_path):
@@ -142,8 +165,8 @@ def test_silent_track_is_silent_audio(tmp_path):
 def test_six_channel_8khz_audio_becomes_the_target_channels_and_rate(tmp_path, channels, rate):
     clip = make_avi(tmp_path / "surround.avi", rate=8000, layout="5.1")
     result = examine(clip, tmp_path, sample_rate=rate, channels=channels)
-    assert result.reason is None, result
-    assert (result.info["audio_sample_rate"], result.info["audio_channels"]) == (rate, channels)
+    assert kept(result), result
+    assert (result["audio_sample_rate"], result["audio_channels"]) == (rate, channels)
     level = measure_wav(tmp_path / "surround.wav")
     assert (level.sample_rate, level.channels) == (rate, channels)
     assert level.duration_s == pytest.approx(SECONDS, abs=0.01)
@@ -155,9 +178,9 @@ def test_six_channel_8khz_audio_becomes_the_target_channels_and_rate(tmp_path, c
 def test_mp4_h264_aac_beside_the_avis_is_handled_like_them(tmp_path, faststart):
     clip = make_mp4(tmp_path / "clip.mp4", faststart=faststart)
     result = examine(clip, tmp_path)
-    assert result.reason is None, result
-    assert (result.info["frames"], result.info["fps"], result.info["decoded_share"]) == (DECLARED, FPS, 1.0)
-    assert (result.info["width"], result.info["height"]) == (96, 72)
+    assert kept(result), result
+    assert (result["frames"], result["fps"], result["decoded_share"]) == (DECLARED, FPS, 1.0)
+    assert (result["width"], result["height"]) == (96, 72)
     level = measure_wav(tmp_path / "clip.wav")
     assert (level.sample_rate, level.channels) == (44100, 2)
     assert level.duration_s == pytest.approx(SECONDS, abs=0.05)  # AAC priming is trimmed
@@ -167,17 +190,17 @@ def test_mp4_h264_aac_beside_the_avis_is_handled_like_them(tmp_path, faststart):
 def test_variable_frame_rate_samples_the_frames_it_holds(tmp_path):
     clip = make_mp4(tmp_path / "vfr.mp4", vfr=True)
     result = examine(clip, tmp_path)
-    assert result.reason is None, result
+    assert kept(result), result
     held = count_frames(clip)
     assert held < DECLARED  # every third frame dropped
-    out = segments(clip, expected=result.info["frames"])
+    out = segments(clip, expected=result["frames"])
     assert out.shape == (SEGMENTS, CROP, CROP, 3)
 
 
 def test_clip_with_fewer_frames_than_segments_repeats_frames(tmp_path):
     clip = make_avi(tmp_path / "short.avi", seconds=0.4)  # 10 frames < 25 segments
     result = examine(clip, tmp_path)
-    assert result.reason is None and result.info["frames"] == 10
+    assert kept(result) and result["frames"] == 10
     out = segments(clip, expected=10)
     assert out.shape == (SEGMENTS, CROP, CROP, 3)
     idx = segment_centres(10, SEGMENTS)
@@ -192,7 +215,7 @@ def test_audio_longer_than_video_is_kept_whole(tmp_path):
     is the video's declared one."""
     clip = make_avi(tmp_path / "long.avi", audio_seconds=2 * SECONDS)
     result = examine(clip, tmp_path)
-    assert result.reason is None and result.info["duration_s"] == pytest.approx(SECONDS)
+    assert kept(result) and result["duration_s"] == pytest.approx(SECONDS)
     assert measure_wav(tmp_path / "long.wav").duration_s == pytest.approx(2 * SECONDS, abs=0.01)
 
 
@@ -224,8 +247,9 @@ def _hang_or_crash(path, **kwargs):
 def test_hung_and_crashing_decoders_fail_their_video_not_the_extraction(media, tmp_path, monkeypatch):
     import torch
 
-    import maivar.video_features as vf
-    from maivar.backbones import build_tsn
+    import maivar.video.features as vf
+    from maivar.video.tsn import build_tsn
+
     from test_backbones import write_tiny_tsn
 
     config = write_tiny_tsn(tmp_path / "tsn.py")

@@ -9,11 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from maivar.core.feature_store import LazyRows, create_store
+from maivar.core.parallel import guarded_map
+from maivar.core.rejections import ClipFailure
+from maivar.data.media import probe_video
+from maivar.video.frames import decode_segments
+
 from faults import make_avi
-from maivar.feature_store import LazyRows, create_store
-from maivar.media import probe_video
-from maivar.parallel import Failure, guarded_map
-from maivar.video_frames import decode_segments
 
 MB = 1 << 20
 
@@ -66,7 +68,7 @@ def test_a_thousand_files_with_a_leaky_decoder_stay_bounded_by_worker_recycling(
     per file costs at most recycle_after x leak per worker (without recycling: 500 x 256 KiB = 125 MiB)."""
     parent = rss()
     results = guarded_map(_leaky_probe, [str(clip)] * 1000, workers=2, timeout_s=60, recycle_after=50)
-    assert not [r for r in results if isinstance(r, Failure)]
+    assert not [r for r in results if isinstance(r, ClipFailure)]
     pids = {pid for pid, _ in results}
     assert len(pids) >= 1000 // 50
     first = min(m for _, m in results)
@@ -79,7 +81,7 @@ def test_lazy_store_rows_open_inside_dataloader_workers(tmp_path, start_method):
     import torch
     from torch.utils.data import DataLoader
 
-    from maivar.audio_features import _Rows
+    from maivar.audio.features import _Rows
 
     rows = np.random.default_rng(0).integers(0, 256, (10, 8, 8, 3), dtype=np.uint8)
     with create_store(tmp_path / "images.h5", data_name="images", n=10, item_shape=rows.shape[1:],

@@ -2,8 +2,9 @@ import h5py
 import numpy as np
 import pytest
 
-from maivar.errors import PipelineError
-from maivar.feature_store import LazyRows, Rejection, create_store, open_store
+from maivar.core.errors import PipelineError
+from maivar.core.feature_store import LazyRows, create_store, open_store
+from maivar.core.rejections import Rejection
 
 
 def _write(path, n=3, attrs=None):

@@ -1,10 +1,10 @@
-"""The heads and Algorithm 1 (maivar/heads.py)."""
+"""The heads and Algorithm 1 (maivar.heads.mlp)."""
 
 import pytest
 import torch
 
-from maivar.errors import PipelineError
-from maivar.heads import MLP, build_mlp, check_video_fits, fusion_from_video
+from maivar.core.errors import PipelineError
+from maivar.heads.mlp import MLP, build_mlp, check_video_fits, fusion_from_video
 
 
 def _trained_like_video(in_features=12, hidden=(16, 8), classes=5, seed=0) -> MLP:
@@ -41,7 +41,7 @@ def test_algorithm1_fusion_equals_video_at_initialisation():
     first, vfirst = fusion.linears()[0], video.linears()[0]
     assert torch.count_nonzero(first.weight[:, :9]) == 0
     assert torch.equal(first.weight[:, 9:], vfirst.weight) and torch.equal(first.bias, vfirst.bias)
-    for f, v in zip(fusion.linears()[1:], video.linears()[1:]):
+    for f, v in zip(fusion.linears()[1:], video.linears()[1:], strict=True):
         assert torch.equal(f.weight, v.weight) and torch.equal(f.bias, v.bias)
     assert torch.equal(fusion.mean[9:], video.mean) and torch.equal(fusion.std[9:], video.std)
 

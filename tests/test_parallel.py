@@ -2,8 +2,11 @@ import os
 import signal
 import time
 
-from maivar import rejections
-from maivar.parallel import Failure, guarded_map
+import pytest
+
+from maivar.core import rejections
+from maivar.core.parallel import START_METHODS, guarded_imap, guarded_map
+from maivar.core.rejections import ClipFailure
 
 
 def _work(x):
@@ -13,6 +16,8 @@ def _work(x):
         os.kill(os.getpid(), signal.SIGSEGV)
     if x == "raise":
         raise ValueError("bad item\nsecond line")
+    if x == "reject":
+        raise ClipFailure(rejections.DECODE_FAILED, "bad bytes")
     return x * 2
 
 
@@ -26,20 +31,26 @@ def test_hung_item_is_killed_and_the_rest_complete():
     out = guarded_map(_work, [1, "hang", 2, 3], workers=2, timeout_s=2)
     assert time.monotonic() - t0 < 30
     assert out[0] == 2 and out[2] == 4 and out[3] == 6
-    assert isinstance(out[1], Failure) and out[1].reason == rejections.TIMEOUT
+    assert isinstance(out[1], ClipFailure) and out[1].reason == rejections.TIMEOUT
 
 
 def test_crashing_worker_fails_only_its_item():
     out = guarded_map(_work, [1, "segv", 2, 3, 4], workers=2, timeout_s=30)
     assert [out[i] for i in (0, 2, 3, 4)] == [2, 4, 6, 8]
-    assert isinstance(out[1], Failure) and out[1].reason == rejections.CRASHED
+    assert isinstance(out[1], ClipFailure) and out[1].reason == rejections.CRASHED
     assert "signal 11" in out[1].detail
 
 
 def test_exception_becomes_one_line_failure():
     out = guarded_map(_work, ["raise", 5], workers=1, timeout_s=30)
     assert out[1] == 10
-    assert out[0] == Failure(rejections.CRASHED, "ValueError: bad item")
+    assert out[0] == ClipFailure(rejections.CRASHED, "ValueError: bad item")
+
+
+def test_a_clip_failure_raised_by_the_worker_keeps_its_reason():
+    out = guarded_map(_work, ["reject", 1], workers=1, timeout_s=30)
+    assert out == [ClipFailure(rejections.DECODE_FAILED, "bad bytes"), 2]
+    assert out[0].rejection("v1") == rejections.Rejection("v1", rejections.DECODE_FAILED, "bad bytes")
 
 
 def test_workers_are_recycled_and_spawn_works():
@@ -57,8 +68,6 @@ def test_empty_input():
 
 
 def test_imap_yields_in_order_while_running():
-    from maivar.parallel import guarded_imap
-
     seen = []
     for value in guarded_imap(_work, [1, 2, 3, 4], workers=2, timeout_s=30):
         seen.append(value)
@@ -82,3 +91,26 @@ def test_timeout_counts_from_when_an_item_starts_running():
 def _sleep_then_double(x):
     time.sleep(x)
     return x * 2
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_every_start_method_gives_the_same_results_and_survives_hangs_and_crashes(method):
+    """The pool does not rely on fork: under forkserver and spawn the workers start from scratch, and the
+    failures (hung, crashed, raising items) come back the same."""
+    items = [1, "hang", 2, "segv", "reject", 3]
+    out = guarded_map(_work, items, workers=2, timeout_s=3, start_method=method)
+    assert [out[i] for i in (0, 2, 5)] == [2, 4, 6]
+    assert [out[i].reason for i in (1, 3, 4)] == [rejections.TIMEOUT, rejections.CRASHED, rejections.DECODE_FAILED]
+
+
+def test_start_method_comes_from_the_environment(monkeypatch):
+    from maivar.core.errors import PipelineError
+    from maivar.core.parallel import default_start_method
+
+    monkeypatch.delenv("MAIVAR_START_METHOD", raising=False)
+    assert default_start_method() == "fork"  # Linux: explicit, whatever Python's own default becomes
+    monkeypatch.setenv("MAIVAR_START_METHOD", "spawn")
+    assert default_start_method() == "spawn"
+    monkeypatch.setenv("MAIVAR_START_METHOD", "threads")
+    with pytest.raises(PipelineError, match="MAIVAR_START_METHOD"):
+        default_start_method()

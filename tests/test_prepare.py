@@ -6,21 +6,29 @@ import csv
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO, TINY
-from maivar import rejections as R
-from maivar.errors import PipelineError
-from maivar.media import MediaFault, demux_audio, ffmpeg_exe, measure_wav, probe_video
-from maivar.subset import (
-    FAULTS, Examined, ExamineTask, apply_class_rule, build_subset, check_subset, examine_video, prepare_subset,
+from maivar.core import rejections as R
+from maivar.core.errors import PipelineError
+from maivar.core.rejections import ClipFailure
+from maivar.data.media import demux_audio, ffmpeg_exe, measure_wav, probe_video
+from maivar.data.subset import (
+    FAULTS,
+    ExamineTask,
+    apply_class_rule,
+    build_subset,
+    check_subset,
+    examine_video,
+    prepare_subset,
 )
-from maivar.ucf101 import ListedVideo
+from maivar.data.ucf101 import ListedVideo
+
+from conftest import REPO, TINY
+from stage_cmd import run_stage
 
 RULE = dict(split=1, classes="all", sample_rate=44100, channels=2, silence_dbfs=-60.0, min_class_audio_share=0.5,
             min_decoded_share=0.9, timeout_s=30, frame_check="packets", workers=2)
@@ -50,7 +58,8 @@ def test_clean_dataset_keeps_voiced_classes_and_rejects_mute_and_silent(tiny_dat
     assert subset.classes == voiced
     reasons = {r["id"]: r["reason"] for r in subset.rejections}
     assert {i for i, r in reasons.items() if r == R.SILENT_AUDIO} == set(summary["silent_clips"])
-    assert {i for i, r in reasons.items() if r == R.NO_AUDIO_STREAM} == {p.stem for c in mute for p in clips_of(root, c)}
+    mute_ids = {p.stem for c in mute for p in clips_of(root, c)}
+    assert {i for i, r in reasons.items() if r == R.NO_AUDIO_STREAM} == mute_ids
     m = subset.metrics
     assert m["videos"] == len(subset.manifest) == summary["clips"] - len(reasons)
     assert m["train"] + m["test"] == m["videos"] and m["faults"] == 0
@@ -80,7 +89,8 @@ def test_each_bad_input_gets_its_rejection_and_never_stops_the_stage(tiny_copy, 
     truncated.write_bytes(data[: len(data) // 2])
     rng = np.random.default_rng(0)
     garbled.write_bytes(rng.integers(0, 256, 4096, dtype=np.uint8).tobytes() + garbled.read_bytes()[4096:])
-    for target, args in ((noaudio, ["-an", "-c:v", "copy"]), (silent, ["-af", "volume=0", "-c:v", "copy", "-c:a", "pcm_s16le"])):
+    for target, args in ((noaudio, ["-an", "-c:v", "copy"]),
+                         (silent, ["-af", "volume=0", "-c:v", "copy", "-c:a", "pcm_s16le"])):
         tmp = target.with_name("tmp.avi")
         ffmpeg("-i", target, *args, tmp)
         os.replace(tmp, target)
@@ -120,10 +130,11 @@ def test_truncated_video_is_caught_by_either_frame_check(tiny_dataset, tmp_path,
     half = probe_video(cut, frame_check)
     assert full.decoded_frames == full.frames == TINY["fps"] * TINY["duration_s"]
     assert half.frames == full.frames and 0 < half.decoded_frames < 0.9 * half.frames
-    result = examine_video(ExamineTask(id="cut", video_path=str(cut), wav_path=str(tmp_path / "cut.wav"),
-                                       sample_rate=44100, channels=2, min_decoded_share=0.9, silence_dbfs=-60,
-                                       timeout_s=30, frame_check=frame_check))
-    assert result.reason == R.TRUNCATED and not (tmp_path / "cut.wav").exists()
+    with pytest.raises(ClipFailure) as result:
+        examine_video(ExamineTask(id="cut", video_path=str(cut), wav_path=str(tmp_path / "cut.wav"),
+                                  sample_rate=44100, channels=2, min_decoded_share=0.9, silence_dbfs=-60,
+                                  timeout_s=30, frame_check=frame_check))
+    assert result.value.reason == R.TRUNCATED and not (tmp_path / "cut.wav").exists()
 
 
 def test_truncated_audio_is_caught_when_video_frames_look_complete(tiny_dataset, tmp_path):
@@ -133,10 +144,11 @@ def test_truncated_audio_is_caught_when_video_frames_look_complete(tiny_dataset,
     src = next(p for p in clips_of(root, voiced[0]) if p.stem not in summary["silent_clips"])
     short = tmp_path / "short.avi"
     ffmpeg("-i", src, "-c:v", "copy", "-c:a", "pcm_s16le", "-af", "atrim=0:0.4", short)
-    result = examine_video(ExamineTask(id="short", video_path=str(short), wav_path=str(tmp_path / "short.wav"),
-                                       sample_rate=44100, channels=2, min_decoded_share=0.9, silence_dbfs=-60,
-                                       timeout_s=30))
-    assert result.reason == R.TRUNCATED and "audio" in result.detail
+    with pytest.raises(ClipFailure) as result:
+        examine_video(ExamineTask(id="short", video_path=str(short), wav_path=str(tmp_path / "short.wav"),
+                                  sample_rate=44100, channels=2, min_decoded_share=0.9, silence_dbfs=-60,
+                                  timeout_s=30))
+    assert result.value.reason == R.TRUNCATED and "audio" in result.value.detail
     assert not (tmp_path / "short.wav").exists()
 
 
@@ -144,7 +156,7 @@ def test_demux_failure_and_deterministic_wav(tiny_dataset, tmp_path):
     root, summary = tiny_dataset
     bogus = tmp_path / "bogus.avi"
     bogus.write_text("not a video")
-    with pytest.raises(MediaFault) as exc:
+    with pytest.raises(ClipFailure) as exc:
         demux_audio(bogus, tmp_path / "b.wav", sample_rate=44100, channels=2, timeout_s=30)
     assert exc.value.reason == R.DEMUX_FAILED and "exit code" in exc.value.detail
     assert list(tmp_path.glob("*.wav*")) == []
@@ -170,7 +182,7 @@ def test_class_rule_share_threshold_labels_and_class_without_audio():
     examined = {}
     for v in listed:
         k = int(v.id[-6:-4]) - 8
-        examined[v.id] = Examined(v.id, None, "", ok) if k < passing[v.class_name] else Examined(v.id, R.SILENT_AUDIO, "x")
+        examined[v.id] = dict(ok) if k < passing[v.class_name] else ClipFailure(R.SILENT_AUDIO, "x")
     kept, share = apply_class_rule(listed, examined, classes, 0.5)
     assert kept == ["A", "C", "D"] and share["B"] == 0.25
     sel = ["A", "B", "C"]  # D outside the class list: not examined, not_in_class_list
@@ -194,9 +206,9 @@ def test_check_subset_fails_on_zero_videos_and_on_too_many_faults():
     ok = {"duration_s": 1.0}
 
     def subset_with(n_faults):
-        ex = {v.id: Examined(v.id, R.MISSING_FILE, "gone") if i < n_faults else Examined(v.id, None, "", ok)
-              for i, v in enumerate(listed)}
-        return build_subset(["A"], listed, [], ["A"], ex, video_paths={v.id: v.rel_path for v in listed}, audio_dir="a", min_class_audio_share=0.0)
+        ex = {v.id: ClipFailure(R.MISSING_FILE, "gone") if i < n_faults else dict(ok) for i, v in enumerate(listed)}
+        return build_subset(["A"], listed, [], ["A"], ex, video_paths={v.id: v.rel_path for v in listed},
+                            audio_dir="a", min_class_audio_share=0.0)
 
     check_subset(subset_with(7), 0.7)  # 7 of 10: not more than 0.7
     with pytest.raises(PipelineError, match="8 of 10 probed videos.*missing_file: 8.*max_rejected_share"):
@@ -218,11 +230,6 @@ def test_missing_root_and_bad_classind_are_one_line_errors(tiny_copy, tmp_path):
 
 # --- the stage scripts, end to end ---------------------------------------------------------------------------
 
-def run_stage(script: str, cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "stages" / script), *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=300, stdin=subprocess.DEVNULL)
-
-
 def write_params(cwd: Path, **prepare_change) -> None:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["synthesize"] = {**params["synthesize"], **TINY, "workers": 2}
@@ -232,14 +239,15 @@ def write_params(cwd: Path, **prepare_change) -> None:
 
 def test_stages_synthesize_then_prepare_end_to_end(tmp_path):
     write_params(tmp_path)
-    for script in ("synthesize.py", "prepare.py"):
-        proc = run_stage(script, tmp_path)
+    for stage in ("synthesize", "prepare"):
+        proc = run_stage(stage, tmp_path)
         assert proc.returncode == 0, proc.stderr[-2000:]
     prepared = tmp_path / "data" / "prepared"
     manifest = list(csv.DictReader((prepared / "manifest.csv").open()))
     rejected = list(csv.DictReader((prepared / "rejections.csv").open()))
     metrics = json.loads((tmp_path / "metrics" / "subset.json").read_text())
-    assert metrics["videos"] == len(manifest) > 0 and metrics["classes"] == TINY["classes"] - TINY["classes_without_audio"]
+    assert metrics["videos"] == len(manifest) > 0
+    assert metrics["classes"] == TINY["classes"] - TINY["classes_without_audio"]
     assert metrics["train"] + metrics["test"] == len(manifest)
     assert sum(metrics["rejected"].values()) == len(rejected)
     assert len(manifest) + len(rejected) == TINY["classes"] * TINY["groups"]
@@ -248,7 +256,7 @@ def test_stages_synthesize_then_prepare_end_to_end(tmp_path):
     assert sorted(os.listdir(prepared / "audio")) == sorted(f"{r['id']}.wav" for r in manifest)
     assert not [p for p in tmp_path.rglob(".*tmp-*")]
     first = {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file() and "data/prepared" in str(p)}
-    assert run_stage("prepare.py", tmp_path).returncode == 0
+    assert run_stage("prepare", tmp_path).returncode == 0
     again = {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file() and "data/prepared" in str(p)}
     assert again == first  # same inputs, same bytes
 
@@ -263,7 +271,7 @@ def test_stage_failures_are_one_line_errors(tmp_path, tiny_dataset, change, mess
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
     params["dataset"]["root"] = str(root)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    proc = run_stage("prepare.py", tmp_path)
+    proc = run_stage("prepare", tmp_path)
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last and "Traceback" not in proc.stderr
@@ -273,7 +281,7 @@ def test_stage_failures_are_one_line_errors(tmp_path, tiny_dataset, change, mess
 
 def test_stage_with_missing_dataset_root_says_what_to_fix(tmp_path):
     write_params(tmp_path)
-    proc = run_stage("prepare.py", tmp_path)
+    proc = run_stage("prepare", tmp_path)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith("error: dataset root data/synthetic does not exist")
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +12,14 @@ import soundfile as sf
 import yaml
 from PIL import Image
 
-from maivar.errors import PipelineError
-from maivar.feature_store import open_store
-from maivar.params import REPRESENTATIONS, load_params
-from maivar.render_stage import read_manifest, render_manifest
+from maivar.audio.images import REPRESENTATIONS
+from maivar.audio.render import MANIFEST_COLUMNS, render_manifest
+from maivar.core.errors import PipelineError
+from maivar.core.feature_store import open_store
+from maivar.core.manifest import read_manifest
+from maivar.core.params import load_params
+
+from stage_cmd import run_stage
 
 REPO = Path(__file__).resolve().parents[1]
 SR = 22050
@@ -69,7 +71,7 @@ def small_params(size=32, previews=1, **render):
 
 
 def run(tmp_path, representation="chromagram", workers=2, **kw):
-    manifest = read_manifest(tmp_path / "data" / "prepared" / "manifest.csv")
+    manifest = read_manifest(tmp_path / "data" / "prepared" / "manifest.csv", MANIFEST_COLUMNS)
     out = tmp_path / "out" / "images.h5"
     previews = tmp_path / "out" / "previews"
     import os
@@ -90,7 +92,7 @@ def test_store_holds_every_renderable_clip_in_id_order_and_rejects_the_rest(tmp_
     store = open_store(out, "images")
     expected_ids = sorted(set(manifest["id"]) - set(EXPECTED_REJECTED))
     assert store.ids == expected_ids
-    labels = dict(zip(manifest["id"], manifest["label"]))
+    labels = dict(zip(manifest["id"], manifest["label"], strict=True))
     assert list(store.labels) == [labels[i] for i in expected_ids]
     assert {r.id: r.reason for r in store.rejected} == EXPECTED_REJECTED
     assert set(store.ids) | {r.id for r in store.rejected} == set(manifest["id"])
@@ -145,11 +147,11 @@ def test_nothing_renderable_is_a_one_line_error(tmp_path):
 
 def test_manifest_errors_are_one_line(tmp_path):
     with pytest.raises(PipelineError, match="prepare"):
-        read_manifest(tmp_path / "missing.csv")
+        read_manifest(tmp_path / "missing.csv", MANIFEST_COLUMNS)
     bad = tmp_path / "bad.csv"
     bad.write_text("id,label\nv_a,0\n")
     with pytest.raises(PipelineError, match="audio_path"):
-        read_manifest(bad)
+        read_manifest(bad, MANIFEST_COLUMNS)
 
 
 def _stage(tmp_path, representation, **render):
@@ -157,8 +159,7 @@ def _stage(tmp_path, representation, **render):
     params["representation"] = representation
     params["render"].update(size=32, sample_rate=SR, previews_per_class=1, workers=2, **render)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    return subprocess.run([sys.executable, str(REPO / "stages" / "render.py")], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=120)
+    return run_stage("render", tmp_path)
 
 
 def test_stage_entry_point_writes_the_declared_outputs(tmp_path):

@@ -7,14 +7,15 @@ import logging
 import numpy as np
 import pytest
 import torch
+
+from maivar.audio.features import extract_audio_features
+from maivar.core import rejections
+from maivar.core.rejections import Rejection
+from maivar.extraction.resume import Journal, file_identity
+from maivar.video.features import extract_video_features
+
 from test_audio_features import images as audio_images
 from test_video_features import CPU, _clips, tiny_tsn  # noqa: F401 - tiny_tsn is a fixture
-
-from maivar import rejections
-from maivar.audio_features import extract_audio_features
-from maivar.feature_store import Rejection
-from maivar.resume import Journal, file_identity
-from maivar.video_features import extract_video_features
 
 
 def _journal(tmp_path, identity=None, every_s=0.0):
@@ -43,7 +44,7 @@ def test_journal_writes_every_so_often_and_on_demand(tmp_path):
 def test_journal_of_other_inputs_or_settings_is_not_reused_and_is_removed(tmp_path, caplog):
     old = _journal(tmp_path, {"settings": 1})
     old.add(0, 1, [0], np.ones((1, 2)), [])
-    with caplog.at_level(logging.INFO, logger="maivar.resume"):
+    with caplog.at_level(logging.INFO, logger="maivar.extraction.resume"):
         assert _journal(tmp_path, {"settings": 2}).load().stop == 0
     assert not old.dir.exists() and "other inputs or settings" in caplog.text
 
@@ -53,7 +54,7 @@ def test_an_unreadable_chunk_ends_the_prefix(tmp_path, caplog):
     j.add(0, 1, [0], np.ones((1, 2)), [])
     j.add(1, 2, [1], np.ones((1, 2)), [])
     (j.dir / "chunk-1-2.npz").write_bytes(b"not a zip")
-    with caplog.at_level(logging.WARNING, logger="maivar.resume"):
+    with caplog.at_level(logging.WARNING, logger="maivar.extraction.resume"):
         assert _journal(tmp_path).load().stop == 1
     assert "ignoring journal chunk chunk-1-2.npz" in caplog.text
 

@@ -9,9 +9,9 @@ import av
 import numpy as np
 import pytest
 
-from maivar.errors import PipelineError
+from maivar.core.errors import PipelineError
+from maivar.data.ucf101 import read_split
 from maivar.synthetic import class_specs, synthesize
-from maivar.ucf101 import read_split
 
 
 def tree_digest(root: Path) -> dict[str, str]:
@@ -96,7 +96,8 @@ def test_confusable_pairs_look_alike_or_sound_alike():
     assert specs[0].look.hue == specs[1].look.hue and specs[0].look.stripe_period == specs[1].look.stripe_period
     assert specs[0].look.path != specs[1].look.path and specs[0].sound != specs[1].sound
     # 2/3 sound alike (only the rhythm differs) but look different
-    assert specs[2].sound.pitch_class == specs[3].sound.pitch_class and specs[2].sound.pulse_hz != specs[3].sound.pulse_hz
+    assert specs[2].sound.pitch_class == specs[3].sound.pitch_class
+    assert specs[2].sound.pulse_hz != specs[3].sound.pulse_hz
     assert specs[2].look.hue != specs[3].look.hue
     assert [s.sound is None for s in specs] == [False] * 8 + [True] * 2
     assert len({s.name for s in specs}) == 10

@@ -1,23 +1,27 @@
-"""Training the heads and the training/evaluate stages end to end on tiny fake features (maivar/training.py)."""
+"""Training the heads and the training/evaluate stages end to end on tiny fake features (maivar.heads)."""
 
 import importlib.util
 import json
 import shutil
+import sys
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
 import torch
 import yaml
 
+from maivar.core import rejections
+from maivar.core.errors import PipelineError
+from maivar.core.manifest import read_manifest
+from maivar.heads.join import MANIFEST_COLUMNS, Features, join_modalities, load_features, video_input
+from maivar.heads.mlp import MLP
+from maivar.heads.model_files import load_model
+from maivar.heads.training import fit, head_loss, l1_penalty, set_determinism, train_head
+
 from head_data import make_features, make_manifest, write_dataset, write_store
-from maivar import rejections
-from maivar.errors import PipelineError
-from maivar.heads import MLP
-from maivar.training import (
-    Features, fit, head_loss, join_modalities, l1_penalty, load_features, load_model, read_manifest, set_determinism,
-    train_head, video_input,
-)
+from stage_cmd import run_stage, stage_argv
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = {"hidden": [32], "dropout": 0.2, "epochs": 15, "lr": 3.0e-3, "batch_size": 16}
@@ -51,8 +55,10 @@ def _project(tmp_path, monkeypatch, **data):
 
 
 def _run(*names):
+    """Run the stages in this process, each with its dvc.yaml command line."""
     for name in names:
-        _stage(name).main()
+        with mock.patch.object(sys, "argv", stage_argv(name)[1:]):
+            _stage(name).main()
 
 
 # ------------------------------------------------------------------------------------------ loss
@@ -120,7 +126,7 @@ def test_video_input_mean_or_flatten():
 def _manifest_file(tmp_path, manifest):
     p = tmp_path / "manifest.csv"
     manifest.to_csv(p, index=False)
-    return read_manifest(p)
+    return read_manifest(p, MANIFEST_COLUMNS)
 
 
 def test_store_id_not_in_manifest_is_an_error(tmp_path):
@@ -257,12 +263,8 @@ def test_fusion_fails_loudly_when_the_video_mlp_does_not_fit(tmp_path, monkeypat
 
 
 def test_stage_error_is_one_line_without_traceback(tmp_path):
-    import subprocess
-    import sys
-
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
-    out = subprocess.run([sys.executable, str(ROOT / "stages/train_audio.py")], cwd=tmp_path, capture_output=True,
-                         text=True, timeout=120)
+    out = run_stage("train_audio", tmp_path)
     assert out.returncode == 1
     assert out.stderr.strip().splitlines()[-1].startswith("error: data/prepared/manifest.csv does not exist")
     assert "Traceback" not in out.stderr

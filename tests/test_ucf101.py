@@ -1,4 +1,4 @@
-"""Split-list parsing and class presets (maivar/ucf101.py) on the official lists and on crafted ones."""
+"""Split-list parsing and class presets (maivar.data.ucf101) on the official lists and on crafted ones."""
 
 from __future__ import annotations
 
@@ -6,10 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from maivar.core import rejections as R
+from maivar.core.errors import PipelineError
+from maivar.core.rejections import ClipFailure
+from maivar.data.subset import build_subset
+from maivar.data.ucf101 import PRESETS, read_class_index, read_class_list, read_split, select_classes
+
 from conftest import UCF_LISTS
-from maivar.errors import PipelineError
-from maivar.subset import Examined, build_subset
-from maivar.ucf101 import PRESETS, read_class_index, read_class_list, read_split, select_classes
 
 
 def write_lists(d: Path, classind: str, train: str, test: str, split: int = 1) -> Path:
@@ -31,6 +34,34 @@ def test_paper_preset_on_official_lists_gives_51_classes_4901_train_1944_test():
     train = [v for v in lists.videos if v.class_name in chosen and v.split == "train"]
     test = [v for v in lists.videos if v.class_name in chosen and v.split == "test"]
     assert (len(selected), len(train), len(test)) == (51, 4901, 1944)
+
+
+# UCF50's 50 classes (Reddy & Shah, 2012), all part of UCF101; their videos carry no audio stream.
+UCF50 = """BaseballPitch Basketball BenchPress Biking Billiards BreastStroke CleanAndJerk Diving Drumming Fencing
+GolfSwing HighJump HorseRace HorseRiding HulaHoop JavelinThrow JugglingBalls JumpingJack JumpRope Kayaking Lunges
+MilitaryParade Mixing Nunchucks PizzaTossing PlayingGuitar PlayingPiano PlayingTabla PlayingViolin PoleVault
+PommelHorse PullUps Punch PushUps RockClimbingIndoor RopeClimbing Rowing SalsaSpin SkateBoarding Skiing Skijet
+SoccerJuggling Swing TaiChi TennisSwing ThrowDiscus TrampolineJumping VolleyballSpiking WalkingWithDog YoYo""".split()
+
+
+def test_audio_subset_rule_on_official_lists_keeps_the_51_classes_without_ucf50():
+    """The rule itself, not the preset: every listed video of split 1 is examined (UCF50's videos fail with
+    no_audio_stream, the others pass), and step 2 drops exactly UCF50's classes, keeping the paper's 51
+    classes with 4,901 train / 1,944 test videos and labels 0..50 in classInd.txt order."""
+    lists = read_split(UCF_LISTS, 1)
+    assert len(UCF50) == 50 and {c.lower() for c in UCF50} <= {c.lower() for c in lists.classes}
+    silent = {c.lower() for c in UCF50}
+    examined = {v.id: ClipFailure(R.NO_AUDIO_STREAM, "the container has no audio stream")
+                if v.class_name.lower() in silent else {"duration_s": 7.0} for v in lists.videos}
+    subset = build_subset(lists.classes, lists.videos, lists.unknown, lists.classes, examined,
+                          video_paths={v.id: v.rel_path for v in lists.videos}, audio_dir="a",
+                          min_class_audio_share=0.5)
+    m = subset.metrics
+    assert (m["classes"], m["train"], m["test"], m["videos"]) == (51, 4901, 1944, 6845)
+    assert subset.classes == select_classes("paper", lists.classes)  # the rule and the preset agree
+    assert sorted({r["label"] for r in subset.manifest}) == list(range(51))
+    assert m["rejected"] == {R.NO_AUDIO_STREAM: len(lists.videos) - 6845} and m["dropped_classes"] == [
+        c for c in lists.classes if c.lower() in silent]
 
 
 @pytest.mark.parametrize("split,expected", [(2, (4930, 1915)), (3, (4945, 1900))])
@@ -55,7 +86,8 @@ def test_official_lists_ids_split_and_class_spelling():
     lists = read_split(UCF_LISTS, 1)
     by_id = {v.id: v for v in lists.videos}
     v = by_id["v_ApplyEyeMakeup_g08_c01"]
-    assert (v.class_name, v.split, v.rel_path) == ("ApplyEyeMakeup", "train", "ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi")
+    assert (v.class_name, v.split) == ("ApplyEyeMakeup", "train")
+    assert v.rel_path == "ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi"
     assert by_id["v_ApplyEyeMakeup_g01_c01"].split == "test"
     assert all(int(v.id.rsplit("_g", 1)[1][:2]) <= 7 for v in lists.videos if v.split == "test")
     assert len(lists.videos) == 13320
@@ -63,8 +95,10 @@ def test_official_lists_ids_split_and_class_spelling():
 
 def test_both_test_list_formats_give_the_same_videos(tmp_path):
     train = "Alpha/v_Alpha_g08_c01.avi 1\nGamma/v_Gamma_g08_c01.avi 3\n"
-    bare = write_lists(tmp_path / "bare", CLASSIND, train, "Alpha/v_Alpha_g01_c01.avi\r\nGamma/v_Gamma_g01_c01.avi\r\n")
-    labelled = write_lists(tmp_path / "lab", CLASSIND, train, "Alpha/v_Alpha_g01_c01.avi 1\nGamma/v_Gamma_g01_c01.avi 3\n")
+    bare = write_lists(tmp_path / "bare", CLASSIND, train,
+                       "Alpha/v_Alpha_g01_c01.avi\r\nGamma/v_Gamma_g01_c01.avi\r\n")
+    labelled = write_lists(tmp_path / "lab", CLASSIND, train,
+                           "Alpha/v_Alpha_g01_c01.avi 1\nGamma/v_Gamma_g01_c01.avi 3\n")
     a, b = read_split(bare, 1), read_split(labelled, 1)
     assert [(v.id, v.class_name, v.split) for v in a.videos] == [(v.id, v.class_name, v.split) for v in b.videos]
     assert [v.split for v in a.videos] == ["train", "train", "test", "test"]
@@ -119,9 +153,10 @@ def test_unknown_class_line_becomes_an_unknown_class_rejection(tmp_path):
     d = write_lists(tmp_path, CLASSIND, "Alpha/v_Alpha_g08_c01.avi 1\nDelta/v_Delta_g08_c01.avi 4\n", "")
     lists = read_split(d, 1)
     assert [v.id for v in lists.videos] == ["v_Alpha_g08_c01"]
-    assert [(v.id, v.class_name, v.source) for v in lists.unknown] == [("v_Delta_g08_c01", "Delta", "trainlist01.txt:2")]
+    unknown = [(v.id, v.class_name, v.source) for v in lists.unknown]
+    assert unknown == [("v_Delta_g08_c01", "Delta", "trainlist01.txt:2")]
     subset = build_subset(lists.classes, lists.videos, lists.unknown, ["Alpha"],
-                          {"v_Alpha_g08_c01": Examined("v_Alpha_g08_c01", None, "", {"duration_s": 1.0})},
+                          {"v_Alpha_g08_c01": {"duration_s": 1.0}},
                           video_paths={"v_Alpha_g08_c01": "x.avi"}, audio_dir="a", min_class_audio_share=0.5)
     rows = {r["id"]: r for r in subset.rejections}
     assert rows["v_Delta_g08_c01"]["reason"] == "unknown_class"

@@ -1,7 +1,5 @@
 """TSN sampling, PyAV decoding, per-segment features through MMAction2, and the extract_video stage."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import av
@@ -9,21 +7,26 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import run_stage_interrupted
 import torch
 import yaml
 
-from maivar import rejections
-from maivar.backbones import build_tsn
-from maivar.feature_store import open_store
-from maivar.video_features import (
-    VideoClip, extract_video_features, pooled_segment_features, preprocessing_from_config,
+from maivar.core import rejections
+from maivar.core.feature_store import open_store
+from maivar.core.rejections import ClipFailure
+from maivar.video.features import (
+    VideoClip,
+    extract_video_features,
+    pooled_segment_features,
+    preprocessing_from_config,
 )
-from maivar.video_frames import SegmentFailure, decode_segments, segment_centres
+from maivar.video.frames import decode_segments, segment_centres
+from maivar.video.tsn import build_tsn
+
+from conftest import run_stage_interrupted
+from stage_cmd import run_stage
+from test_backbones import write_tiny_tsn
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_backbones import write_tiny_tsn  # noqa: E402
 
 CPU = torch.device("cpu")
 
@@ -51,7 +54,7 @@ def decode(path, num_segments=5, expected=None, short_side=40, crop=32):
 @pytest.mark.parametrize("num_frames", [1, 3, 7, 24, 25, 26, 100, 175, 301])
 @pytest.mark.parametrize("num_segments", [1, 8, 25])
 def test_segment_centres_match_mmaction2_sampleframes(num_frames, num_segments):
-    from maivar.mmaction_compat import import_mmaction
+    from maivar.video.mmaction_compat import import_mmaction
 
     import_mmaction()
     from mmaction.datasets.transforms import SampleFrames
@@ -94,22 +97,25 @@ def test_fewer_frames_than_segments_and_other_resolutions(tmp_path):
     assert tall.shape == (5, 32, 32, 3)
 
 
-def test_decode_failures_are_reported_not_raised(tmp_path):
+def test_decode_failures_raise_a_clip_failure_with_a_reason(tmp_path):
     (tmp_path / "garbage.avi").write_bytes(b"\x00garbage" * 200)
     (tmp_path / "empty.avi").write_bytes(b"")
-    missing = decode(tmp_path / "absent.avi")
-    assert isinstance(missing, SegmentFailure) and missing.reason == rejections.MISSING_FILE
+    with pytest.raises(ClipFailure) as missing:
+        decode(tmp_path / "absent.avi")
+    assert missing.value.reason == rejections.MISSING_FILE
     for name in ("garbage.avi", "empty.avi"):
-        result = decode(tmp_path / name)
-        assert isinstance(result, SegmentFailure) and result.reason in rejections.ALL, result
+        with pytest.raises(ClipFailure) as result:
+            decode(tmp_path / name)
+        assert result.value.reason in rejections.ALL and "\n" not in result.value.detail
 
 
 def test_a_video_that_fails_mid_way_is_rejected(tmp_path):
     video = make_video(tmp_path / "v.avi", 40, step=5)
     data = video.read_bytes()
     (tmp_path / "cut.avi").write_bytes(data[: len(data) // 2])
-    result = decode(tmp_path / "cut.avi", expected=40)
-    assert isinstance(result, SegmentFailure) and result.reason == rejections.DECODE_FAILED and result.detail
+    with pytest.raises(ClipFailure) as result:
+        decode(tmp_path / "cut.avi", expected=40)
+    assert result.value.reason == rejections.DECODE_FAILED and result.value.detail
 
 
 @pytest.fixture(scope="module")
@@ -182,8 +188,7 @@ def test_extract_video_stage_end_to_end(tiny_tsn, tmp_path):
     rows = [dict(id=c.id, class_name="X", label=k % 2, split="train", video_path=c.path, frames=c.expected_frames)
             for k, c in enumerate(clips)]
     work = _stage_dir(tmp_path, config, rows)
-    proc = subprocess.run([sys.executable, str(ROOT / "stages/extract_video.py")], cwd=work, capture_output=True,
-                          text=True, timeout=120)
+    proc = run_stage("extract_video", work)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "RANDOM" in proc.stderr and "WARNING" in proc.stderr
     store = open_store(work / "data/features/video.h5", "features")
@@ -205,8 +210,7 @@ def test_extract_video_stage_missing_checkpoint_and_interruption(tiny_tsn, tmp_p
     params = yaml.safe_load((work / "params.yaml").read_text())
     params["extract_video"]["checkpoint"] = "nowhere/tsn.pth"
     (work / "params.yaml").write_text(yaml.safe_dump(params))
-    proc = subprocess.run([sys.executable, str(ROOT / "stages/extract_video.py")], cwd=work, capture_output=True,
-                          text=True, timeout=120)
+    proc = run_stage("extract_video", work)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("error: checkpoint nowhere/tsn.pth does not exist")
     # Interrupted while writing: no output, no temporary left behind.
@@ -214,18 +218,17 @@ def test_extract_video_stage_missing_checkpoint_and_interruption(tiny_tsn, tmp_p
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     proc = run_stage_interrupted("extract_video", work, "finish")
     assert proc.returncode == 130, proc.stderr[-2000:]
-    # no output, no temporary: only the journal of the finished batches (maivar/resume.py)
+    # no output, no temporary: only the journal of the finished batches (maivar.extraction.resume)
     assert [p.name for p in (work / "data/features").iterdir()] == ["video.h5.partial"]
     with pytest.raises(FileNotFoundError):
         h5py.File(work / "data/features/video.h5", "r")
-    stage = [sys.executable, str(ROOT / "stages/extract_video.py")]
-    proc = subprocess.run(stage, cwd=work, capture_output=True, text=True, timeout=120)
+    proc = run_stage("extract_video", work)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "resuming: 4 of 4 videos were done by an interrupted run" in proc.stderr
     assert [p.name for p in (work / "data/features").iterdir()] == ["video.h5"]
     resumed = open_store(work / "data/features/video.h5", "features")
     (work / "data/features/video.h5").unlink()
-    proc = subprocess.run(stage, cwd=work, capture_output=True, text=True, timeout=120)
+    proc = run_stage("extract_video", work)
     assert proc.returncode == 0 and "resuming" not in proc.stderr
     fresh = open_store(work / "data/features/video.h5", "features")
     assert fresh.ids == resumed.ids and fresh.rejected == resumed.rejected
@@ -254,7 +257,7 @@ def test_default_config_matches_mmaction2_standard_test_pipeline(tmp_path):
 
 
 def test_out_of_memory_halves_the_batch_and_goes_on(tiny_tsn, tmp_path, monkeypatch):
-    import maivar.video_features as vf
+    import maivar.video.features as vf
 
     model, pre, _ = tiny_tsn
     clips = _clips(tmp_path)

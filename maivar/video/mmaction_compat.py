@@ -63,7 +63,7 @@ def import_mmaction():
         # mmcv-lite has no compiled ops; MMAction2's recognizers do not use MultiScaleDeformableAttention.
         warnings.filterwarnings("ignore", message=".*MultiScaleDeformableAttention.*")
         import mmaction
-        import mmaction.models  # noqa: F401 - fills the MODELS registry
+        import mmaction.models
 
     if not _registered:
         from mmaction.utils import register_all_modules

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_path
-from .feature_store import Rejection
+from maivar.core.atomic import atomic_path
+from maivar.core.rejections import Rejection
 
 log = logging.getLogger(__name__)
 

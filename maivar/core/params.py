@@ -8,9 +8,6 @@ import yaml
 
 from .errors import PipelineError
 
-# The paper's six audio-image representations (Fig. 5, Table II), in the paper's order.
-REPRESENTATIONS = ("waveplot", "spectral_centroid", "spectral_rolloff", "mfcc", "mfcc_scaled", "chromagram")
-
 
 def load_params(path: str | Path = "params.yaml") -> dict:
     path = Path(path)
@@ -25,12 +22,6 @@ def load_params(path: str | Path = "params.yaml") -> dict:
     return params
 
 
-def check_representation(name: str) -> str:
-    if name not in REPRESENTATIONS:
-        raise PipelineError(f"unknown representation {name!r}: choose one of {', '.join(REPRESENTATIONS)}")
-    return name
-
-
 def resolve_workers(workers: int | None) -> int | None:
-    """0 or null means all cores (``None`` for :func:`maivar.parallel.guarded_map`)."""
+    """0 or null means all cores (``None`` for :func:`maivar.core.parallel.guarded_map`)."""
     return None if not workers else int(workers)

@@ -1,6 +1,6 @@
 """Stage ``render``: one audio image per manifest clip, over all cores, into ``images.h5`` + PNG previews.
 
-Each worker loads one WAV (:func:`maivar.audio_images.load_audio`) and renders it; the parent writes the
+Each worker loads one WAV (:func:`maivar.audio.images.load_audio`) and renders it; the parent writes the
 images in manifest order (sorted by id). A clip that cannot be rendered (missing, empty or unreadable
 WAV, a worker that hangs or crashes) becomes a rejection with its reason, so ids stay aligned downstream.
 """
@@ -16,15 +16,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import audio_images, rejections
-from .atomic import atomic_path
-from .errors import PipelineError
-from .feature_store import Rejection, create_store
-from .manifest import read_manifest as read_manifest_csv
-from .parallel import Failure, guarded_imap
-from .params import check_representation
+from maivar.core.atomic import atomic_path
+from maivar.core.errors import PipelineError
+from maivar.core.feature_store import create_store
+from maivar.core.manifest import read_manifest
+from maivar.core.parallel import guarded_imap
+from maivar.core.rejections import ClipFailure, check_rejected_share
 
-log = logging.getLogger("maivar.render")
+from . import images as audio_images
+from .images import check_representation
+
+log = logging.getLogger(__name__)
 
 MANIFEST_COLUMNS = ("id", "class_name", "label", "audio_path")
 
@@ -35,22 +37,11 @@ class Rendered:
     non_finite: int  # samples that were NaN/inf and were replaced by 0
 
 
-def read_manifest(path: str | Path) -> pd.DataFrame:
-    """The manifest's clips sorted by id (:func:`maivar.manifest.read_manifest`); an empty one is an error."""
-    df = read_manifest_csv(path, MANIFEST_COLUMNS)
-    if df.empty:
-        raise PipelineError(f"{path} lists no clips: nothing to render")
-    return df
-
-
 def render_clip(audio_path: str, *, representation: str, sample_rate: int, size: int, n_fft: int,
-                hop_length: int, n_mfcc: int, chroma_tuning, style: audio_images.Style, pixel_mapping: str):
-    """Worker: load one WAV and render it -> :class:`Rendered`, or a :class:`Failure` with a reason code."""
+                hop_length: int, n_mfcc: int, chroma_tuning, style: audio_images.Style, pixel_mapping: str) -> Rendered:
+    """Worker: load one WAV and render it; raises :class:`ClipFailure` for a WAV that cannot be read."""
     _one_thread()
-    try:
-        y, non_finite = audio_images.load_audio(audio_path, sample_rate)
-    except audio_images.AudioError as exc:
-        return Failure(exc.reason, exc.detail)
+    y, non_finite = audio_images.load_audio(audio_path, sample_rate)
     image = audio_images.render(y, sample_rate, representation, size=size, n_fft=n_fft, hop_length=hop_length,
                                 n_mfcc=n_mfcc, chroma_tuning=chroma_tuning, style=style, pixel_mapping=pixel_mapping)
     return Rendered(image, non_finite)
@@ -77,6 +68,18 @@ def _one_thread() -> None:
     threadpoolctl.threadpool_limits(limits=1)
 
 
+def render_stage(manifest_path: str | Path, *, out_path: str | Path, previews_dir: str | Path, representation,
+                 render_params: dict) -> dict:
+    """Stage render: every clip of the manifest at ``manifest_path`` (see :func:`render_manifest`)."""
+    import librosa
+
+    from maivar.core.params import resolve_workers
+
+    return render_manifest(read_manifest(manifest_path, MANIFEST_COLUMNS), representation=representation,
+                           render_params=render_params, workers=resolve_workers(render_params.get("workers")),
+                           out_path=out_path, previews_dir=previews_dir, librosa_version=librosa.__version__)
+
+
 def render_manifest(manifest: pd.DataFrame, *, representation: str, render_params: dict, workers: int | None,
                     out_path: str | Path, previews_dir: str | Path, librosa_version: str) -> dict:
     """Render every clip of ``manifest`` into the store at ``out_path`` and previews into ``previews_dir``.
@@ -88,7 +91,7 @@ def render_manifest(manifest: pd.DataFrame, *, representation: str, render_param
     try:
         style = audio_images.style_from_params(p)
     except (KeyError, ValueError) as exc:
-        raise PipelineError(f"params.yaml render section: {exc}: fix colormaps/colors/faded_alpha/line_width")
+        raise PipelineError(f"params.yaml render section: {exc}: fix colormaps/colors/faded_alpha/line_width") from None
     try:
         audio_images.check_pixel_mapping(p.get("pixel_mapping"))
     except ValueError as exc:
@@ -107,6 +110,9 @@ def render_manifest(manifest: pd.DataFrame, *, representation: str, render_param
         **{f"render.{k}": v for k, v in sorted(p.items())
            if k not in ("workers", "previews_per_class", "max_rejected_share")},
         "librosa_version": librosa_version,
+        # This text is stored in images.h5 as it was first written, when this mapping's code lived in
+        # maivar/audio_images.py (now maivar/audio/images.py): kept byte for byte, so that moving the module did
+        # not change the images' file.
         "pixel_mapping": "whole clip -> full width (column c covers samples [cN/W,(c+1)N/W)); bin 0 at the bottom; "
                          f"{p['pixel_mapping']} (see maivar/audio_images.py)",
     }
@@ -117,23 +123,23 @@ def render_manifest(manifest: pd.DataFrame, *, representation: str, render_param
     # Images stream into the store as they arrive (in manifest order): memory stays bounded on UCF101.
     with create_store(out_path, data_name="images", n=len(manifest), item_shape=(size, size, 3),
                       dtype=np.uint8) as w:
-        for row, result in zip(manifest.itertuples(index=False), results):
-            if isinstance(result, Rendered):
-                w.write(len(kept), result.image)
-                kept.append(row)
-                if sum(r.class_name == row.class_name for r, _ in previews) < per_class:
-                    previews.append((row, result.image))
-                if result.non_finite:
-                    non_finite += 1
-                    log.warning("%s: %d non-finite samples replaced by 0", row.id, result.non_finite)
-            else:
-                rejected.append(Rejection(row.id, result.reason, result.detail))
+        for row, result in zip(manifest.itertuples(index=False), results, strict=True):
+            if isinstance(result, ClipFailure):  # an unreadable WAV, a worker that hung or crashed
+                rejected.append(result.rejection(row.id))
                 log.warning("rejected %s: %s (%s)", row.id, result.reason, result.detail)
+                continue
+            w.write(len(kept), result.image)
+            kept.append(row)
+            if sum(r.class_name == row.class_name for r, _ in previews) < per_class:
+                previews.append((row, result.image))
+            if result.non_finite:
+                non_finite += 1
+                log.warning("%s: %d non-finite samples replaced by 0", row.id, result.non_finite)
         if not kept:
             first = rejected[0]
             raise PipelineError(f"no clip could be rendered (e.g. {first.id}: {first.reason}, {first.detail})")
-        rejections.check_rejected_share(len(rejected), len(manifest), float(p["max_rejected_share"]), rejected,
-                                        what="clips could not be rendered", param="render.max_rejected_share")
+        check_rejected_share(rejected, len(manifest), float(p["max_rejected_share"]),
+                             what="clips could not be rendered", param="render.max_rejected_share")
         w.finish([r.id for r in kept], [int(r.label) for r in kept], rejected, attrs)
 
     write_previews(previews, previews_dir, per_class)

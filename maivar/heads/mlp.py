@@ -6,7 +6,7 @@ normalisation), then ``Linear -> ReLU -> Dropout`` for each hidden layer and a l
 class logits (ReLU on all hidden layers, none on the last, as in the paper).
 
 The fusion MLP's input is the concatenation ``[audio, video]`` of one clip's audio feature (1536-d) and
-its video feature (as the video MLP sees it, see :func:`maivar.training.video_input`). Algorithm 1
+its video feature (as the video MLP sees it, see :func:`maivar.heads.join.video_input`). Algorithm 1
 initialises it from the trained video MLP; :func:`fusion_from_video` does exactly this:
 
 - every hidden and output layer (weights and biases) is copied from the video MLP unchanged;
@@ -23,12 +23,12 @@ builds the same architecture with fresh random weights instead (the ablation).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from .errors import PipelineError
+from maivar.core.errors import PipelineError
 
 
 class MLP(nn.Module):
@@ -93,7 +93,7 @@ def fusion_from_video(video: MLP, audio_features: int, *, init: str = "video") -
         dst[0].weight.zero_()
         dst[0].weight[:, audio_features:] = first.weight
         dst[0].bias.copy_(first.bias)
-        for s, d in zip(src[1:], dst[1:]):
+        for s, d in zip(src[1:], dst[1:], strict=True):
             d.weight.copy_(s.weight)
             d.bias.copy_(s.bias)
         fusion.mean[audio_features:] = video.mean

@@ -11,8 +11,8 @@ import contextlib
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 TMP_MARK = ".tmp-"
 

@@ -13,7 +13,7 @@ Traps this module handles (each seen with the current PyAV/ffmpeg builds):
 - ``ffmpeg.probe`` needs an ``ffprobe`` binary that the ``imageio-ffmpeg`` wheel does not ship: probing is
   done with PyAV, whose exceptions all derive from ``av.FFmpegError``.
 
-Failures are raised as :class:`MediaFault` with a reason code from :mod:`maivar.rejections`.
+Failures are raised as :class:`~maivar.core.rejections.ClipFailure` with a reason code.
 """
 
 from __future__ import annotations
@@ -30,15 +30,8 @@ import av
 import ffmpeg
 import numpy as np
 
-from . import rejections
-
-
-class MediaFault(Exception):
-    """A per-file problem, with a reason code and a one-line detail."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.reason, self.detail = reason, detail
+from maivar.core import rejections
+from maivar.core.rejections import ClipFailure
 
 
 @dataclass(frozen=True)
@@ -94,7 +87,7 @@ def probe_video(path: str | Path, frame_check: str = "packets") -> VideoProbe:
     try:
         with av.open(path, metadata_errors="ignore") as container:
             if not container.streams.video:
-                raise MediaFault(rejections.UNREADABLE_VIDEO, "the container has no video stream")
+                raise ClipFailure(rejections.UNREADABLE_VIDEO, "the container has no video stream")
             stream = container.streams.video[0]
             stream.codec_context.thread_count = 1
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate
@@ -106,7 +99,7 @@ def probe_video(path: str | Path, frame_check: str = "packets") -> VideoProbe:
                 duration = container.duration / av.time_base
                 declared = int(round(duration * fps)) if fps else 0
             else:
-                raise MediaFault(rejections.UNREADABLE_VIDEO, f"the container ({container.format.name}) declares no "
+                raise ClipFailure(rejections.UNREADABLE_VIDEO, f"the container ({container.format.name}) declares no "
                                  "length, so truncation cannot be checked: a damaged header?")
             width, height = stream.codec_context.width, stream.codec_context.height
             has_audio = bool(container.streams.audio)
@@ -117,13 +110,13 @@ def probe_video(path: str | Path, frame_check: str = "packets") -> VideoProbe:
                         continue  # the end-of-stream marker PyAV yields last
                     counted += len(packet.decode()) if frame_check == "decode" else 1
             except av.FFmpegError as exc:
-                raise MediaFault(rejections.DECODE_FAILED, f"after {counted} frames: {_one_line(exc)}") from None
-    except MediaFault:
+                raise ClipFailure(rejections.DECODE_FAILED, f"after {counted} frames: {_one_line(exc)}") from None
+    except ClipFailure:
         raise
     except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
-        raise MediaFault(rejections.UNREADABLE_VIDEO, _one_line(f"{type(exc).__name__}: {exc}")) from None
+        raise ClipFailure(rejections.UNREADABLE_VIDEO, _one_line(f"{type(exc).__name__}: {exc}")) from None
     if fps <= 0 or width <= 0 or height <= 0:
-        raise MediaFault(rejections.UNREADABLE_VIDEO, f"no usable video stream (fps {fps}, {width}x{height})")
+        raise ClipFailure(rejections.UNREADABLE_VIDEO, f"no usable video stream (fps {fps}, {width}x{height})")
     return VideoProbe(duration_s=duration, fps=fps, frames=declared, decoded_frames=counted, width=width,
                       height=height, has_audio=has_audio)
 
@@ -142,7 +135,7 @@ def demux_audio(src: str | Path, dst: str | Path, *, sample_rate: int, channels:
     """Demux ``src``'s audio to the WAV ``dst`` and measure it.
 
     ffmpeg writes to a temporary sibling; the WAV is renamed into place only after it was read back. A
-    non-zero exit, an unreadable or empty result, or a timeout raises :class:`MediaFault` (and leaves no
+    non-zero exit, an unreadable or empty result, or a timeout raises :class:`ClipFailure` (and leaves no
     file). The caller checks the duration against the container (a truncated video exits 0).
     """
     dst = Path(dst)
@@ -152,15 +145,15 @@ def demux_audio(src: str | Path, dst: str | Path, *, sample_rate: int, channels:
         try:
             proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            raise MediaFault(rejections.TIMEOUT, f"ffmpeg demux ran longer than {timeout_s:g} s; killed") from None
+            raise ClipFailure(rejections.TIMEOUT, f"ffmpeg demux ran longer than {timeout_s:g} s; killed") from None
         if proc.returncode != 0:
-            raise MediaFault(rejections.DEMUX_FAILED,
+            raise ClipFailure(rejections.DEMUX_FAILED,
                              f"ffmpeg exit code {proc.returncode}: {_one_line(proc.stderr.decode(errors='replace'))}")
         if not tmp.is_file() or tmp.stat().st_size <= 44:
-            raise MediaFault(rejections.DEMUX_FAILED, "ffmpeg exited 0 but wrote no audio")
+            raise ClipFailure(rejections.DEMUX_FAILED, "ffmpeg exited 0 but wrote no audio")
         level = measure_wav(tmp)
         if level.samples == 0:
-            raise MediaFault(rejections.DEMUX_FAILED, "ffmpeg exited 0 but the WAV holds no samples")
+            raise ClipFailure(rejections.DEMUX_FAILED, "ffmpeg exited 0 but the WAV holds no samples")
         os.replace(tmp, dst)
         return level
     finally:
@@ -177,11 +170,11 @@ def measure_wav(path: str | Path) -> AudioLevel:
     try:
         with wave.open(str(path), "rb") as wav:
             if wav.getsampwidth() != 2:
-                raise MediaFault(rejections.DEMUX_FAILED, f"expected 16-bit PCM, got {8 * wav.getsampwidth()}-bit")
+                raise ClipFailure(rejections.DEMUX_FAILED, f"expected 16-bit PCM, got {8 * wav.getsampwidth()}-bit")
             rate, channels, n = wav.getframerate(), wav.getnchannels(), wav.getnframes()
             data = np.frombuffer(wav.readframes(n), dtype="<i2")
     except (wave.Error, EOFError) as exc:
-        raise MediaFault(rejections.DEMUX_FAILED, f"unreadable WAV: {exc}") from None
+        raise ClipFailure(rejections.DEMUX_FAILED, f"unreadable WAV: {exc}") from None
     samples = len(data) // max(channels, 1)
     if len(data) == 0:
         return AudioLevel(rate, channels, 0, -math.inf, -math.inf)

@@ -1,33 +1,45 @@
 """Read ``data/prepared/manifest.csv`` (written by stage ``prepare``; columns in docs/CONTRACTS.md).
 
-Every stage that reads the manifest goes through :func:`read_manifest`, so a missing, unreadable or
-malformed manifest is the same one-line :class:`~maivar.errors.PipelineError` everywhere.
+Every stage that reads the manifest goes through :func:`read_manifest`, so a missing, unreadable, empty or
+malformed manifest is the same one-line :class:`~maivar.core.errors.PipelineError` everywhere.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import pandas as pd
 
 from .errors import PipelineError
 
 STRING_COLUMNS = ("id", "class_name", "split", "video_path", "audio_path")
+SPLITS = ("train", "test")
 
 
 def read_manifest(path: str | Path, required: Iterable[str]) -> pd.DataFrame:
-    """The manifest sorted by ``id``; it must exist, parse, hold the ``required`` columns and unique ids."""
+    """The manifest sorted by ``id`` and indexed by it (the column stays too).
+
+    It must exist, parse, list at least one clip, hold the ``required`` columns and unique ids; a ``split``
+    column may only say ``train`` or ``test``.
+    """
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"{path} does not exist: run the prepare stage first (dvc repro prepare)")
     try:
         df = pd.read_csv(path, dtype={c: str for c in STRING_COLUMNS})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise PipelineError(f"{path} is not a readable CSV ({str(exc).splitlines()[0]}): rerun the prepare stage")
+        first = str(exc).splitlines()[0]
+        raise PipelineError(f"{path} is not a readable CSV ({first}): rerun the prepare stage") from None
     missing = sorted(set(required) - set(df.columns))
     if missing:
         raise PipelineError(f"{path} lacks column(s) {', '.join(missing)}: rerun the prepare stage")
+    if df.empty:
+        raise PipelineError(f"{path} lists no clips: rerun the prepare stage")
     if df["id"].duplicated().any():
         raise PipelineError(f"{path} has duplicate ids (e.g. {df['id'][df['id'].duplicated()].iloc[0]!r})")
-    return df.sort_values("id", kind="stable").reset_index(drop=True)
+    if "split" in df.columns:
+        bad = sorted(set(df["split"]) - set(SPLITS))
+        if bad:
+            raise PipelineError(f"{path}: split must be train or test, found {bad[0]!r}")
+    return df.sort_values("id", kind="stable").set_index("id", drop=False)

@@ -1,34 +1,42 @@
 """Videos -> TSN per-segment features (paper Sec. III-A.1: ``num_segments`` x D, AvgPool2d features).
 
-Videos are decoded in guarded worker processes (:func:`maivar.parallel.guarded_imap` over
-:func:`maivar.video_frames.decode_segments`: PyAV, RGB conversion of the kept frames only, short side +
+Videos are decoded in guarded worker processes (:func:`maivar.core.parallel.guarded_imap` over
+:func:`maivar.video.frames.decode_segments`: PyAV, RGB conversion of the kept frames only, short side +
 centre crop; a hung decoder is killed after ``timeout_s``, a crashed one fails only its video) and batched
 across videos; the uint8
 frames go to the device (pinned memory on CUDA), are normalised there with the MMAction2 config's
 data-preprocessor mean/std, and run through the recognizer's ``extract_feat(stage='backbone')``; the
 feature maps are average-pooled over space. A video that fails to decode becomes a
-:class:`~maivar.feature_store.Rejection`; the other rows keep the input order.
+:class:`~maivar.core.rejections.Rejection`; the other rows keep the input order.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
+from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from .backbones import OomGuard, autocast
-from .errors import PipelineError
-from .feature_store import Rejection
-from .parallel import guarded_imap
-from .resume import Journal, Resumed
-from .video_frames import SegmentFailure, decode_segments
+from maivar.core.errors import PipelineError
+from maivar.core.feature_store import create_store
+from maivar.core.manifest import read_manifest
+from maivar.core.parallel import default_workers, guarded_imap
+from maivar.core.params import resolve_workers
+from maivar.core.rejections import ClipFailure, Rejection, check_rejected_share
+from maivar.extraction.backbones import OomGuard, autocast, compute_dtype, prepare_for_inference, select_device
+from maivar.extraction.resume import Journal, Resumed, file_identity
+
+from .frames import decode_segments
+from .tsn import build_tsn
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +79,9 @@ def preprocessing_from_config(cfg) -> Preprocessing:
 
 
 def decode_clip(clip: VideoClip, *, num_segments: int, short_side: int, crop_size: int, timeout_s: float,
-                min_decoded_share: float) -> np.ndarray | SegmentFailure:
-    """Worker (:func:`~maivar.parallel.guarded_imap`): one video's T x C x C x 3 uint8 frames, or a failure."""
+                min_decoded_share: float) -> np.ndarray:
+    """Worker (:func:`~maivar.core.parallel.guarded_imap`): one video's T x C x C x 3 uint8 frames; raises
+    :class:`~maivar.core.rejections.ClipFailure`."""
     cv2.setNumThreads(1)  # one decoding process per core: no nested thread pools
     return decode_segments(clip.path, num_segments=num_segments, expected_frames=clip.expected_frames,
                            short_side=short_side, crop_size=crop_size, timeout_s=timeout_s,
@@ -170,14 +179,14 @@ def extract_video_features(
         with tqdm(total=len(clips), initial=done.stop, desc="video features", unit="video", disable=not progress,
                   mininterval=1.0) as bar:
             for i, result in enumerate(decoded, start=done.stop):
-                if isinstance(result, np.ndarray):
+                if isinstance(result, ClipFailure):  # from the decoder, or a worker that hung or crashed
+                    log.warning("rejected %s: %s (%s)", clips[i].id, result.reason, result.detail)
+                    rejected.append(result.rejection(clips[i].id))
+                else:
                     batch.append(i)
                     batch_frames.append(result)
                     if len(batch) == batch_videos:
                         flush(i + 1)
-                else:  # SegmentFailure from the decoder, or Failure (timeout, crashed worker) from the guard
-                    log.warning("rejected %s: %s (%s)", clips[i].id, result.reason, result.detail)
-                    rejected.append(Rejection(clips[i].id, result.reason, result.detail))
                 bar.update(1)
             if batch:
                 flush(len(clips))
@@ -190,3 +199,70 @@ def extract_video_features(
     else:
         features = np.empty((0, num_segments, feature_dim(model, pre, device)), dtype=np.float32)
     return rows, features, rejected
+
+
+def read_clips(manifest_path: str | Path) -> tuple[list[VideoClip], dict[str, int]]:
+    """The manifest's videos (with their expected frame counts, when known) and each clip's label."""
+    df = read_manifest(manifest_path, ("id", "label", "video_path"))
+    frames = df["frames"] if "frames" in df.columns else pd.Series([None] * len(df), index=df.index)
+    clips = [
+        VideoClip(i, v, int(f) if pd.notna(f) else None)
+        for i, v, f in zip(df["id"], df["video_path"], frames, strict=True)
+    ]
+    return clips, dict(zip(df["id"], df["label"].astype(int), strict=True))
+
+
+def extract_video_stage(manifest_path: str | Path, out_path: str | Path, p: dict) -> None:
+    """Stage extract_video: the manifest's videos -> TSN per-segment features at ``out_path``.
+
+    ``p`` is the ``extract_video`` params section. The output holds ``features`` N x num_segments x D
+    float32, ids/labels in manifest order, a rejection for every manifest clip that fails to decode, and
+    attributes recording the config, backbone, input size, num_segments and weights (source, sha256).
+    Independent of ``representation``.
+    """
+    clips, labels = read_clips(manifest_path)
+    num_segments = int(p["num_segments"])
+    if num_segments < 1:
+        raise PipelineError("extract_video.num_segments must be at least 1")
+    device = select_device(str(p["device"]))
+    model, weights, cfg = build_tsn(p["config"], checkpoint=p["checkpoint"], seed=int(p["seed"]))
+    pre = preprocessing_from_config(cfg)
+    folded = prepare_for_inference(model, device, compile_model=bool(p["compile"]),
+                                   fold_batchnorm=bool(p["fuse_conv_bn"]), input_size=pre.crop_size,
+                                   image_module=model.backbone)
+    attrs = {
+        "config": str(p["config"]), "backbone": cfg.model.backbone.get("type"),
+        "backbone_depth": cfg.model.backbone.get("depth"), "input_size": pre.crop_size,
+        "short_side": pre.short_side, "mean": list(pre.mean), "std": list(pre.std),
+        "num_segments": num_segments, "device": device.type, "dtype": compute_dtype(device),
+        "conv_bn_folded": folded, **weights.attrs(),
+    }
+    # finished batches of an interrupted run with the same videos and settings are reused (maivar.extraction.resume)
+    journal = Journal(out_path, {
+        "attrs": attrs, "batch_videos": int(p["batch_videos"]), "min_decoded_share": float(p["min_decoded_share"]),
+        "timeout_s": float(p["timeout_s"]),
+        "clips": [(c.id, c.expected_frames, *file_identity(c.path)) for c in clips],
+    })
+    log.info("%d videos x %d segments -> %s (short side %d, crop %d) on %s", len(clips), num_segments,
+             p["config"], pre.short_side, pre.crop_size, device)
+    rows, feats, rejected = extract_video_features(
+        model, clips, num_segments=num_segments, pre=pre, batch_videos=int(p["batch_videos"]),
+        workers=resolve_workers(p["workers"]) or default_workers(), device=device, timeout_s=float(p["timeout_s"]),
+        min_decoded_share=float(p["min_decoded_share"]), journal=journal,
+    )
+    if clips and not rows:
+        raise PipelineError(f"none of the {len(clips)} videos decoded (first: {rejected[0].reason}: "
+                            f"{rejected[0].detail})")
+    check_rejected_share(rejected, len(clips), float(p["max_rejected_share"]), what="videos could not be decoded",
+                         param="extract_video.max_rejected_share")
+    if rejected:
+        log.warning("rejected %d of %d videos: %s", len(rejected), len(clips),
+                    ", ".join(f"{k} {v}" for k, v in sorted(Counter(r.reason for r in rejected).items())))
+    ids = [clips[r].id for r in rows]
+    with create_store(out_path, data_name="features", n=len(ids), item_shape=feats.shape[1:],
+                      dtype=np.float32) as w:
+        if len(ids):
+            w.write_rows(0, feats)
+        w.finish(ids, [labels[i] for i in ids], rejected, attrs)
+    journal.discard()
+    log.info("wrote %s: %d x %d x %d features (weights: %s)", out_path, *feats.shape, weights.source)

@@ -63,18 +63,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .params import REPRESENTATIONS, check_representation
+from maivar.core import rejections
+from maivar.core.errors import PipelineError
+from maivar.core.rejections import ClipFailure
 
 # librosa and matplotlib are imported lazily (inside the functions) so that importing this module is cheap.
 
+# The paper's six audio-image representations (Fig. 5, Table II), in the paper's order.
+REPRESENTATIONS = ("waveplot", "spectral_centroid", "spectral_rolloff", "mfcc", "mfcc_scaled", "chromagram")
 
-class AudioError(Exception):
-    """A WAV that cannot be turned into audio: ``reason`` is a code from :mod:`maivar.rejections`."""
 
-    def __init__(self, reason: str, detail: str):
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
+def check_representation(name: str) -> str:
+    """``name`` if it is one of :data:`REPRESENTATIONS`, else a one-line :class:`PipelineError`."""
+    if name not in REPRESENTATIONS:
+        raise PipelineError(f"unknown representation {name!r}: choose one of {', '.join(REPRESENTATIONS)}")
+    return name
 
 
 @dataclass(frozen=True)
@@ -96,25 +99,24 @@ def load_audio(path, sample_rate: int) -> tuple[np.ndarray, int]:
     """Read a WAV (any rate, any channels), mix down to mono, resample to ``sample_rate``.
 
     Returns ``(y, n)``: float32 1-D audio and the number of non-finite samples (NaN/inf, possible in a float
-    WAV) that were replaced by 0 before mixing and resampling. Raises :class:`AudioError`
-    (``missing_file``, ``empty_file`` or ``unreadable_audio``).
+    WAV) that were replaced by 0 before mixing and resampling. Raises
+    :class:`~maivar.core.rejections.ClipFailure` (``missing_file``, ``empty_file`` or ``unreadable_audio``).
     """
     import os
 
     import soundfile as sf
 
-    from . import rejections
-
     if not os.path.isfile(path):
-        raise AudioError(rejections.MISSING_FILE, f"{path} does not exist")
+        raise ClipFailure(rejections.MISSING_FILE, f"{path} does not exist")
     if os.path.getsize(path) == 0:
-        raise AudioError(rejections.EMPTY_FILE, f"{path} is 0 bytes")
+        raise ClipFailure(rejections.EMPTY_FILE, f"{path} is 0 bytes")
     try:
         data, native_rate = sf.read(path, dtype="float32", always_2d=True)
     except Exception as exc:  # noqa: BLE001 - libsndfile raises several types for a damaged file
-        raise AudioError(rejections.UNREADABLE_AUDIO, f"{path}: {type(exc).__name__}: {exc}".splitlines()[0])
+        raise ClipFailure(rejections.UNREADABLE_AUDIO,
+                          f"{path}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
     if data.shape[0] == 0:
-        raise AudioError(rejections.EMPTY_FILE, f"{path} holds no samples")
+        raise ClipFailure(rejections.EMPTY_FILE, f"{path} holds no samples")
     n_bad = 0
     if not np.isfinite(data).all():
         bad = ~np.isfinite(data)
@@ -285,7 +287,7 @@ def envelope_columns(y: np.ndarray, width: int) -> np.ndarray:
         env = np.maximum.reduceat(a, start)
         env = np.maximum(env, a[np.minimum(stop - 1, n - 1)])
     else:
-        env = np.array([a[s:e].max() for s, e in zip(start, stop)], dtype=np.float32)
+        env = np.array([a[s:e].max() for s, e in zip(start, stop, strict=True)], dtype=np.float32)
     return env.astype(np.float32)
 
 
@@ -585,7 +587,7 @@ def style_from_params(render_params: dict) -> Style:
 
 
 __all__ = [
-    "REPRESENTATIONS", "PIXEL_MAPPINGS", "AudioError", "Style", "load_audio", "clean_audio", "axis_weights",
+    "REPRESENTATIONS", "PIXEL_MAPPINGS", "check_representation", "Style", "load_audio", "clean_audio", "axis_weights",
     "check_pixel_mapping",
     "overlap_weights", "nearest_weights", "column_edges", "frame_edges", "time_map", "bin_map",
     "matrix_to_pixels", "matrix_image", "curve_to_columns", "envelope_columns", "minmax", "colormap_lut",

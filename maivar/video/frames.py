@@ -11,28 +11,21 @@
   the video decodes a different number of frames the indices are recomputed from what decoded and the
   kept frames are taken in a second pass. Fewer than ``min_decoded_share`` x the expected count is
   ``truncated``: a cut file decodes its first frames without any error, and must not pass as whole.
-- Failures come back as :class:`SegmentFailure` with a reason code from :mod:`maivar.rejections`.
+- Failures are raised as :class:`~maivar.core.rejections.ClipFailure` with a reason code.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from . import rejections
+from maivar.core import rejections
+from maivar.core.rejections import ClipFailure
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SegmentFailure:
-    reason: str
-    detail: str
-
 
 def segment_centres(num_frames: int, num_segments: int) -> np.ndarray:
     """Indices of the centre frame of each of ``num_segments`` equal segments of ``num_frames`` frames."""
@@ -91,8 +84,8 @@ def decode_segments(
     crop_size: int,
     timeout_s: float,
     min_decoded_share: float = 0.0,
-) -> np.ndarray | SegmentFailure:
-    """``num_segments`` x ``crop_size`` x ``crop_size`` x 3 uint8 RGB frames, or a :class:`SegmentFailure`.
+) -> np.ndarray:
+    """``num_segments`` x ``crop_size`` x ``crop_size`` x 3 uint8 RGB frames; raises :class:`ClipFailure`.
 
     A video that decodes (without an error) fewer than ``min_decoded_share`` x ``expected_frames`` frames is
     ``truncated``: a damaged file is never featurised as if it were whole.
@@ -105,25 +98,26 @@ def decode_segments(
         wanted = set(segment_centres(guess, num_segments).tolist()) if guess else set()
         count, kept = _decode(path, wanted, deadline)
         if count == 0:
-            return SegmentFailure(rejections.TOO_FEW_FRAMES, "no frame decodes")
+            raise ClipFailure(rejections.TOO_FEW_FRAMES, "no frame decodes")
         if guess and count < min_decoded_share * guess:
-            return SegmentFailure(rejections.TRUNCATED, f"decodes {count} of {guess} expected frames "
-                                  f"(< {min_decoded_share:g})")
+            raise ClipFailure(rejections.TRUNCATED, f"decodes {count} of {guess} expected frames "
+                              f"(< {min_decoded_share:g})")
         indices = segment_centres(count, num_segments)
         if count != guess:  # the expected count was wrong or unknown: take the right frames in a second pass
             if guess:
-                log.warning("%s decodes %d frames, not the %d expected: sampling over the %d", path, count, guess, count)
+                log.warning("%s decodes %d frames, not the %d expected: sampling over the %d", path, count, guess,
+                            count)
             count2, kept = _decode(path, set(indices.tolist()), deadline)
             if count2 != count:
-                return SegmentFailure(rejections.DECODE_FAILED, f"decoded {count} then {count2} frames")
+                raise ClipFailure(rejections.DECODE_FAILED, f"decoded {count} then {count2} frames")
         frames = np.empty((num_segments, crop_size, crop_size, 3), dtype=np.uint8)
         for t, index in enumerate(indices):
             frames[t] = centre_crop(resize_short_side(kept[int(index)], short_side), crop_size)
         return frames
     except FileNotFoundError:
-        return SegmentFailure(rejections.MISSING_FILE, f"{path} not found")
+        raise ClipFailure(rejections.MISSING_FILE, f"{path} not found") from None
     except TimeoutError:
-        return SegmentFailure(rejections.TIMEOUT, f"decoding took longer than {timeout_s:g} s")
+        raise ClipFailure(rejections.TIMEOUT, f"decoding took longer than {timeout_s:g} s") from None
     except (av.error.FFmpegError, ValueError, OSError, cv2.error) as exc:
         detail = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
-        return SegmentFailure(rejections.DECODE_FAILED, detail)
+        raise ClipFailure(rejections.DECODE_FAILED, detail) from None

@@ -1,13 +1,13 @@
-"""The frozen backbones: creation, weights (pretrained / checkpoint / seeded random), and running them.
+"""What both frozen backbones share: their weights, their device, and running them fast and safely.
 
-- :func:`create_audio_backbone`: any timm model with ``num_classes=0`` (pooled features). Weights from
-  timm's own pretrained loading (its cache directory is respected, offline works when cached), from a
-  state_dict file, or a random initialisation seeded with ``seed`` (reproducible across runs and
-  machines) that is logged as a WARNING.
-- :func:`build_tsn`: an MMAction2 ``Recognizer2D`` built from a config file with MMAction2's registry
-  (through :mod:`maivar.mmaction_compat`), plus an optional MMAction2 checkpoint.
-- A checkpoint that is missing, unreadable, or whose keys or shapes do not fit the model is a one-line
-  :class:`~maivar.errors.PipelineError`.
+The backbones themselves are built where their modality lives: the audio one (any timm model) in
+:func:`maivar.audio.features.create_audio_backbone`, the video one (an MMAction2 TSN) in
+:func:`maivar.video.tsn.build_tsn`. Both use, from here:
+
+- :class:`Weights` (where the weights came from), :func:`load_checkpoint_into` (a checkpoint that is
+  missing, unreadable, or whose keys or shapes do not fit the model is a one-line
+  :class:`~maivar.core.errors.PipelineError`) and :func:`warn_random_weights` (a seeded random
+  initialisation is reproducible, and logged as a WARNING);
 - :func:`weights_sha256` hashes a model's state (names, shapes, dtypes, values) so that the outputs
   record exactly which weights made them.
 - :func:`select_device`, :func:`prepare_for_inference` (eval, frozen, channels_last, optional BatchNorm
@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
 
-from .errors import PipelineError
+from maivar.core.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +69,14 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     """A state dict from a checkpoint file (bare, or under ``state_dict`` / ``model`` as trainers save it)."""
     path = Path(path)
     if not path.is_file():
-        raise PipelineError(f"checkpoint {path} does not exist: fix the checkpoint path in params.yaml or set it to null")
+        raise PipelineError(f"checkpoint {path} does not exist: fix the checkpoint path in params.yaml or set it to "
+                            "null")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user-facing error
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise PipelineError(f"checkpoint {path} cannot be read ({first[:200]}): is it a PyTorch state_dict file?") from None
+        raise PipelineError(f"checkpoint {path} cannot be read ({first[:200]}): is it a PyTorch state_dict "
+                            "file?") from None
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -100,104 +102,11 @@ def load_checkpoint_into(model: nn.Module, path: str | Path, *, ignore_prefixes:
     model.load_state_dict(state, strict=False)
 
 
-def _warn_random(what: str, seed: int) -> None:
+def warn_random_weights(what: str, seed: int) -> None:
     log.warning(
         "%s: RANDOM weights (seed %d), no checkpoint or pretrained weights: its features are NOT the paper's; "
         "set a checkpoint / pretrained in params.yaml for real results", what, seed,
     )
-
-
-def create_audio_backbone(
-    name: str, *, pretrained: bool, checkpoint: str | None, seed: int
-) -> tuple[nn.Module, Weights]:
-    """A timm model with pooled features (``num_classes=0``) and where its weights came from."""
-    import timm
-
-    if not timm.is_model(name):
-        raise PipelineError(f"unknown timm model {name!r} in extract_audio.backbone: see timm.list_models()")
-    torch.manual_seed(seed)
-    use_timm_weights = bool(pretrained) and not checkpoint
-    try:
-        model = timm.create_model(name, pretrained=use_timm_weights, num_classes=0)
-    except Exception as exc:  # noqa: BLE001 - e.g. no cached weights offline
-        if not use_timm_weights:
-            raise
-        first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise PipelineError(
-            f"timm cannot load pretrained weights for {name} ({first}): connect once to fill its cache, "
-            "or set extract_audio.checkpoint to a state_dict file"
-        ) from None
-    if checkpoint:
-        classifier = model.pretrained_cfg.get("classifier") if hasattr(model, "pretrained_cfg") else None
-        ignore = tuple(f"{c}." for c in ([classifier] if isinstance(classifier, str) else classifier or []))
-        load_checkpoint_into(model, checkpoint, ignore_prefixes=ignore)
-        source = f"checkpoint:{checkpoint}"
-    elif use_timm_weights:
-        source = "timm-pretrained"
-    else:
-        _warn_random(f"audio backbone {name}", seed)
-        source = "random"
-    model.eval()
-    return model, Weights(source, source != "random", weights_sha256(model))
-
-
-def load_mmaction_config(config_path: str | Path):
-    from mmengine.config import Config
-
-    path = Path(config_path)
-    if not path.is_file():
-        raise PipelineError(f"MMAction2 config {path} does not exist: fix extract_video.config in params.yaml")
-    try:
-        return Config.fromfile(str(path))
-    except Exception as exc:  # noqa: BLE001
-        raise PipelineError(f"MMAction2 config {path} cannot be read: {str(exc).splitlines()[0][:200]}") from None
-
-
-def _quiet_init_weights(model: nn.Module) -> None:
-    """MMAction2's ``init_weights`` logs one INFO paragraph per parameter: run it with that logger at WARNING."""
-    from mmengine.logging import MMLogger
-
-    logger = MMLogger.get_current_instance()
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        model.init_weights()
-    finally:
-        logger.setLevel(level)
-
-
-def build_tsn(config_path: str | Path, *, checkpoint: str | None, seed: int) -> tuple[nn.Module, Weights, object]:
-    """The MMAction2 recognizer of ``config_path`` with its weights; returns (model, weights, config)."""
-    from .mmaction_compat import import_mmaction
-
-    import_mmaction()
-    from mmaction.registry import MODELS
-
-    cfg = load_mmaction_config(config_path)
-    if "model" not in cfg:
-        raise PipelineError(f"MMAction2 config {config_path} has no `model`")
-    backbone_cfg = cfg.model.get("backbone", {})
-    if isinstance(backbone_cfg.get("pretrained"), str):
-        raise PipelineError(
-            f"{config_path}: backbone.pretrained must be None (no downloads); give weights with extract_video.checkpoint"
-        )
-    torch.manual_seed(seed)
-    try:
-        model = MODELS.build(cfg.model)
-    except Exception as exc:  # noqa: BLE001
-        raise PipelineError(f"MMAction2 cannot build the model of {config_path}: {str(exc).splitlines()[0][:200]}") from None
-    if not hasattr(model, "extract_feat") or not hasattr(model, "backbone"):
-        raise PipelineError(f"{config_path}: the model is not a Recognizer2D-like recognizer (no extract_feat/backbone)")
-    if checkpoint:
-        # Only the backbone makes the features: a checkpoint's head (any number of classes) is not used.
-        load_checkpoint_into(model, checkpoint, ignore_prefixes=("cls_head.", "data_preprocessor."))
-        source = f"checkpoint:{checkpoint}"
-    else:
-        _quiet_init_weights(model)
-        _warn_random(f"video backbone ({Path(config_path).name})", seed)
-        source = "random"
-    model.eval()
-    return model, Weights(source, source != "random", weights_sha256(model.backbone)), cfg
 
 
 def prepare_for_inference(model: nn.Module, device: torch.device, *, compile_model: bool = False,
@@ -332,7 +241,8 @@ class OomGuard:
                 start += n
             except torch.cuda.OutOfMemoryError:
                 if n == 1:
-                    raise PipelineError("out of GPU memory with a batch of one: use a smaller model or input, or device: cpu") from None
+                    raise PipelineError("out of GPU memory with a batch of one: use a smaller model or input, or "
+                                        "device: cpu") from None
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
                 self.chunk = max(1, n // 2)

@@ -9,7 +9,7 @@ Formats, as distributed with UCF101 (CRLF or LF line ends both accepted, blank l
 Class names are matched case-insensitively (UCF101 itself spells ``HandStandPushups`` in ``classInd.txt``
 and ``HandstandPushups`` elsewhere); the manifest uses ``classInd.txt``'s spelling. The trailing index of
 a list line is ignored: the class comes from the path. A malformed line is a one-line
-:class:`~maivar.errors.PipelineError` naming the file and the line; a well-formed line that names a class
+:class:`~maivar.core.errors.PipelineError` naming the file and the line; a well-formed line that names a class
 ``classInd.txt`` lacks is returned as an ``unknown_class`` rejection (it never stops the stage).
 
 Class presets for ``prepare.classes``: ``all``; ``paper``, the paper's 51 classes (UCF101 minus UCF50, the
@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import PipelineError
+from maivar.core.errors import PipelineError
 
 CLASS_LIST_DIR = Path(__file__).parent / "class_lists"
 PRESETS = {"paper": CLASS_LIST_DIR / "paper51.txt"}

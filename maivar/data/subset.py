@@ -30,13 +30,15 @@ import logging
 import math
 import os
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from . import rejections as R
-from .errors import PipelineError
-from .media import FRAME_CHECKS, MediaFault, demux_audio, probe_video
-from .parallel import Failure, guarded_map
+from maivar.core import rejections as R
+from maivar.core.errors import PipelineError
+from maivar.core.parallel import guarded_map
+from maivar.core.rejections import ClipFailure, Rejection, check_rejected_share
+
+from .media import FRAME_CHECKS, demux_audio, probe_video
 from .ucf101 import ListedVideo, read_split, select_classes
 
 log = logging.getLogger(__name__)
@@ -63,16 +65,6 @@ class ExamineTask:
     frame_check: str = "packets"
 
 
-@dataclass(frozen=True)
-class Examined:
-    """The outcome of step 1 for one video: ``reason`` is None when it passed."""
-
-    id: str
-    reason: str | None
-    detail: str = ""
-    info: dict = field(default_factory=dict)
-
-
 @dataclass
 class Subset:
     manifest: list[dict]
@@ -81,44 +73,40 @@ class Subset:
     metrics: dict
 
 
-def examine_video(task: ExamineTask) -> Examined:
-    """Step 1 for one video (a :func:`~maivar.parallel.guarded_map` worker); leaves a WAV only if it passed."""
+def examine_video(task: ExamineTask) -> dict:
+    """Step 1 for one video (a :func:`~maivar.core.parallel.guarded_map` worker): the video's manifest
+    columns when it passes, else a :class:`ClipFailure` naming the first check it fails. Leaves a WAV only
+    when it passes."""
     path = Path(task.video_path)
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        return Examined(task.id, R.MISSING_FILE, f"{path} does not exist")
+        raise ClipFailure(R.MISSING_FILE, f"{path} does not exist") from None
     except OSError as exc:
-        return Examined(task.id, R.UNREADABLE_VIDEO, f"cannot stat {path}: {exc.strerror}")
+        raise ClipFailure(R.UNREADABLE_VIDEO, f"cannot stat {path}: {exc.strerror}") from None
     if st.st_size == 0 and path.is_file():
-        return Examined(task.id, R.EMPTY_FILE, "0 bytes")
+        raise ClipFailure(R.EMPTY_FILE, "0 bytes")
     wav = Path(task.wav_path)
-    try:
-        probe = probe_video(path, task.frame_check)
-        info = {"duration_s": round(probe.duration_s, 6), "fps": round(probe.fps, 6), "frames": probe.frames,
-                "width": probe.width, "height": probe.height,
-                # the "partial" record: frames held / declared (a kept video holds at least min_decoded_share)
-                "decoded_share": round(probe.decoded_frames / probe.frames, 4) if probe.frames else 0.0}
-        if probe.frames and probe.decoded_frames < task.min_decoded_share * probe.frames:
-            return Examined(task.id, R.TRUNCATED, f"holds {probe.decoded_frames} of {probe.frames} declared "
-                            f"frames ({task.frame_check})", info)
-        if not probe.has_audio:
-            return Examined(task.id, R.NO_AUDIO_STREAM, "the container has no audio stream", info)
-        level = demux_audio(path, wav, sample_rate=task.sample_rate, channels=task.channels,
-                            timeout_s=task.timeout_s)
-    except MediaFault as fault:
-        return Examined(task.id, fault.reason, fault.detail)
+    probe = probe_video(path, task.frame_check)
+    info = {"duration_s": round(probe.duration_s, 6), "fps": round(probe.fps, 6), "frames": probe.frames,
+            "width": probe.width, "height": probe.height,
+            # the "partial" record: frames held / declared (a kept video holds at least min_decoded_share)
+            "decoded_share": round(probe.decoded_frames / probe.frames, 4) if probe.frames else 0.0}
+    if probe.frames and probe.decoded_frames < task.min_decoded_share * probe.frames:
+        raise ClipFailure(R.TRUNCATED, f"holds {probe.decoded_frames} of {probe.frames} declared frames "
+                          f"({task.frame_check})")
+    if not probe.has_audio:
+        raise ClipFailure(R.NO_AUDIO_STREAM, "the container has no audio stream")
+    level = demux_audio(path, wav, sample_rate=task.sample_rate, channels=task.channels, timeout_s=task.timeout_s)
     info.update(audio_sample_rate=level.sample_rate, audio_channels=level.channels,
                 audio_peak_dbfs=_round_db(level.peak_dbfs), audio_rms_dbfs=_round_db(level.rms_dbfs))
-    reason = detail = None
     if probe.duration_s > 0 and level.duration_s < task.min_decoded_share * probe.duration_s:
-        reason, detail = R.TRUNCATED, f"audio decodes {level.duration_s:.2f} s of {probe.duration_s:.2f} s declared"
-    elif not level.peak_dbfs >= task.silence_dbfs:
-        reason, detail = R.SILENT_AUDIO, f"peak {level.peak_dbfs:.1f} dBFS < {task.silence_dbfs:g} dBFS"
-    if reason:
         wav.unlink(missing_ok=True)
-        return Examined(task.id, reason, detail, info)
-    return Examined(task.id, None, "", info)
+        raise ClipFailure(R.TRUNCATED, f"audio decodes {level.duration_s:.2f} s of {probe.duration_s:.2f} s declared")
+    if not level.peak_dbfs >= task.silence_dbfs:
+        wav.unlink(missing_ok=True)
+        raise ClipFailure(R.SILENT_AUDIO, f"peak {level.peak_dbfs:.1f} dBFS < {task.silence_dbfs:g} dBFS")
+    return info
 
 
 def _round_db(value: float) -> float:
@@ -126,14 +114,16 @@ def _round_db(value: float) -> float:
 
 
 def apply_class_rule(
-    listed: list[ListedVideo], examined: dict[str, Examined], classes: list[str], min_class_audio_share: float
+    listed: list[ListedVideo], examined: dict[str, dict | ClipFailure], classes: list[str],
+    min_class_audio_share: float,
 ) -> tuple[list[str], dict[str, float]]:
-    """Step 2: the kept classes (in ``classes`` order) and every examined class's share of passing videos."""
+    """Step 2: the kept classes (in ``classes`` order) and every examined class's share of passing videos
+    (``examined``: a passing video's manifest columns, or its :class:`ClipFailure`)."""
     total, passed = Counter(), Counter()
     for video in listed:
         if video.id in examined:
             total[video.class_name] += 1
-            passed[video.class_name] += examined[video.id].reason is None
+            passed[video.class_name] += not isinstance(examined[video.id], ClipFailure)
     share = {c: passed[c] / total[c] for c in classes if total[c]}
     kept = [c for c in classes if c in share and passed[c] > 0 and share[c] >= min_class_audio_share]
     return kept, share
@@ -144,7 +134,7 @@ def build_subset(
     listed: list[ListedVideo],
     unknown: list[ListedVideo],
     selected: list[str],
-    examined: dict[str, Examined],
+    examined: dict[str, dict | ClipFailure],
     *,
     video_paths: dict[str, str],
     audio_dir: str,
@@ -168,7 +158,7 @@ def build_subset(
             reject(video, R.NOT_IN_CLASS_LIST, "class not selected by prepare.classes")
             continue
         result = examined[video.id]
-        if result.reason is not None:
+        if isinstance(result, ClipFailure):
             reject(video, result.reason, result.detail)
         elif video.class_name not in label:
             reject(video, R.CLASS_WITHOUT_AUDIO, f"only {share[video.class_name]:.0%} of the class's videos have "
@@ -176,7 +166,7 @@ def build_subset(
         else:
             manifest.append({"id": video.id, "class_name": video.class_name, "label": label[video.class_name],
                              "split": video.split, "video_path": video_paths[video.id],
-                             "audio_path": f"{audio_dir}/{video.id}.wav", **result.info})
+                             "audio_path": f"{audio_dir}/{video.id}.wav", **result})
     manifest.sort(key=lambda r: r["id"])
     rejected.sort(key=lambda r: r["id"])
     reasons = Counter(r["reason"] for r in rejected)
@@ -200,14 +190,9 @@ def build_subset(
 
 def check_subset(subset: Subset, max_rejected_share: float) -> None:
     """Fail (one line) when nothing is kept or when faults exceed ``max_rejected_share`` of the probed videos."""
-    m = subset.metrics
-    faults = [r for r in subset.rejections if r["reason"] in FAULTS]
-    if m["probed"] and len(faults) > max_rejected_share * m["probed"]:
-        top = Counter(r["reason"] for r in faults).most_common(3)
-        raise PipelineError(
-            f"{len(faults)} of {m['probed']} probed videos are broken or missing "
-            f"({', '.join(f'{k}: {v}' for k, v in top)}; e.g. {faults[0]['id']}: {faults[0]['detail']}), more than "
-            f"prepare.max_rejected_share={max_rejected_share:g}: check dataset.root, or raise the share")
+    faults = [Rejection(r["id"], r["reason"], r["detail"]) for r in subset.rejections if r["reason"] in FAULTS]
+    check_rejected_share(faults, subset.metrics["probed"], max_rejected_share, what="probed videos are broken or "
+                         "missing", param="prepare.max_rejected_share", hint="check dataset.root")
     if not subset.manifest:
         top = ", ".join(f"{k}: {v}" for k, v in Counter(r["reason"] for r in subset.rejections).most_common(4))
         raise PipelineError(f"no video passed the audio-subset rule ({top or 'nothing listed'}): check dataset.root, "
@@ -263,10 +248,9 @@ def prepare_subset(
              for v in to_probe]
     results = guarded_map(examine_video, tasks, workers=workers, timeout_s=timeout_s, desc="probe+demux")
     examined = {}
-    for task, result in zip(tasks, results):
-        if isinstance(result, Failure):
+    for task, result in zip(tasks, results, strict=True):
+        if isinstance(result, ClipFailure):  # e.g. a worker killed after a timeout: its WAV may be half-written
             Path(task.wav_path).unlink(missing_ok=True)
-            result = Examined(task.id, result.reason, result.detail)
         examined[task.id] = result
     subset = build_subset(lists.classes, lists.videos, lists.unknown, selected, examined, video_paths=video_paths,
                           audio_dir=audio_dir, min_class_audio_share=min_class_audio_share)

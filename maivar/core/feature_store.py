@@ -20,24 +20,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import h5py
 import numpy as np
 
 from .atomic import atomic_path
 from .errors import PipelineError
+from .rejections import Rejection
 
 STR = h5py.string_dtype("utf-8")
-
-
-@dataclass(frozen=True)
-class Rejection:
-    id: str
-    reason: str
-    detail: str = ""
 
 
 @dataclass
@@ -152,7 +146,7 @@ def open_store(path: str | Path, data_name: str, *, load_data: bool = True) -> S
             rej = h5["rejected"]
             rejected = [
                 Rejection(*(v.decode() if isinstance(v, bytes) else v for v in row))
-                for row in zip(rej["ids"][()], rej["reasons"][()], rej["details"][()])
+                for row in zip(rej["ids"][()], rej["reasons"][()], rej["details"][()], strict=True)
             ]
             attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in h5.attrs.items()}
             data = h5[data_name][()] if load_data else None

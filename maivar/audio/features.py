@@ -1,0 +1,210 @@
+"""Audio images -> pooled backbone features (paper Sec. III-A.2: IRv2's 1536-d AvgPool features).
+
+The images (N x S x S x 3 uint8, from ``images.h5``) are read in DataLoader workers, moved to the device
+as uint8, resized there to ``input_size`` (bilinear), scaled to [0, 1] and normalised with ``mean`` /
+``std`` (ImageNet's, as the authors did, or the model's own), and run through the frozen backbone in
+batches. Output rows are in input order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from maivar.core.errors import PipelineError
+from maivar.core.feature_store import LazyRows, create_store, open_store
+from maivar.core.parallel import default_start_method, default_workers
+from maivar.core.params import resolve_workers
+from maivar.extraction.backbones import (
+    OomGuard,
+    Weights,
+    autocast,
+    compute_dtype,
+    load_checkpoint_into,
+    prepare_for_inference,
+    select_device,
+    warn_random_weights,
+    weights_sha256,
+)
+from maivar.extraction.resume import Journal, Resumed, file_identity
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def create_audio_backbone(
+    name: str, *, pretrained: bool, checkpoint: str | None, seed: int
+) -> tuple[nn.Module, Weights]:
+    """A timm model with pooled features (``num_classes=0``) and where its weights came from."""
+    import timm
+
+    if not timm.is_model(name):
+        raise PipelineError(f"unknown timm model {name!r} in extract_audio.backbone: see timm.list_models()")
+    torch.manual_seed(seed)
+    use_timm_weights = bool(pretrained) and not checkpoint
+    try:
+        model = timm.create_model(name, pretrained=use_timm_weights, num_classes=0)
+    except Exception as exc:
+        if not use_timm_weights:
+            raise
+        first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise PipelineError(
+            f"timm cannot load pretrained weights for {name} ({first}): connect once to fill its cache, "
+            "or set extract_audio.checkpoint to a state_dict file"
+        ) from None
+    if checkpoint:
+        classifier = model.pretrained_cfg.get("classifier") if hasattr(model, "pretrained_cfg") else None
+        ignore = tuple(f"{c}." for c in ([classifier] if isinstance(classifier, str) else classifier or []))
+        load_checkpoint_into(model, checkpoint, ignore_prefixes=ignore)
+        source = f"checkpoint:{checkpoint}"
+    elif use_timm_weights:
+        source = "timm-pretrained"
+    else:
+        warn_random_weights(f"audio backbone {name}", seed)
+        source = "random"
+    model.eval()
+    return model, Weights(source, source != "random", weights_sha256(model))
+
+
+
+
+def normalization(model: nn.Module, name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``imagenet``: ImageNet's mean/std (the authors' notebook); ``model``: the timm model's own."""
+    if name == "imagenet":
+        return IMAGENET_MEAN, IMAGENET_STD
+    if name == "model":
+        cfg = getattr(model, "pretrained_cfg", {}) or {}
+        return tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))
+    raise ValueError(f"normalization must be imagenet or model (got {name!r})")
+
+
+class _Rows(Dataset):
+    def __init__(self, rows: Sequence[np.ndarray], start: int = 0):
+        self.rows = rows
+        self.start = start
+
+    def __len__(self) -> int:
+        return len(self.rows) - self.start
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(self.rows[self.start + i]))
+
+
+def preprocess(images: torch.Tensor, *, input_size: int, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """B x S x S x 3 uint8 -> B x 3 x input_size x input_size float, normalised (channels_last layout)."""
+    x = images.permute(0, 3, 1, 2).float().div_(255.0)
+    if x.shape[-1] != input_size or x.shape[-2] != input_size:
+        x = F.interpolate(x, size=(input_size, input_size), mode="bilinear", align_corners=False, antialias=True)
+    return (x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
+
+
+@torch.inference_mode()
+def extract_audio_features(
+    model: nn.Module,
+    images: Sequence[np.ndarray],
+    *,
+    input_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    batch_size: int,
+    workers: int,
+    device: torch.device,
+    progress: bool = True,
+    journal: Journal | None = None,
+) -> np.ndarray:
+    """N x D float32 pooled features of ``images`` (any row-indexable N x S x S x 3 uint8 source).
+
+    With a ``journal`` (:mod:`maivar.resume`), finished batches are journaled and the images an interrupted
+    run already finished are taken from it.
+    """
+    n = len(images)
+    dim = int(model.num_features)
+    out = np.empty((n, dim), dtype=np.float32)
+    if n == 0:
+        return out
+    done = journal.load() if journal is not None else Resumed()
+    if done.stop:
+        log.info("resuming: %d of %d images were done by an interrupted run (%s)", done.stop, n, journal.dir)
+        out[: done.stop] = np.concatenate(done.features)
+    on_cuda = device.type == "cuda"
+    loader = DataLoader(
+        _Rows(images, done.stop), batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=on_cuda,
+        persistent_workers=False, multiprocessing_context=default_start_method() if workers else None,
+    )
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=device)
+    std_t = torch.tensor(std, dtype=torch.float32, device=device)
+    guard = OomGuard(batch_size)
+
+    def forward(chunk: torch.Tensor) -> torch.Tensor:
+        x = preprocess(chunk, input_size=input_size, mean=mean_t, std=std_t)
+        x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device):
+            return model(x).float()
+
+    row = done.stop
+    try:
+        with tqdm(total=n, initial=row, desc="audio features", unit="img", disable=not progress,
+                  mininterval=1.0) as bar:
+            for batch in loader:
+                feats = guard(forward, batch.to(device, non_blocking=on_cuda)).cpu().numpy()
+                out[row : row + len(batch)] = feats
+                if journal is not None:
+                    journal.add(row, row + len(batch), list(range(row, row + len(batch))), feats, [])
+                row += len(batch)
+                bar.update(len(batch))
+    finally:
+        if journal is not None:
+            journal.write_quietly()  # the finished batches survive an interruption
+    return out
+
+
+def extract_audio_stage(images_path: str | Path, out_path: str | Path, p: dict) -> None:
+    """Stage extract_audio: the image store at ``images_path`` -> the feature store at ``out_path``.
+
+    ``p`` is the ``extract_audio`` params section. The output holds ``features`` N x D float32, ids/labels
+    aligned with the images, the input's rejections carried over, and attributes recording the backbone,
+    input size, normalisation and weights (source, sha256).
+    """
+    source = open_store(images_path, "images", load_data=False)
+    device = select_device(str(p["device"]))
+    model, weights = create_audio_backbone(
+        str(p["backbone"]), pretrained=bool(p["pretrained"]), checkpoint=p["checkpoint"], seed=int(p["seed"])
+    )
+    folded = prepare_for_inference(model, device, compile_model=bool(p["compile"]),
+                                   fold_batchnorm=bool(p["fuse_conv_bn"]), input_size=int(p["input_size"]))
+    mean, std = normalization(model, str(p["normalization"]))
+    attrs = {
+        "backbone": p["backbone"], "input_size": int(p["input_size"]), "normalization": p["normalization"],
+        "mean": list(mean), "std": list(std), "device": device.type, "dtype": compute_dtype(device),
+        "conv_bn_folded": folded, "representation": source.attrs.get("representation"), **weights.attrs(),
+    }
+    # finished batches of an interrupted run with the same images and settings are reused (maivar.extraction.resume)
+    journal = Journal(out_path, {"attrs": attrs, "batch_size": int(p["batch_size"]),
+                                 "images": file_identity(images_path), "ids": source.ids})
+    images = LazyRows(images_path, "images")
+    log.info("%d audio images -> %s at %d px on %s", len(images), p["backbone"], p["input_size"], device)
+    try:
+        feats = extract_audio_features(
+            model, images, input_size=int(p["input_size"]), mean=mean, std=std, batch_size=int(p["batch_size"]),
+            workers=resolve_workers(p["workers"]) or default_workers(), device=device, journal=journal,
+        )
+    finally:
+        images.close()
+    with create_store(out_path, data_name="features", n=len(feats), item_shape=feats.shape[1:],
+                      dtype=np.float32) as w:
+        if len(feats):
+            w.write_rows(0, feats)
+        w.finish(source.ids, source.labels, source.rejected, attrs)
+    journal.discard()
+    log.info("wrote %s: %d x %d features (weights: %s), %d rejected upstream", out_path, *feats.shape,
+             weights.source, len(source.rejected))

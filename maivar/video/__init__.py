@@ -1,0 +1,2 @@
+"""The video branch: TSN's segment sampling and frame decoding, and the frozen MMAction2 TSN (stage
+extract_video)."""
