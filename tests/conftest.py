@@ -37,26 +37,3 @@ def tiny_copy(tiny_dataset, tmp_path) -> tuple[Path, dict]:
     copy = tmp_path / "dataset"
     shutil.copytree(root, copy)
     return copy, summary
-
-
-def run_stage_interrupted(stage: str, work: Path, method: str):
-    """Run the stage (its dvc.yaml command) in ``work`` with ``StoreWriter.<method>`` of
-    :mod:`maivar.core.feature_store` raising KeyboardInterrupt (an interruption mid-write); returns the
-    CompletedProcess."""
-    import subprocess
-    import sys
-
-    from stage_cmd import stage_argv
-
-    argv = stage_argv(stage)
-    script = work / "interrupted.py"
-    script.write_text(
-        "import runpy, sys\n"
-        "from maivar.core import feature_store\n"
-        "def boom(self, *a, **k):\n"
-        "    raise KeyboardInterrupt\n"
-        f"feature_store.StoreWriter.{method} = boom\n"
-        f"sys.argv = {argv[1:]!r}\n"
-        f"runpy.run_path({argv[1]!r}, run_name='__main__')\n"
-    )
-    return subprocess.run([sys.executable, str(script)], cwd=work, capture_output=True, text=True, timeout=120)

@@ -19,8 +19,7 @@ from maivar.core import rejections
 from maivar.core.feature_store import LazyRows, create_store, open_store
 from maivar.core.rejections import Rejection
 
-from conftest import run_stage_interrupted
-from stage_cmd import run_stage
+from stage_cmd import run_stage, run_stage_in_process
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -108,30 +107,45 @@ def test_extract_audio_stage_end_to_end(tmp_path):
     assert attrs["conv_bn_folded"] == 20  # resnet18: every conv has a BN
 
 
-def test_extract_audio_stage_errors_and_interruption(tmp_path):
+def test_extract_audio_stage_errors_and_interruption(tmp_path, monkeypatch, capsys, caplog):
+    """In this process (the end-to-end test above runs the stage as DVC does): a one-line error, an interrupted
+    run resumed from its journal, the same output as a fresh run."""
+    from maivar.core import feature_store
+
     work = _stage_dir(tmp_path, images(2), ["v_a", "v_b"], [0, 1], [])
     params = yaml.safe_load((work / "params.yaml").read_text())
     params["extract_audio"]["checkpoint"] = "ckpt/absent.pt"
     (work / "params.yaml").write_text(yaml.safe_dump(params))
-    proc = run_stage("extract_audio", work)
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1].startswith("error: checkpoint ckpt/absent.pt does not exist")
+    capsys.readouterr()
+    assert run_stage_in_process("extract_audio", work) == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [err.strip()]  # one line, no traceback
+    assert err.startswith("error: checkpoint ckpt/absent.pt does not exist")
     params["extract_audio"]["checkpoint"] = None
     (work / "params.yaml").write_text(yaml.safe_dump(params))
-    proc = run_stage_interrupted("extract_audio", work, "write_rows")
-    assert proc.returncode == 130, proc.stderr[-2000:]
+    with monkeypatch.context() as m:  # interrupted (Ctrl-C) while writing the store
+        m.setattr(feature_store.StoreWriter, "write_rows", _interrupt)
+        assert run_stage_in_process("extract_audio", work) == 130
     # no output, no temporary: only the journal of the finished batches (maivar.extraction.resume)
     assert [p.name for p in (work / "data/features").iterdir()] == ["audio.h5.partial"]
-    proc = run_stage("extract_audio", work)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "resuming: 2 of 2 images were done by an interrupted run" in proc.stderr
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        assert run_stage_in_process("extract_audio", work) == 0
+    assert "resuming: 2 of 2 images were done by an interrupted run" in caplog.text
     assert [p.name for p in (work / "data/features").iterdir()] == ["audio.h5"]
     resumed = open_store(work / "data/features/audio.h5", "features").data
     (work / "data/features/audio.h5").unlink()
-    proc = run_stage("extract_audio", work)
-    assert proc.returncode == 0 and "resuming" not in proc.stderr
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        assert run_stage_in_process("extract_audio", work) == 0
+    assert "resuming" not in caplog.text
     assert np.array_equal(open_store(work / "data/features/audio.h5", "features").data, resumed)
     # missing input: one line
     (work / "data/audio_images/images.h5").unlink()
-    proc = run_stage("extract_audio", work)
-    assert proc.returncode == 1 and proc.stderr.strip().startswith("error:") and "Traceback" not in proc.stderr
+    capsys.readouterr()
+    assert run_stage_in_process("extract_audio", work) == 1
+    assert capsys.readouterr().err.startswith("error: data/audio_images/images.h5 does not exist")
+
+
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt

@@ -22,8 +22,7 @@ from maivar.video.features import (
 from maivar.video.frames import decode_segments, segment_centres
 from maivar.video.tsn import build_tsn
 
-from conftest import run_stage_interrupted
-from stage_cmd import run_stage
+from stage_cmd import run_stage, run_stage_in_process
 from test_backbones import write_tiny_tsn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -202,7 +201,10 @@ def test_extract_video_stage_end_to_end(tiny_tsn, tmp_path):
     assert attrs["dtype"] == "float32" and attrs["conv_bn_folded"] == 20  # ResNet-18: every conv has a BN
 
 
-def test_extract_video_stage_missing_checkpoint_and_interruption(tiny_tsn, tmp_path):
+def test_extract_video_stage_missing_checkpoint_and_interruption(tiny_tsn, tmp_path, monkeypatch, capsys, caplog):
+    """In this process (the end-to-end test above runs the stage as DVC does)."""
+    from maivar.core import feature_store
+
     _, _, config = tiny_tsn
     clips = _clips(tmp_path)
     rows = [dict(id=c.id, label=0, video_path=c.path, frames=c.expected_frames) for c in clips]
@@ -210,49 +212,62 @@ def test_extract_video_stage_missing_checkpoint_and_interruption(tiny_tsn, tmp_p
     params = yaml.safe_load((work / "params.yaml").read_text())
     params["extract_video"]["checkpoint"] = "nowhere/tsn.pth"
     (work / "params.yaml").write_text(yaml.safe_dump(params))
-    proc = run_stage("extract_video", work)
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1].startswith("error: checkpoint nowhere/tsn.pth does not exist")
+    capsys.readouterr()
+    assert run_stage_in_process("extract_video", work) == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [err.strip()]  # one line, no traceback
+    assert err.startswith("error: checkpoint nowhere/tsn.pth does not exist")
     # Interrupted while writing: no output, no temporary left behind.
     params["extract_video"]["checkpoint"] = None
     (work / "params.yaml").write_text(yaml.safe_dump(params))
-    proc = run_stage_interrupted("extract_video", work, "finish")
-    assert proc.returncode == 130, proc.stderr[-2000:]
+    with monkeypatch.context() as m:
+        m.setattr(feature_store.StoreWriter, "finish", _interrupt)
+        assert run_stage_in_process("extract_video", work) == 130
     # no output, no temporary: only the journal of the finished batches (maivar.extraction.resume)
     assert [p.name for p in (work / "data/features").iterdir()] == ["video.h5.partial"]
     with pytest.raises(FileNotFoundError):
         h5py.File(work / "data/features/video.h5", "r")
-    proc = run_stage("extract_video", work)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "resuming: 4 of 4 videos were done by an interrupted run" in proc.stderr
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        assert run_stage_in_process("extract_video", work) == 0
+    assert "resuming: 4 of 4 videos were done by an interrupted run" in caplog.text
     assert [p.name for p in (work / "data/features").iterdir()] == ["video.h5"]
     resumed = open_store(work / "data/features/video.h5", "features")
     (work / "data/features/video.h5").unlink()
-    proc = run_stage("extract_video", work)
-    assert proc.returncode == 0 and "resuming" not in proc.stderr
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        assert run_stage_in_process("extract_video", work) == 0
+    assert "resuming" not in caplog.text
     fresh = open_store(work / "data/features/video.h5", "features")
     assert fresh.ids == resumed.ids and fresh.rejected == resumed.rejected
     assert np.array_equal(fresh.data, resumed.data)
 
 
-@pytest.mark.slow
-def test_default_config_matches_mmaction2_standard_test_pipeline(tmp_path):
-    """configs/tsn_r50_video.py on a 320x240 video: our route gives MMAction2's own features (~20 s on 2 cores)."""
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("config,sizes", [("tsn_r50_video.py", (256, 224)), ("tsn_r50_video_112.py", (128, 112))])
+def test_configs_match_mmaction2_standard_test_pipeline(tmp_path, config, sizes):
+    """Each shipped config on a 320x240 video: our route (PyAV decoding, our sampling, resize and crop, batching)
+    gives MMAction2's own test-pipeline features. 3 segments keep it cheap; the sampling rule for any
+    number of segments is checked against SampleFrames above."""
     from mmengine.dataset import Compose, pseudo_collate
 
+    segments = 3
     video = make_video(tmp_path / "v.avi", 50, width=320, height=240, step=4)
-    model, _, cfg = build_tsn(ROOT / "configs/tsn_r50_video.py", checkpoint=None, seed=0)
+    model, _, cfg = build_tsn(ROOT / "configs" / config, checkpoint=None, seed=0)
     pre = preprocessing_from_config(cfg)
-    assert (pre.short_side, pre.crop_size) == (256, 224)
-    rows, ours, _ = extract_video_features(model, [VideoClip("v", str(video), 50)], num_segments=25, pre=pre,
-                                           batch_videos=1, workers=0, device=CPU, timeout_s=60, progress=False)
-    assert rows == [0] and ours.shape == (1, 25, 2048)
-    steps = [dict(s, num_clips=25) if s["type"] == "SampleFrames" else s for s in cfg.test_pipeline]
+    assert (pre.short_side, pre.crop_size) == sizes
+    rows, ours, _ = extract_video_features(model, [VideoClip("v", str(video), 50)], num_segments=segments, pre=pre,
+                                           batch_videos=1, workers=1, device=CPU, timeout_s=60, progress=False)
+    assert rows == [0] and ours.shape == (1, segments, 2048)
+    steps = [dict(s, num_clips=segments) if s["type"] == "SampleFrames" else s for s in cfg.test_pipeline]
     data = Compose(steps)(dict(filename=str(video), label=-1, start_index=0, modality="RGB"))
     with torch.inference_mode():
         batch = model.data_preprocessor(pseudo_collate([data]), False)
         feats, _ = model.extract_feat(batch["inputs"], stage="backbone")
-    reference = feats.mean(dim=(2, 3)).reshape(1, 25, -1).numpy()
+    reference = feats.mean(dim=(2, 3)).reshape(1, segments, -1).numpy()
     np.testing.assert_allclose(ours, reference, rtol=1e-3, atol=1e-4 * np.abs(reference).max())
 
 
