@@ -21,18 +21,18 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ.setdefault(_var, "1")  # one core for the per-clip comparison
 
-import argparse  # noqa: E402
-import io  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import io
+import tempfile
+import time
+import warnings
+from pathlib import Path
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from maivar.audio import images as audio_images  # noqa: E402
-from maivar.audio.images import REPRESENTATIONS  # noqa: E402
-from maivar.core.params import load_params  # noqa: E402
+from maivar.audio import images as audio_images
+from maivar.audio.images import REPRESENTATIONS
+from maivar.core.params import load_params
 
 SR = 44100
 DURATION_S = 4.8  # the clip length of the reference figures in ../shared/notes/reference-routes.md

@@ -37,3 +37,16 @@ def tiny_copy(tiny_dataset, tmp_path) -> tuple[Path, dict]:
     copy = tmp_path / "dataset"
     shutil.copytree(root, copy)
     return copy, summary
+
+
+@pytest.fixture(scope="module")
+def tiny_tsn(tmp_path_factory):
+    """(model, preprocessing, config path) of a tiny TSN (ResNet-18, 32 px crops), randomly initialised."""
+    from maivar.video.features import preprocessing_from_config
+    from maivar.video.tsn import build_tsn
+
+    from test_backbones import write_tiny_tsn
+
+    config = write_tiny_tsn(tmp_path_factory.mktemp("cfg") / "tsn.py")
+    model, _, cfg = build_tsn(config, checkpoint=None, seed=0)
+    return model, preprocessing_from_config(cfg), config

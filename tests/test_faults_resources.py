@@ -1,5 +1,5 @@
 """Fault injection, resources (issue 6, part 6): bounded memory and file handles over many files, and stores
-opened lazily inside DataLoader workers under both ``fork`` and ``spawn``."""
+opened lazily inside DataLoader workers under ``fork``, ``forkserver`` and ``spawn``."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def test_a_thousand_files_with_a_leaky_decoder_stay_bounded_by_worker_recycling(
     assert rss() - parent < 20 * MB  # the parent holds only results, not the workers' garbage
 
 
-@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+@pytest.mark.parametrize("start_method", ["fork", "forkserver", "spawn"])
 def test_lazy_store_rows_open_inside_dataloader_workers(tmp_path, start_method):
     import torch
     from torch.utils.data import DataLoader

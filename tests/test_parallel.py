@@ -114,3 +114,47 @@ def test_start_method_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv("MAIVAR_START_METHOD", "threads")
     with pytest.raises(PipelineError, match="MAIVAR_START_METHOD"):
         default_start_method()
+
+
+ORPHAN = """import os, sys, time
+from maivar.core.parallel import guarded_imap
+def slow(x):
+    time.sleep(0.2)
+    return os.getpid()
+if __name__ == "__main__":
+    results = guarded_imap(slow, list(range(200)), workers=2, timeout_s=30, start_method=sys.argv[1])
+    print(" ".join(str(p) for p in {next(results) for _ in range(4)}), flush=True)
+    time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_workers_end_quietly_when_their_parent_is_killed(tmp_path, method):
+    """A SIGKILLed stage cannot stop its workers: they must notice and end by themselves, under every start
+    method (under fork the pipe never reports the parent's death: sibling workers hold its other end)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "pool.py"
+    script.write_text(ORPHAN)
+    proc = subprocess.Popen([sys.executable, str(script), method], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        workers = [int(p) for p in proc.stdout.readline().split()]
+        assert workers and proc.poll() is None
+    finally:
+        proc.kill()
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(_running(p) for p in workers):
+        time.sleep(0.1)
+    assert not [p for p in workers if _running(p)], "workers outlived their killed parent"
+    assert proc.stderr.read() == ""  # no traceback from a worker whose pipe broke
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

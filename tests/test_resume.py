@@ -15,7 +15,7 @@ from maivar.extraction.resume import Journal, file_identity
 from maivar.video.features import extract_video_features
 
 from test_audio_features import images as audio_images
-from test_video_features import CPU, _clips, tiny_tsn  # noqa: F401 - tiny_tsn is a fixture
+from test_video_features import CPU, _clips
 
 
 def _journal(tmp_path, identity=None, every_s=0.0):
@@ -95,7 +95,7 @@ class _Interrupting(torch.nn.Module):
         return self.model(x)
 
 
-def test_interrupted_video_extraction_resumes_and_gives_the_same_features(tiny_tsn, tmp_path):  # noqa: F811
+def test_interrupted_video_extraction_resumes_and_gives_the_same_features(tiny_tsn, tmp_path):
     model, pre, _ = tiny_tsn
     clips = _clips(tmp_path)  # a, b, bad (rejected), c
     kwargs = dict(num_segments=4, pre=pre, device=CPU, timeout_s=30, progress=False, batch_videos=1, workers=1)

@@ -23,7 +23,6 @@ from maivar.video.frames import decode_segments, segment_centres
 from maivar.video.tsn import build_tsn
 
 from stage_cmd import run_stage, run_stage_in_process
-from test_backbones import write_tiny_tsn
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -115,13 +114,6 @@ def test_a_video_that_fails_mid_way_is_rejected(tmp_path):
     with pytest.raises(ClipFailure) as result:
         decode(tmp_path / "cut.avi", expected=40)
     assert result.value.reason == rejections.DECODE_FAILED and result.value.detail
-
-
-@pytest.fixture(scope="module")
-def tiny_tsn(tmp_path_factory):
-    config = write_tiny_tsn(tmp_path_factory.mktemp("cfg") / "tsn.py")
-    model, weights, cfg = build_tsn(config, checkpoint=None, seed=0)
-    return model, preprocessing_from_config(cfg), config
 
 
 def test_per_segment_features_equal_the_backbone_plus_average_pool(tiny_tsn):

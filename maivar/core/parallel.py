@@ -82,7 +82,7 @@ def _worker_loop(conn, parent_end, fn, parent_pid: int, method: str) -> None:
                 if not _parent_alive(parent_pid, method):
                     return
             task = conn.recv()
-        except EOFError:
+        except (EOFError, OSError):  # the parent closed the pipe, or died (ConnectionResetError)
             return
         if task is None or not _parent_alive(parent_pid, method):  # no more work, or work for a dead parent
             return
