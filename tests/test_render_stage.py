@@ -19,7 +19,7 @@ from maivar.core.feature_store import open_store
 from maivar.core.manifest import read_manifest
 from maivar.core.params import load_params
 
-from stage_cmd import run_stage
+from stage_cmd import run_stage, run_stage_in_process
 
 REPO = Path(__file__).resolve().parents[1]
 SR = 22050
@@ -154,17 +154,18 @@ def test_manifest_errors_are_one_line(tmp_path):
         read_manifest(bad, MANIFEST_COLUMNS)
 
 
-def _stage(tmp_path, representation, **render):
+def _params(tmp_path, representation, **render):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["representation"] = representation
     params["render"].update(size=32, sample_rate=SR, previews_per_class=1, workers=2, **render)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    return run_stage("render", tmp_path)
 
 
 def test_stage_entry_point_writes_the_declared_outputs(tmp_path):
+    """The stage as DVC runs it: its dvc.yaml command, in a process of its own."""
     make_dataset(tmp_path)
-    proc = _stage(tmp_path, "mfcc_scaled")
+    _params(tmp_path, "mfcc_scaled")
+    proc = run_stage("render", tmp_path)
     assert proc.returncode == 0, proc.stderr
     store = open_store(tmp_path / "data" / "audio_images" / "images.h5", "images")
     assert store.attrs["representation"] == "mfcc_scaled" and len(store.ids) == 5
@@ -172,24 +173,27 @@ def test_stage_entry_point_writes_the_declared_outputs(tmp_path):
     assert "rejected v_Drum_g03_c01: missing_file" in proc.stderr
 
 
-def test_stage_with_an_unknown_representation_fails_with_one_line_listing_the_six(tmp_path):
+def _one_line_error(tmp_path, capsys) -> str:
+    capsys.readouterr()
+    assert run_stage_in_process("render", tmp_path) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1, err  # one line, no traceback
+    assert not (tmp_path / "data" / "audio_images").exists()
+    return err
+
+
+def test_stage_with_an_unknown_representation_fails_with_one_line_listing_the_six(tmp_path, capsys):
     make_dataset(tmp_path)
-    proc = _stage(tmp_path, "melspectrogram")
-    assert proc.returncode == 1
-    assert "Traceback" not in proc.stderr
-    line = proc.stderr.strip().splitlines()[-1]
+    _params(tmp_path, "melspectrogram")
+    line = _one_line_error(tmp_path, capsys)
     assert line.startswith("error: unknown representation 'melspectrogram'")
     assert all(name in line for name in REPRESENTATIONS)
-    assert not (tmp_path / "data" / "audio_images").exists()
 
 
-def test_stage_with_an_unknown_pixel_mapping_fails_with_one_line(tmp_path):
+def test_stage_with_an_unknown_pixel_mapping_fails_with_one_line(tmp_path, capsys):
     make_dataset(tmp_path)
-    proc = _stage(tmp_path, "chromagram", pixel_mapping="bicubic")
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    line = proc.stderr.strip().splitlines()[-1]
-    assert "pixel_mapping must be one of nearest, area, not 'bicubic'" in line
-    assert not (tmp_path / "data" / "audio_images").exists()
+    _params(tmp_path, "chromagram", pixel_mapping="bicubic")
+    assert "pixel_mapping must be one of nearest, area, not 'bicubic'" in _one_line_error(tmp_path, capsys)
 
 
 def test_pixel_mapping_is_recorded_and_changes_the_images(tmp_path):
