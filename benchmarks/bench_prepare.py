@@ -26,9 +26,10 @@ import time
 from pathlib import Path
 
 from maivar.core.params import load_params, resolve_workers
+from maivar.data.datasets import PRESETS, read_class_list
 from maivar.data.media import ffmpeg_exe
 from maivar.data.subset import prepare_subset
-from maivar.data.ucf101 import PRESETS, read_class_list, read_split
+from maivar.data.ucf101 import read_split
 from maivar.synthetic import ClipTask, class_specs, make_clip
 
 REPO = Path(__file__).resolve().parents[1]

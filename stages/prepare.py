@@ -15,10 +15,12 @@ def main() -> None:
     dataset, p = params["dataset"], params["prepare"]
     with atomic_path(args.audio, directory=True) as wav_dir:
         subset = prepare_subset(
-            dataset["root"], split=int(dataset["split"]), classes=p["classes"], wav_dir=wav_dir, audio_dir=args.audio,
+            dataset["root"], format=dataset.get("format", "ucf101"), split=int(dataset["split"]),
+            annotations=dataset.get("annotations"), classes=p["classes"], wav_dir=wav_dir, audio_dir=args.audio,
             sample_rate=int(p["sample_rate"]), channels=int(p["channels"]), silence_dbfs=float(p["silence_dbfs"]),
             min_class_audio_share=float(p["min_class_audio_share"]),
-            min_decoded_share=float(p["min_decoded_share"]), timeout_s=float(p["timeout_s"]),
+            min_decoded_share=float(p["min_decoded_share"]), min_audio_coverage=float(p["min_audio_coverage"]),
+            timeout_s=float(p["timeout_s"]),
             frame_check=p["frame_check"], workers=resolve_workers(p["workers"]),
         )
         check_subset(subset, float(p["max_rejected_share"]))

@@ -15,6 +15,7 @@ import yaml
 from maivar.core import rejections as R
 from maivar.core.errors import PipelineError
 from maivar.core.rejections import ClipFailure
+from maivar.data.datasets import ListedClip
 from maivar.data.media import demux_audio, ffmpeg_exe, measure_wav, probe_video
 from maivar.data.subset import (
     FAULTS,
@@ -25,7 +26,6 @@ from maivar.data.subset import (
     examine_video,
     prepare_subset,
 )
-from maivar.data.ucf101 import ListedVideo
 
 from conftest import REPO, TINY
 from stage_cmd import run_stage
@@ -137,19 +137,29 @@ def test_truncated_video_is_caught_by_either_frame_check(tiny_dataset, tmp_path,
     assert result.value.reason == R.TRUNCATED and not (tmp_path / "cut.wav").exists()
 
 
-def test_truncated_audio_is_caught_when_video_frames_look_complete(tiny_dataset, tmp_path):
-    """A WAV far shorter than the container's declared duration is 'truncated', even with ffmpeg exiting 0."""
+@pytest.mark.parametrize("min_coverage", [0.5, 0.3])
+def test_audio_that_ends_early_is_kept_or_rejected_for_its_coverage_never_truncated(tiny_dataset, tmp_path,
+                                                                                 min_coverage):
+    """A whole picture whose sound stops after 0.4 s of 1 s: an ordinary recording, not a damaged file. Its
+    audio_coverage (0.4) decides against prepare.min_audio_coverage."""
     root, summary = tiny_dataset
     voiced = [c for c in summary["classes"] if c not in summary["classes_without_audio"]]
     src = next(p for p in clips_of(root, voiced[0]) if p.stem not in summary["silent_clips"])
     short = tmp_path / "short.avi"
     ffmpeg("-i", src, "-c:v", "copy", "-c:a", "pcm_s16le", "-af", "atrim=0:0.4", short)
-    with pytest.raises(ClipFailure) as result:
-        examine_video(ExamineTask(id="short", video_path=str(short), wav_path=str(tmp_path / "short.wav"),
-                                  sample_rate=44100, channels=2, min_decoded_share=0.9, silence_dbfs=-60,
-                                  timeout_s=30))
-    assert result.value.reason == R.TRUNCATED and "audio" in result.value.detail
-    assert not (tmp_path / "short.wav").exists()
+    task = ExamineTask(id="short", video_path=str(short), wav_path=str(tmp_path / "short.wav"), sample_rate=44100,
+                       channels=2, min_decoded_share=0.9, silence_dbfs=-60, timeout_s=30,
+                       min_audio_coverage=min_coverage)
+    if min_coverage > 0.4:
+        with pytest.raises(ClipFailure) as result:
+            examine_video(task)
+        assert result.value.reason == R.AUDIO_TOO_SHORT and "0.40 s of the picture's 1.00 s" in result.value.detail
+        assert not (tmp_path / "short.wav").exists()
+        assert R.AUDIO_TOO_SHORT not in FAULTS  # a property of the recording, not a broken file
+    else:
+        info = examine_video(task)
+        assert info["audio_coverage"] == pytest.approx(0.4, abs=0.01) and info["decoded_share"] == 1.0
+        assert measure_wav(tmp_path / "short.wav").duration_s == pytest.approx(0.4, abs=0.01)
 
 
 def test_demux_failure_and_deterministic_wav(tiny_dataset, tmp_path):
@@ -170,7 +180,7 @@ def test_demux_failure_and_deterministic_wav(tiny_dataset, tmp_path):
 
 
 def _listed(cls: str, n: int, split="train"):
-    return [ListedVideo(f"v_{cls}_g{i + 8:02d}_c01", cls, split, f"{cls}/v_{cls}_g{i + 8:02d}_c01.avi", "t:1")
+    return [ListedClip(f"v_{cls}_g{i + 8:02d}_c01", cls, split, f"{cls}/v_{cls}_g{i + 8:02d}_c01.avi", "t:1")
             for i in range(n)]
 
 
@@ -187,7 +197,7 @@ def test_class_rule_share_threshold_labels_and_class_without_audio():
     assert kept == ["A", "C", "D"] and share["B"] == 0.25
     sel = ["A", "B", "C"]  # D outside the class list: not examined, not_in_class_list
     ex = {k: v for k, v in examined.items() if "_D_" not in k}
-    subset = build_subset(classes, listed, [], sel, ex, video_paths={v.id: v.rel_path for v in listed},
+    subset = build_subset(classes, listed, [], sel, ex,
                           audio_dir="au", min_class_audio_share=0.5)
     assert subset.classes == ["A", "C"]
     assert {r["class_name"]: r["label"] for r in subset.manifest} == {"A": 0, "C": 1}
@@ -207,7 +217,7 @@ def test_check_subset_fails_on_zero_videos_and_on_too_many_faults():
 
     def subset_with(n_faults):
         ex = {v.id: ClipFailure(R.MISSING_FILE, "gone") if i < n_faults else dict(ok) for i, v in enumerate(listed)}
-        return build_subset(["A"], listed, [], ["A"], ex, video_paths={v.id: v.rel_path for v in listed},
+        return build_subset(["A"], listed, [], ["A"], ex,
                             audio_dir="a", min_class_audio_share=0.0)
 
     check_subset(subset_with(7), 0.7)  # 7 of 10: not more than 0.7
@@ -262,7 +272,7 @@ def test_stages_synthesize_then_prepare_end_to_end(tmp_path):
 
 
 @pytest.mark.parametrize("change,message", [
-    ({"classes": ["NoSuchClass"]}, "prepare.classes names classes that classInd.txt lacks"),
+    ({"classes": ["NoSuchClass"]}, "prepare.classes names classes that the dataset lacks"),
     ({"silence_dbfs": 10.0}, "no video passed the audio-subset rule"),
 ])
 def test_stage_failures_are_one_line_errors(tmp_path, tiny_dataset, change, message):

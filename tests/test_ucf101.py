@@ -9,10 +9,16 @@ import pytest
 from maivar.core import rejections as R
 from maivar.core.errors import PipelineError
 from maivar.core.rejections import ClipFailure
+from maivar.data.datasets import PRESETS, ListedClip, read_class_list, select_classes
 from maivar.data.subset import build_subset
-from maivar.data.ucf101 import PRESETS, read_class_index, read_class_list, read_split, select_classes
+from maivar.data.ucf101 import read_class_index, read_split
 
 from conftest import UCF_LISTS
+
+
+def clips(videos) -> list[ListedClip]:
+    """The split lists' entries as the clips a Listing holds (paths as written in the lists)."""
+    return [ListedClip(v.id, v.class_name, v.split, v.rel_path, v.source) for v in videos]
 
 
 def write_lists(d: Path, classind: str, train: str, test: str, split: int = 1) -> Path:
@@ -53,9 +59,8 @@ def test_audio_subset_rule_on_official_lists_keeps_the_51_classes_without_ucf50(
     silent = {c.lower() for c in UCF50}
     examined = {v.id: ClipFailure(R.NO_AUDIO_STREAM, "the container has no audio stream")
                 if v.class_name.lower() in silent else {"duration_s": 7.0} for v in lists.videos}
-    subset = build_subset(lists.classes, lists.videos, lists.unknown, lists.classes, examined,
-                          video_paths={v.id: v.rel_path for v in lists.videos}, audio_dir="a",
-                          min_class_audio_share=0.5)
+    subset = build_subset(lists.classes, clips(lists.videos), clips(lists.unknown), lists.classes, examined,
+                          audio_dir="a", min_class_audio_share=0.5)
     m = subset.metrics
     assert (m["classes"], m["train"], m["test"], m["videos"]) == (51, 4901, 1944, 6845)
     assert subset.classes == select_classes("paper", lists.classes)  # the rule and the preset agree
@@ -121,7 +126,7 @@ def test_malformed_classind_line_is_one_line_error_naming_file_and_line(tmp_path
     assert "classInd.txt line 3" in msg and bad in msg and "\n" not in msg
 
 
-@pytest.mark.parametrize("bad", ["Alpha/v_Alpha_g08_c01.mp4 1", "v_Alpha_g08_c01.avi 1", "Alpha/v.avi 1 2",
+@pytest.mark.parametrize("bad", ["Alpha/v_Alpha_g08_c01 1", "v_Alpha_g08_c01.avi 1", "Alpha/v.avi 1 2",
                                  "Alpha/v_Alpha_g08_c01.avi one"])
 def test_malformed_split_line_is_one_line_error_naming_file_and_line(tmp_path, bad):
     d = write_lists(tmp_path, CLASSIND, f"Alpha/v_Alpha_g09_c01.avi 1\n{bad}\n", "")
@@ -155,9 +160,9 @@ def test_unknown_class_line_becomes_an_unknown_class_rejection(tmp_path):
     assert [v.id for v in lists.videos] == ["v_Alpha_g08_c01"]
     unknown = [(v.id, v.class_name, v.source) for v in lists.unknown]
     assert unknown == [("v_Delta_g08_c01", "Delta", "trainlist01.txt:2")]
-    subset = build_subset(lists.classes, lists.videos, lists.unknown, ["Alpha"],
+    subset = build_subset(lists.classes, clips(lists.videos), clips(lists.unknown), ["Alpha"],
                           {"v_Alpha_g08_c01": {"duration_s": 1.0}},
-                          video_paths={"v_Alpha_g08_c01": "x.avi"}, audio_dir="a", min_class_audio_share=0.5)
+                          audio_dir="a", min_class_audio_share=0.5)
     rows = {r["id"]: r for r in subset.rejections}
     assert rows["v_Delta_g08_c01"]["reason"] == "unknown_class"
     assert "trainlist01.txt:2" in rows["v_Delta_g08_c01"]["detail"]

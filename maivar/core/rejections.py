@@ -24,6 +24,7 @@ EMPTY_FILE = "empty_file"  # 0 bytes
 UNREADABLE_VIDEO = "unreadable_video"  # the container cannot be opened or has no video stream
 NO_AUDIO_STREAM = "no_audio_stream"  # the container has no audio stream
 SILENT_AUDIO = "silent_audio"  # an audio stream whose peak is below the silence threshold
+AUDIO_TOO_SHORT = "audio_too_short"  # a whole picture whose audio stops early: below prepare.min_audio_coverage
 DEMUX_FAILED = "demux_failed"  # ffmpeg failed, or wrote nothing usable
 TRUNCATED = "truncated"  # decoded much less than the container declares
 TIMEOUT = "timeout"  # a probe, demux or decode took longer than its timeout and was killed
@@ -43,6 +44,7 @@ ALL = (
     UNREADABLE_VIDEO,
     NO_AUDIO_STREAM,
     SILENT_AUDIO,
+    AUDIO_TOO_SHORT,
     DEMUX_FAILED,
     TRUNCATED,
     TIMEOUT,

@@ -5,7 +5,8 @@ Traps this module handles (each seen with the current PyAV/ffmpeg builds):
 - a truncated AVI opens fine, decodes about half its frames and half its audio without an error, and
   ffmpeg exits 0 with a half-length WAV: :func:`probe_video` counts the frames the file really holds
   (packets, or decoded frames) next to what the container *declares* (the AVI header's frame count), and
-  the caller compares the WAV's duration with the declared duration; the exit code is never trusted alone;
+  the caller compares the frames held with those declared, and records how much of the picture's duration
+  the WAV covers; the exit code is never trusted alone;
 - a damaged header can make FFmpeg's format probe fall back to a raw elementary stream that "opens" but
   declares no length: that is ``unreadable_video``;
 - ffmpeg without ``-y`` and with an open stdin waits forever at its overwrite prompt: every call has
@@ -36,10 +37,11 @@ from maivar.core.rejections import ClipFailure
 
 @dataclass(frozen=True)
 class VideoProbe:
-    duration_s: float  # declared: the header's frame count / fps (container duration when that is absent)
+    duration_s: float  # declared: the header's frame count / fps (container duration when that is absent);
+    #                    for a window [start_s, end_s): its length
     fps: float
-    frames: int  # declared frame count (0 when the container does not say)
-    decoded_frames: int
+    frames: int  # declared frame count (0 when the container does not say); for a window: round(length x fps)
+    decoded_frames: int  # the frames the file holds (in the window)
     width: int
     height: int
     has_audio: bool
@@ -74,12 +76,17 @@ def _one_line(text: str, limit: int = 300) -> str:
 FRAME_CHECKS = ("packets", "decode")
 
 
-def probe_video(path: str | Path, frame_check: str = "packets") -> VideoProbe:
+def probe_video(path: str | Path, frame_check: str = "packets", start_s: float | None = None,
+                end_s: float | None = None) -> VideoProbe:
     """Open the container, read its declared properties and count the video frames it really holds.
 
     ``frame_check="packets"`` counts the video packets (in AVI one chunk per frame, dropped frames included)
     without decoding: it catches truncation at a fraction of a millisecond per video. ``"decode"`` decodes
     every packet (no colour conversion, about 20x slower) and also rejects streams that fail to decode.
+
+    With a window (``start_s``, ``end_s``: a clip out of a longer video), only the frames whose time
+    (:func:`frame_time`) lies in ``[start_s, end_s)`` count, and the window declares ``round((end_s -
+    start_s) x fps)`` frames: a video shorter than the window holds fewer, as a truncated one does.
     """
     if frame_check not in FRAME_CHECKS:
         raise ValueError(f"frame_check must be one of {FRAME_CHECKS}, got {frame_check!r}")
@@ -103,11 +110,21 @@ def probe_video(path: str | Path, frame_check: str = "packets") -> VideoProbe:
                                  "length, so truncation cannot be checked: a damaged header?")
             width, height = stream.codec_context.width, stream.codec_context.height
             has_audio = bool(container.streams.audio)
+            windowed = start_s is not None
+            if windowed:
+                duration = end_s - start_s
+                declared = int(round(duration * fps))
             counted = 0
             try:
                 for packet in container.demux(stream):
                     if packet.dts is None and packet.size == 0:
                         continue  # the end-of-stream marker PyAV yields last
+                    if windowed:
+                        t = frame_time(packet.pts, stream)
+                        if t is None or not start_s <= t < end_s:
+                            if frame_check == "decode":
+                                packet.decode()  # keep the decoder's state; the frame is outside the window
+                            continue
                     counted += len(packet.decode()) if frame_check == "decode" else 1
             except av.FFmpegError as exc:
                 raise ClipFailure(rejections.DECODE_FAILED, f"after {counted} frames: {_one_line(exc)}") from None
@@ -121,9 +138,20 @@ def probe_video(path: str | Path, frame_check: str = "packets") -> VideoProbe:
                       height=height, has_audio=has_audio)
 
 
-def demux_command(src: str | Path, dst: str | Path, *, sample_rate: int, channels: int) -> list[str]:
-    """The ffmpeg command (built with ffmpeg-python) that writes the first audio stream as 16-bit PCM WAV."""
-    stream = ffmpeg.input(str(src)).output(
+def frame_time(pts: int | None, stream) -> float | None:
+    """A packet's or frame's time in seconds from the start of its stream (``pts`` in the stream's time base,
+    less the stream's start time): what a window ``[start_s, end_s)`` of a clip is measured in."""
+    if pts is None or stream.time_base is None:
+        return None
+    return float((pts - (stream.start_time or 0)) * stream.time_base)
+
+
+def demux_command(src: str | Path, dst: str | Path, *, sample_rate: int, channels: int,
+                  start_s: float | None = None, end_s: float | None = None) -> list[str]:
+    """The ffmpeg command (built with ffmpeg-python) that writes the first audio stream as 16-bit PCM WAV
+    (only ``[start_s, end_s)`` of it, when a window is given)."""
+    window = {} if start_s is None else {"ss": f"{start_s:.6f}", "t": f"{end_s - start_s:.6f}"}
+    stream = ffmpeg.input(str(src), **window).output(
         str(dst), f="wav", map="0:a:0", vn=None, acodec="pcm_s16le", ac=channels, ar=sample_rate,
         map_metadata=-1, fflags="+bitexact", **{"flags:a": "+bitexact"},
     )
@@ -131,8 +159,9 @@ def demux_command(src: str | Path, dst: str | Path, *, sample_rate: int, channel
         cmd=ffmpeg_exe(), overwrite_output=True)
 
 
-def demux_audio(src: str | Path, dst: str | Path, *, sample_rate: int, channels: int, timeout_s: float) -> AudioLevel:
-    """Demux ``src``'s audio to the WAV ``dst`` and measure it.
+def demux_audio(src: str | Path, dst: str | Path, *, sample_rate: int, channels: int, timeout_s: float,
+                start_s: float | None = None, end_s: float | None = None) -> AudioLevel:
+    """Demux ``src``'s audio (its window ``[start_s, end_s)`` when given) to the WAV ``dst`` and measure it.
 
     ffmpeg writes to a temporary sibling; the WAV is renamed into place only after it was read back. A
     non-zero exit, an unreadable or empty result, or a timeout raises :class:`ClipFailure` (and leaves no
@@ -140,7 +169,7 @@ def demux_audio(src: str | Path, dst: str | Path, *, sample_rate: int, channels:
     """
     dst = Path(dst)
     tmp = dst.with_name(f".{dst.name}.part")
-    cmd = demux_command(src, tmp, sample_rate=sample_rate, channels=channels)
+    cmd = demux_command(src, tmp, sample_rate=sample_rate, channels=channels, start_s=start_s, end_s=end_s)
     try:
         try:
             proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout_s)

@@ -1,22 +1,26 @@
 """The audio subset (paper IV-A): which listed videos are kept, and why the others are not.
 
-The rule, applied to the videos listed in the chosen split (``dataset.split``) of a UCF101-layout root:
+The rule, applied to the clips the dataset lists (:mod:`maivar.data.datasets`: UCF101's split
+``dataset.split``, a CSV, or Kinetics' annotations; a clip may be a window of a longer video):
 
-0. **Class list** (``prepare.classes``: ``all`` | ``paper`` | a list). Videos of other classes are
-   ``not_in_class_list`` and are not opened; a list line naming a class ``classInd.txt`` lacks is
+0. **Class list** (``prepare.classes``: ``all`` | a preset | a list). Clips of other classes are
+   ``not_in_class_list`` and are not opened; a UCF101 list line naming a class ``classInd.txt`` lacks is
    ``unknown_class``.
-1. **Per video**, in this order (the first failing check is the reason):
+1. **Per clip**, in this order (the first failing check is the reason):
    file present (``missing_file``), non-empty (``empty_file``), the container opens with a video stream
    and declares its length (``unreadable_video``), the frames it holds (``frame_check: packets``, or
    ``decode``: every frame decoded, else ``decode_failed``) number at least ``min_decoded_share`` x the
-   declared count (``truncated``), an audio stream is present
+   declared count (``truncated``: a damaged or cut file), an audio stream is present
    (``no_audio_stream``), ffmpeg demuxes it to a WAV (``demux_failed``; ``sample_rate``, ``channels``,
-   16-bit), the WAV lasts at least ``min_decoded_share`` x the declared duration (``truncated``), and its
+   16-bit), the audio covers at least ``min_audio_coverage`` of the picture's duration
+   (``audio_too_short``: a recording whose sound stops early; the manifest records every kept clip's
+   ``audio_coverage``, and render draws the audio that exists over the image's whole width), and its
    peak is at least ``silence_dbfs`` (``silent_audio``). A probe or demux running longer than
    ``timeout_s`` is killed (``timeout``); a crashed worker gives ``crashed``.
-2. **Per class**: a class is kept when the share of its listed videos that passed step 1 is at least
-   ``min_class_audio_share``; the passing videos of a dropped class become ``class_without_audio``.
-3. **Labels** are contiguous 0..C-1 over the kept classes, in ``classInd.txt`` order.
+2. **Per class**: a class is kept when the share of its listed clips that passed step 1 is at least
+   ``min_class_audio_share``; the passing clips of a dropped class become ``class_without_audio``.
+3. **Labels** are contiguous 0..C-1 over the kept classes, in the dataset's class order (``classInd.txt``
+   for UCF101, sorted names otherwise).
 
 On UCF101 with ``classes: paper`` and split 1 this gives 51 classes and 4901 train / 1944 test before
 step 1 (the paper's 4893 / 1944 after it). The stage fails when nothing is kept, or when per-video
@@ -38,16 +42,16 @@ from maivar.core.errors import PipelineError
 from maivar.core.parallel import guarded_map
 from maivar.core.rejections import ClipFailure, Rejection, check_rejected_share
 
+from .datasets import ListedClip, read_listing, select_classes
 from .media import FRAME_CHECKS, demux_audio, probe_video
-from .ucf101 import ListedVideo, read_split, select_classes
 
 log = logging.getLogger(__name__)
 
 FAULTS = (R.MISSING_FILE, R.EMPTY_FILE, R.UNREADABLE_VIDEO, R.DECODE_FAILED, R.TRUNCATED, R.DEMUX_FAILED,
           R.TIMEOUT, R.CRASHED)
-MANIFEST_COLUMNS = ("id", "class_name", "label", "split", "video_path", "audio_path", "duration_s", "fps",
-                    "frames", "width", "height", "audio_sample_rate", "audio_channels", "audio_peak_dbfs",
-                    "audio_rms_dbfs", "decoded_share")
+MANIFEST_COLUMNS = ("id", "class_name", "label", "split", "video_path", "audio_path", "start_s", "end_s",
+                    "duration_s", "fps", "frames", "width", "height", "audio_sample_rate", "audio_channels",
+                    "audio_peak_dbfs", "audio_rms_dbfs", "audio_coverage", "decoded_share")
 MAX_LOGGED = 20  # faults named one by one in the log; all of them are in the rejection list
 REJECTION_COLUMNS = ("id", "class_name", "split", "video_path", "reason", "detail")
 
@@ -63,6 +67,9 @@ class ExamineTask:
     silence_dbfs: float
     timeout_s: float
     frame_check: str = "packets"
+    min_audio_coverage: float = 0.0
+    start_s: float | None = None  # a window of the video (a clip out of a longer one)
+    end_s: float | None = None
 
 
 @dataclass
@@ -74,7 +81,7 @@ class Subset:
 
 
 def examine_video(task: ExamineTask) -> dict:
-    """Step 1 for one video (a :func:`~maivar.core.parallel.guarded_map` worker): the video's manifest
+    """Step 1 for one clip (a :func:`~maivar.core.parallel.guarded_map` worker): the clip's manifest
     columns when it passes, else a :class:`ClipFailure` naming the first check it fails. Leaves a WAV only
     when it passes."""
     path = Path(task.video_path)
@@ -87,22 +94,31 @@ def examine_video(task: ExamineTask) -> dict:
     if st.st_size == 0 and path.is_file():
         raise ClipFailure(R.EMPTY_FILE, "0 bytes")
     wav = Path(task.wav_path)
-    probe = probe_video(path, task.frame_check)
+    window = {"start_s": task.start_s, "end_s": task.end_s}
+    probe = probe_video(path, task.frame_check, **window)
     info = {"duration_s": round(probe.duration_s, 6), "fps": round(probe.fps, 6), "frames": probe.frames,
             "width": probe.width, "height": probe.height,
             # the "partial" record: frames held / declared (a kept video holds at least min_decoded_share)
             "decoded_share": round(probe.decoded_frames / probe.frames, 4) if probe.frames else 0.0}
+    if task.start_s is not None:
+        info.update(window)
+    in_window = " in its window" if task.start_s is not None else ""
     if probe.frames and probe.decoded_frames < task.min_decoded_share * probe.frames:
-        raise ClipFailure(R.TRUNCATED, f"holds {probe.decoded_frames} of {probe.frames} declared frames "
+        raise ClipFailure(R.TRUNCATED, f"holds {probe.decoded_frames} of {probe.frames} declared frames{in_window} "
                           f"({task.frame_check})")
     if not probe.has_audio:
         raise ClipFailure(R.NO_AUDIO_STREAM, "the container has no audio stream")
-    level = demux_audio(path, wav, sample_rate=task.sample_rate, channels=task.channels, timeout_s=task.timeout_s)
+    level = demux_audio(path, wav, sample_rate=task.sample_rate, channels=task.channels, timeout_s=task.timeout_s,
+                        **window)
+    coverage = level.duration_s / probe.duration_s if probe.duration_s > 0 else 1.0
     info.update(audio_sample_rate=level.sample_rate, audio_channels=level.channels,
-                audio_peak_dbfs=_round_db(level.peak_dbfs), audio_rms_dbfs=_round_db(level.rms_dbfs))
-    if probe.duration_s > 0 and level.duration_s < task.min_decoded_share * probe.duration_s:
+                audio_peak_dbfs=_round_db(level.peak_dbfs), audio_rms_dbfs=_round_db(level.rms_dbfs),
+                audio_coverage=round(coverage, 4))
+    if coverage < task.min_audio_coverage:
         wav.unlink(missing_ok=True)
-        raise ClipFailure(R.TRUNCATED, f"audio decodes {level.duration_s:.2f} s of {probe.duration_s:.2f} s declared")
+        raise ClipFailure(R.AUDIO_TOO_SHORT, f"the audio lasts {level.duration_s:.2f} s of the picture's "
+                          f"{probe.duration_s:.2f} s ({coverage:.0%} < prepare.min_audio_coverage "
+                          f"{task.min_audio_coverage:g})")
     if not level.peak_dbfs >= task.silence_dbfs:
         wav.unlink(missing_ok=True)
         raise ClipFailure(R.SILENT_AUDIO, f"peak {level.peak_dbfs:.1f} dBFS < {task.silence_dbfs:g} dBFS")
@@ -114,7 +130,7 @@ def _round_db(value: float) -> float:
 
 
 def apply_class_rule(
-    listed: list[ListedVideo], examined: dict[str, dict | ClipFailure], classes: list[str],
+    listed: list[ListedClip], examined: dict[str, dict | ClipFailure], classes: list[str],
     min_class_audio_share: float,
 ) -> tuple[list[str], dict[str, float]]:
     """Step 2: the kept classes (in ``classes`` order) and every examined class's share of passing videos
@@ -131,12 +147,11 @@ def apply_class_rule(
 
 def build_subset(
     lists_classes: list[str],
-    listed: list[ListedVideo],
-    unknown: list[ListedVideo],
+    listed: list[ListedClip],
+    unknown: list[ListedClip],
     selected: list[str],
     examined: dict[str, dict | ClipFailure],
     *,
-    video_paths: dict[str, str],
     audio_dir: str,
     min_class_audio_share: float,
 ) -> Subset:
@@ -147,9 +162,9 @@ def build_subset(
     label = {c: i for i, c in enumerate(kept)}
     manifest, rejected = [], []
 
-    def reject(video: ListedVideo, reason: str, detail: str) -> None:
+    def reject(video: ListedClip, reason: str, detail: str) -> None:
         rejected.append({"id": video.id, "class_name": video.class_name, "split": video.split,
-                         "video_path": video_paths.get(video.id, ""), "reason": reason, "detail": detail})
+                         "video_path": video.path, "reason": reason, "detail": detail})
 
     for video in unknown:
         reject(video, R.UNKNOWN_CLASS, f"{video.source}: class {video.class_name!r} is not in classInd.txt")
@@ -165,7 +180,7 @@ def build_subset(
                    f"audible audio (< {min_class_audio_share:.0%})")
         else:
             manifest.append({"id": video.id, "class_name": video.class_name, "label": label[video.class_name],
-                             "split": video.split, "video_path": video_paths[video.id],
+                             "split": video.split, "video_path": video.path,
                              "audio_path": f"{audio_dir}/{video.id}.wav", **result})
     manifest.sort(key=lambda r: r["id"])
     rejected.sort(key=lambda r: r["id"])
@@ -202,7 +217,6 @@ def check_subset(subset: Subset, max_rejected_share: float) -> None:
 def prepare_subset(
     root: str | Path,
     *,
-    split: int,
     classes,
     wav_dir: str | Path,
     audio_dir: str,
@@ -212,39 +226,35 @@ def prepare_subset(
     min_class_audio_share: float,
     min_decoded_share: float,
     timeout_s: float,
+    format: str = "ucf101",
+    split: int = 1,
+    annotations=None,
+    min_audio_coverage: float = 0.0,
     frame_check: str = "packets",
     workers: int | None = None,
 ) -> Subset:
-    """Run the whole rule on the dataset at ``root``; WAVs of kept videos are left in ``wav_dir``.
+    """Run the whole rule on the dataset at ``root`` (``format``, ``split`` for UCF101, ``annotations`` for
+    csv / kinetics: :func:`maivar.data.datasets.read_listing`); WAVs of kept clips are left in ``wav_dir``.
 
     ``audio_dir`` is how the manifest names the WAVs' folder (the final place ``wav_dir`` is renamed to).
     """
     if frame_check not in FRAME_CHECKS:
         raise PipelineError(f"prepare.frame_check is {frame_check!r}: use one of {', '.join(FRAME_CHECKS)}")
-    root = Path(root)
-    if not root.is_dir():
-        raise PipelineError(f"dataset root {root} does not exist: set dataset.root in params.yaml to a folder in "
-                            "UCF101 layout (UCF-101/ and ucfTrainTestlist/), or run the synthesize stage")
-    videos_dir = root / "UCF-101"
-    if not videos_dir.is_dir():
-        raise PipelineError(f"{videos_dir} does not exist: dataset.root must hold UCF-101/<Class>/*.avi")
-    lists = read_split(root / "ucfTrainTestlist", split)
-    selected = select_classes(classes, lists.classes)
-    class_dirs = {p.name.lower(): p.name for p in videos_dir.iterdir() if p.is_dir()}
-
-    def video_path(v: ListedVideo) -> str:
-        cls, name = v.rel_path.split("/")
-        return str(videos_dir / class_dirs.get(cls.lower(), cls) / name)
-
-    video_paths = {v.id: video_path(v) for v in lists.videos + lists.unknown}
+    if not 0 <= min_audio_coverage <= 1:
+        raise PipelineError(f"prepare.min_audio_coverage is {min_audio_coverage!r}: a share of the picture's "
+                            "duration, 0..1")
+    listing = read_listing(root, format=format, split=split, annotations=annotations)
+    selected = select_classes(classes, listing.classes)
     chosen = set(selected)
-    to_probe = sorted((v for v in lists.videos if v.class_name in chosen), key=lambda v: v.id)
-    log.info("split %d: %d videos listed (%d classes), %d of %d selected classes to probe, %d unknown-class lines",
-             split, len(lists.videos) + len(lists.unknown), len(lists.classes), len(to_probe), len(selected),
-             len(lists.unknown))
-    tasks = [ExamineTask(id=v.id, video_path=video_paths[v.id], wav_path=str(Path(wav_dir) / f"{v.id}.wav"),
+    to_probe = sorted((v for v in listing.clips if v.class_name in chosen), key=lambda v: v.id)
+    where = f"split {split}" if format == "ucf101" else f"{format} dataset"
+    log.info("%s: %d clips listed (%d classes), %d of %d selected classes to probe, %d unknown-class lines", where,
+             len(listing.clips) + len(listing.unknown), len(listing.classes), len(to_probe), len(selected),
+             len(listing.unknown))
+    tasks = [ExamineTask(id=v.id, video_path=v.path, wav_path=str(Path(wav_dir) / f"{v.id}.wav"),
                          sample_rate=sample_rate, channels=channels, min_decoded_share=min_decoded_share,
-                         silence_dbfs=silence_dbfs, timeout_s=timeout_s * 0.9, frame_check=frame_check)
+                         silence_dbfs=silence_dbfs, timeout_s=timeout_s * 0.9, frame_check=frame_check,
+                         min_audio_coverage=min_audio_coverage, start_s=v.start_s, end_s=v.end_s)
              for v in to_probe]
     results = guarded_map(examine_video, tasks, workers=workers, timeout_s=timeout_s, desc="probe+demux")
     examined = {}
@@ -252,20 +262,20 @@ def prepare_subset(
         if isinstance(result, ClipFailure):  # e.g. a worker killed after a timeout: its WAV may be half-written
             Path(task.wav_path).unlink(missing_ok=True)
         examined[task.id] = result
-    subset = build_subset(lists.classes, lists.videos, lists.unknown, selected, examined, video_paths=video_paths,
-                          audio_dir=audio_dir, min_class_audio_share=min_class_audio_share)
+    subset = build_subset(listing.classes, listing.clips, listing.unknown, selected, examined, audio_dir=audio_dir,
+                          min_class_audio_share=min_class_audio_share)
     kept_ids = {r["id"] for r in subset.manifest}
-    for task in tasks:  # WAVs of videos whose class was dropped
+    for task in tasks:  # WAVs of clips whose class was dropped
         if task.id not in kept_ids:
             Path(task.wav_path).unlink(missing_ok=True)
     for reason, count in subset.metrics["rejected"].items():
-        log.info("rejected %d video(s): %s", count, reason)
+        log.info("rejected %d clip(s): %s", count, reason)
     noteworthy = [r for r in subset.rejections if r["reason"] in FAULTS or r["reason"] == R.UNKNOWN_CLASS]
     for row in noteworthy[:MAX_LOGGED]:
         log.warning("%s: %s (%s)", row["id"], row["reason"], row["detail"])
     if len(noteworthy) > MAX_LOGGED:
         log.warning("... and %d more (see the rejection list)", len(noteworthy) - MAX_LOGGED)
-    log.info("kept %d videos of %d classes: %d train / %d test", subset.metrics["videos"], subset.metrics["classes"],
+    log.info("kept %d clips of %d classes: %d train / %d test", subset.metrics["videos"], subset.metrics["classes"],
              subset.metrics["train"], subset.metrics["test"])
     return subset
 

@@ -1,4 +1,4 @@
-"""UCF101's split lists (``ucfTrainTestlist/``) and the class presets.
+"""Dataset format ``ucf101``: ``UCF-101/<Class>/<file>.<ext>`` and the split lists (``ucfTrainTestlist/``).
 
 Formats, as distributed with UCF101 (CRLF or LF line ends both accepted, blank lines skipped):
 
@@ -6,14 +6,16 @@ Formats, as distributed with UCF101 (CRLF or LF line ends both accepted, blank l
 - ``trainlistNN.txt``: ``<Class>/<file>.avi <index>``;
 - ``testlistNN.txt``: ``<Class>/<file>.avi`` (UCF101's own), or with `` <index>`` after it (some copies).
 
+Own collections in this layout may name any container PyAV can open (``.mp4``, ``.mkv``, ``.webm``, ...): the
+extension is whatever the list says. A clip's id is its file's stem.
+
 Class names are matched case-insensitively (UCF101 itself spells ``HandStandPushups`` in ``classInd.txt``
 and ``HandstandPushups`` elsewhere); the manifest uses ``classInd.txt``'s spelling. The trailing index of
 a list line is ignored: the class comes from the path. A malformed line is a one-line
 :class:`~maivar.core.errors.PipelineError` naming the file and the line; a well-formed line that names a class
 ``classInd.txt`` lacks is returned as an ``unknown_class`` rejection (it never stops the stage).
 
-Class presets for ``prepare.classes``: ``all``; ``paper``, the paper's 51 classes (UCF101 minus UCF50, the
-classes whose videos carry audio; ``class_lists/paper51.txt``); or an explicit list of names.
+The class presets (``paper``: the paper's 51 classes, UCF101 minus UCF50) are in :mod:`maivar.data.datasets`.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from pathlib import Path
 
 from maivar.core.errors import PipelineError
 
-CLASS_LIST_DIR = Path(__file__).parent / "class_lists"
-PRESETS = {"paper": CLASS_LIST_DIR / "paper51.txt"}
+from .datasets import ListedClip, Listing, check_unique_ids
+
 SPLITS = (1, 2, 3)
 
 
@@ -35,7 +37,7 @@ class ListedVideo:
     id: str  # the file stem, e.g. v_ApplyEyeMakeup_g08_c01
     class_name: str  # classInd.txt's spelling (as written in the line when the class is unknown)
     split: str  # train | test
-    rel_path: str  # as written in the list: <Class>/<file>.avi
+    rel_path: str  # as written in the list: <Class>/<file>.<ext>
     source: str  # "<list file>:<line>" for messages
 
 
@@ -86,12 +88,13 @@ def parse_list_line(line: str, path: Path, number: int) -> tuple[str, str, str]:
     """``(rel_path, class as written, id)`` of a list line; a malformed line is a one-line error."""
     parts = line.split()
     if len(parts) not in (1, 2) or (len(parts) == 2 and not parts[1].isdigit()):
-        raise PipelineError(f"{path} line {number}: expected '<Class>/<file>.avi [index]', got {line!r}")
+        raise PipelineError(f"{path} line {number}: expected '<Class>/<file>.<ext> [index]', got {line!r}")
     rel = parts[0].replace("\\", "/")
     pieces = rel.split("/")
-    if len(pieces) != 2 or not pieces[0] or not pieces[1].lower().endswith(".avi") or len(pieces[1]) <= 4:
-        raise PipelineError(f"{path} line {number}: expected '<Class>/<file>.avi [index]', got {line!r}")
-    return rel, pieces[0], pieces[1][:-4]
+    stem, dot, ext = pieces[-1].rpartition(".")
+    if len(pieces) != 2 or not pieces[0] or not dot or not stem or not ext or pieces[0] in (".", ".."):
+        raise PipelineError(f"{path} line {number}: expected '<Class>/<file>.<ext> [index]', got {line!r}")
+    return rel, pieces[0], stem
 
 
 def read_split(list_dir: str | Path, split: int) -> SplitLists:
@@ -116,28 +119,22 @@ def read_split(list_dir: str | Path, split: int) -> SplitLists:
     return SplitLists(classes=classes, videos=videos, unknown=unknown)
 
 
-def read_class_list(path: str | Path) -> list[str]:
-    return [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+def read_listing(root: str | Path, split: int) -> Listing:
+    """The ``ucf101`` format's :class:`~maivar.data.datasets.Listing`: split ``split`` of ``root``'s lists,
+    each clip's path in ``root/UCF-101`` (class folders matched case-insensitively)."""
+    root = Path(root)
+    videos_dir = root / "UCF-101"
+    if not videos_dir.is_dir():
+        raise PipelineError(f"{videos_dir} does not exist: with dataset.format ucf101, dataset.root must hold "
+                            "UCF-101/<Class>/<file> and ucfTrainTestlist/")
+    lists = read_split(root / "ucfTrainTestlist", split)
+    class_dirs = {p.name.lower(): p.name for p in videos_dir.iterdir() if p.is_dir()}
 
+    def clip(v: ListedVideo) -> ListedClip:
+        cls, name = v.rel_path.split("/")
+        return ListedClip(v.id, v.class_name, v.split, str(videos_dir / class_dirs.get(cls.lower(), cls) / name),
+                          v.source)
 
-def select_classes(spec, classes: list[str]) -> list[str]:
-    """The classes chosen by ``prepare.classes`` (``all`` | a preset name | a list), in ``classes`` order."""
-    if spec == "all":
-        return list(classes)
-    if isinstance(spec, str) and spec in PRESETS:
-        wanted, what = read_class_list(PRESETS[spec]), f"the '{spec}' preset"
-    elif isinstance(spec, (list, tuple)) and spec and all(isinstance(c, str) for c in spec):
-        wanted, what = list(spec), "prepare.classes"
-    else:
-        raise PipelineError(f"prepare.classes is {spec!r}: use 'all', one of {', '.join(PRESETS)}, "
-                            "or a list of class names")
-    known = {c.lower() for c in classes}
-    missing = [c for c in wanted if c.lower() not in known]
-    if isinstance(spec, (list, tuple)) and missing:
-        raise PipelineError(f"prepare.classes names classes that classInd.txt lacks: {', '.join(missing)}")
-    chosen = {c.lower() for c in wanted}
-    selected = [c for c in classes if c.lower() in chosen]
-    if not selected:
-        raise PipelineError(f"{what} matches none of the dataset's classes: set prepare.classes to 'all' "
-                            "(e.g. for the synthetic dataset) or to names from classInd.txt")
-    return selected
+    listing = Listing(lists.classes, [clip(v) for v in lists.videos], [clip(v) for v in lists.unknown])
+    check_unique_ids(listing.clips + listing.unknown)
+    return listing

@@ -46,6 +46,8 @@ class VideoClip:
     id: str
     path: str
     expected_frames: int | None = None
+    start_s: float | None = None  # a window of the video (a clip out of a longer one), as the manifest says
+    end_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,7 @@ def decode_clip(clip: VideoClip, *, num_segments: int, short_side: int, crop_siz
     cv2.setNumThreads(1)  # one decoding process per core: no nested thread pools
     return decode_segments(clip.path, num_segments=num_segments, expected_frames=clip.expected_frames,
                            short_side=short_side, crop_size=crop_size, timeout_s=timeout_s,
-                           min_decoded_share=min_decoded_share)
+                           min_decoded_share=min_decoded_share, start_s=clip.start_s, end_s=clip.end_s)
 
 
 def pooled_segment_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -202,12 +204,17 @@ def extract_video_features(
 
 
 def read_clips(manifest_path: str | Path) -> tuple[list[VideoClip], dict[str, int]]:
-    """The manifest's videos (with their expected frame counts, when known) and each clip's label."""
+    """The manifest's videos (with their expected frame counts and windows, when known) and each clip's label."""
     df = read_manifest(manifest_path, ("id", "label", "video_path"))
-    frames = df["frames"] if "frames" in df.columns else pd.Series([None] * len(df), index=df.index)
+
+    def column(name: str) -> list:
+        values = df[name] if name in df.columns else [None] * len(df)
+        return [None if v is None or pd.isna(v) else float(v) for v in values]
+
     clips = [
-        VideoClip(i, v, int(f) if pd.notna(f) else None)
-        for i, v, f in zip(df["id"], df["video_path"], frames, strict=True)
+        VideoClip(i, v, int(f) if f is not None else None, start, end)
+        for i, v, f, start, end in zip(df["id"], df["video_path"], column("frames"), column("start_s"),
+                                       column("end_s"), strict=True)
     ]
     return clips, dict(zip(df["id"], df["label"].astype(int), strict=True))
 
@@ -241,7 +248,8 @@ def extract_video_stage(manifest_path: str | Path, out_path: str | Path, p: dict
     journal = Journal(out_path, {
         "attrs": attrs, "batch_videos": int(p["batch_videos"]), "min_decoded_share": float(p["min_decoded_share"]),
         "timeout_s": float(p["timeout_s"]),
-        "clips": [(c.id, c.expected_frames, *file_identity(c.path)) for c in clips],
+        "clips": [(c.id, c.expected_frames, *file_identity(c.path), *((c.start_s, c.end_s) if c.start_s is not None
+                                                                        else ())) for c in clips],
     })
     log.info("%d videos x %d segments -> %s (short side %d, crop %d) on %s", len(clips), num_segments,
              p["config"], pre.short_side, pre.crop_size, device)

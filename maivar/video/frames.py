@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
@@ -55,23 +56,45 @@ def centre_crop(img: np.ndarray, size: int) -> np.ndarray:
     return img[top : top + size, left : left + size]
 
 
-def _decode(path: str, wanted: set[int], deadline: float) -> tuple[int, dict[int, np.ndarray]]:
-    """Decode every frame, convert the ``wanted`` ones to RGB; returns (frames decoded, {index: rgb})."""
+def _frame_time(frame, stream) -> float | None:
+    """A frame's time in seconds from the start of its stream (as :func:`maivar.data.media.frame_time`
+    measures a packet's: the stage prepare probed the same window)."""
+    if frame.pts is None or stream.time_base is None:
+        return None
+    return float((frame.pts - (stream.start_time or 0)) * stream.time_base)
+
+
+def _decode(path: str, wanted: set[int], deadline: float, start_s: float | None = None,
+            end_s: float | None = None) -> tuple[int, dict[int, np.ndarray]]:
+    """Decode every frame (of the window ``[start_s, end_s)`` when given), convert the ``wanted`` ones to RGB;
+    returns (frames decoded, {index: rgb}), indices counted from the first frame (of the window)."""
     import av
 
     kept: dict[int, np.ndarray] = {}
     count = 0
+    decoded = 0
     with av.open(path) as container:
         if not container.streams.video:
             raise ValueError("the container has no video stream")
         stream = container.streams.video[0]
         stream.codec_context.thread_count = 1  # parallelism comes from one decoding process per core
+        if start_s:  # start at the keyframe before the window instead of decoding everything before it
+            with contextlib.suppress(av.FFmpegError):
+                container.seek(int(start_s / stream.time_base) + (stream.start_time or 0), stream=stream,
+                               backward=True)
         for frame in container.decode(stream):
+            decoded += 1
+            if decoded % 64 == 0 and time.monotonic() > deadline:
+                raise TimeoutError
+            if start_s is not None:
+                t = _frame_time(frame, stream)
+                if t is None or t < start_s:
+                    continue
+                if t >= end_s:
+                    break
             if count in wanted:
                 kept[count] = frame.to_ndarray(format="rgb24")
             count += 1
-            if count % 64 == 0 and time.monotonic() > deadline:
-                raise TimeoutError
     return count, kept
 
 
@@ -84,11 +107,14 @@ def decode_segments(
     crop_size: int,
     timeout_s: float,
     min_decoded_share: float = 0.0,
+    start_s: float | None = None,
+    end_s: float | None = None,
 ) -> np.ndarray:
     """``num_segments`` x ``crop_size`` x ``crop_size`` x 3 uint8 RGB frames; raises :class:`ClipFailure`.
 
     A video that decodes (without an error) fewer than ``min_decoded_share`` x ``expected_frames`` frames is
-    ``truncated``: a damaged file is never featurised as if it were whole.
+    ``truncated``: a damaged file is never featurised as if it were whole. With a window ``[start_s, end_s)``
+    (a clip out of a longer video), the segments divide the window's frames.
     """
     import av
 
@@ -96,7 +122,7 @@ def decode_segments(
     guess = int(expected_frames) if expected_frames and expected_frames > 0 else None
     try:
         wanted = set(segment_centres(guess, num_segments).tolist()) if guess else set()
-        count, kept = _decode(path, wanted, deadline)
+        count, kept = _decode(path, wanted, deadline, start_s, end_s)
         if count == 0:
             raise ClipFailure(rejections.TOO_FEW_FRAMES, "no frame decodes")
         if guess and count < min_decoded_share * guess:
@@ -107,7 +133,7 @@ def decode_segments(
             if guess:
                 log.warning("%s decodes %d frames, not the %d expected: sampling over the %d", path, count, guess,
                             count)
-            count2, kept = _decode(path, set(indices.tolist()), deadline)
+            count2, kept = _decode(path, set(indices.tolist()), deadline, start_s, end_s)
             if count2 != count:
                 raise ClipFailure(rejections.DECODE_FAILED, f"decoded {count} then {count2} frames")
         frames = np.empty((num_segments, crop_size, crop_size, 3), dtype=np.uint8)

@@ -1,0 +1,180 @@
+"""Datasets in any of three formats, behind one interface: the clips a dataset lists, with their classes.
+
+``dataset.format`` in params.yaml chooses the reader; each returns a :class:`Listing`:
+
+- ``ucf101`` (:mod:`maivar.data.ucf101`): ``UCF-101/<Class>/<file>.<ext>`` and ``ucfTrainTestlist/``
+  (classInd.txt and the split ``dataset.split``); any container PyAV can open.
+- ``csv`` (:mod:`maivar.data.csv_annotations`): one CSV (``dataset.annotations``) with columns
+  ``path,label,split`` and optionally ``start_s,end_s`` (a clip taken out of a longer video).
+- ``kinetics`` (:mod:`maivar.data.kinetics`): Kinetics' annotation CSVs (``label,youtube_id,time_start,
+  time_end,split``) and the videos the common downloaders write.
+
+**Clip ids** (the manifest's ``id``, the WAV's name, the key that joins audio and video downstream) are
+unique within a dataset and stable: the same file gives the same id on every run and in any folder layout.
+
+- ucf101: the file's stem, as UCF101 names its videos (``v_ApplyEyeMakeup_g08_c01``);
+- kinetics: ``<youtube_id>_<time_start:06d>_<time_end:06d>``, the downloaders' file stem;
+- csv: the path relative to ``dataset.root`` without its extension, ``/`` written as ``__`` and every
+  character outside ``A-Z a-z 0-9 . _ -`` as ``_``; a clip with ``start_s,end_s`` gets
+  ``_<start ms>_<end ms>`` appended (``walks/clip 1.mp4`` from 1.5 s to 4 s: ``walks__clip_1_1500_4000``).
+
+Two rows that would get the same id are a one-line error naming both lines. So is any malformed
+annotation; a listed file that is absent is not: it becomes a ``missing_file`` rejection in stage prepare.
+
+**Class presets** for ``prepare.classes``: ``all``, ``paper`` (UCF101: the paper's 51 classes with audio),
+``kinetics_sounds`` (Kinetics-Sounds, see :mod:`maivar.data.kinetics`), or a list of class names; names
+match case-insensitively.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from maivar.core.errors import PipelineError
+
+FORMATS = ("ucf101", "csv", "kinetics")
+SPLITS = ("train", "test")
+CLASS_LIST_DIR = Path(__file__).parent / "class_lists"
+PRESETS = {
+    "paper": CLASS_LIST_DIR / "paper51.txt",  # UCF101's 51 classes with audio (UCF101 minus UCF50)
+    "kinetics_sounds": CLASS_LIST_DIR / "kinetics_sounds.txt",  # see maivar/data/kinetics.py
+}
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+@dataclass(frozen=True)
+class ListedClip:
+    """One clip a dataset lists."""
+
+    id: str  # unique and stable (see the module docstring)
+    class_name: str
+    split: str  # train | test
+    path: str  # the video file, as the stages open it (dataset.root joined with the listed path)
+    source: str  # "<annotation file>:<line>", for messages
+    start_s: float | None = None  # a clip out of a longer video: its window, in seconds from the video's start
+    end_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Listing:
+    classes: list[str]  # every class of the dataset, in label order
+    clips: list[ListedClip]  # clips of known classes, in annotation order
+    unknown: list[ListedClip] = field(default_factory=list)  # ucf101: lines naming a class classInd.txt lacks
+
+
+def read_listing(root: str | Path, *, format: str, split: int = 1, annotations=None) -> Listing:
+    """The clips of the dataset at ``root`` in ``format`` (see the module docstring)."""
+    root = Path(root)
+    if format not in FORMATS:
+        raise PipelineError(f"dataset.format is {format!r}: choose one of {', '.join(FORMATS)}")
+    if not root.is_dir():
+        raise PipelineError(f"dataset root {root} does not exist: set dataset.root in params.yaml to your dataset's "
+                            "folder, or run the synthesize stage")
+    if format == "ucf101":
+        from .ucf101 import read_listing as read_ucf101
+
+        return read_ucf101(root, split)
+    files = annotation_files(root, annotations, format)
+    if format == "csv":
+        from .csv_annotations import read_listing as read_csv
+
+        if len(files) != 1:
+            raise PipelineError("dataset.annotations must name one CSV file for dataset.format csv")
+        return read_csv(root, files[0])
+    from .kinetics import read_listing as read_kinetics
+
+    return read_kinetics(root, files)
+
+
+def annotation_files(root: Path, annotations, format: str) -> list[Path]:
+    """``dataset.annotations`` (a path or a list of paths, relative to ``dataset.root``) as existing files
+    inside ``dataset.root``: DVC tracks that folder, so an annotation file outside it could change unseen."""
+    if not annotations:
+        raise PipelineError(f"dataset.format {format} needs dataset.annotations: the annotation file(s), relative "
+                            "to dataset.root")
+    names = [annotations] if isinstance(annotations, str) else list(annotations)
+    files = []
+    for name in names:
+        path = root / str(name)
+        if not inside(path, root):
+            raise PipelineError(f"dataset.annotations {name} is outside dataset.root {root}: keep it inside (DVC "
+                                "tracks that folder)")
+        if not path.is_file():
+            raise PipelineError(f"annotation file {path} does not exist: fix dataset.annotations (relative to "
+                                "dataset.root)")
+        files.append(path)
+    return files
+
+
+def inside(path: Path, root: Path) -> bool:
+    """Whether ``path`` (``..`` and symbolic links resolved) lies inside ``root``."""
+    try:
+        path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def safe_id(text: str) -> str:
+    """``text`` with every character outside ``A-Z a-z 0-9 . _ -`` written as ``_`` (ids name files)."""
+    return _UNSAFE.sub("_", text)
+
+
+def window_suffix(start_s: float, end_s: float) -> str:
+    """``_<start ms>_<end ms>``: what a clip id gets for a window of its video."""
+    return f"_{round(start_s * 1000)}_{round(end_s * 1000)}"
+
+
+def read_class_list(path: str | Path) -> list[str]:
+    """A class list file: one name a line; blank lines and lines starting with ``#`` are skipped."""
+    lines = (line.strip() for line in Path(path).read_text().splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def select_classes(spec, classes: list[str]) -> list[str]:
+    """The classes chosen by ``prepare.classes`` (``all`` | a preset name | a list), in ``classes`` order.
+
+    A preset keeps those of its classes the dataset has (one dataset may lack some, e.g. Kinetics-400 has 31
+    of Kinetics-Sounds' 34); a list must name only classes the dataset has."""
+    if spec == "all":
+        return list(classes)
+    if isinstance(spec, str) and spec in PRESETS:
+        wanted, what = read_class_list(PRESETS[spec]), f"the '{spec}' preset"
+    elif isinstance(spec, (list, tuple)) and spec and all(isinstance(c, str) for c in spec):
+        wanted, what = list(spec), "prepare.classes"
+    else:
+        raise PipelineError(f"prepare.classes is {spec!r}: use 'all', one of {', '.join(PRESETS)}, "
+                            "or a list of class names")
+    known = {c.lower() for c in classes}
+    missing = [c for c in wanted if c.lower() not in known]
+    if isinstance(spec, (list, tuple)) and missing:
+        raise PipelineError(f"prepare.classes names classes that the dataset lacks: {', '.join(missing)}")
+    chosen = {c.lower() for c in wanted}
+    selected = [c for c in classes if c.lower() in chosen]
+    if not selected:
+        raise PipelineError(f"{what} matches none of the dataset's classes: set prepare.classes to 'all' "
+                            "(e.g. for the synthetic dataset) or to names of the dataset's classes")
+    return selected
+
+
+def check_train_classes(clips: list[ListedClip]) -> None:
+    """Every class with test clips must have train clips (a head cannot learn a class it never sees): else a
+    one-line error naming the first test line of such a class."""
+    trained = {c.class_name.lower() for c in clips if c.split == "train"}
+    for clip in clips:
+        if clip.split == "test" and clip.class_name.lower() not in trained:
+            raise PipelineError(f"{clip.source}: class {clip.class_name!r} has test clips but no train clip: an "
+                                "unknown class (a typo?), or add its train clips")
+
+
+def check_unique_ids(clips: list[ListedClip]) -> None:
+    """Two clips with one id (the same file listed twice, or two files whose ids coincide) is an error."""
+    seen: dict[str, ListedClip] = {}
+    for clip in clips:
+        first = seen.setdefault(clip.id, clip)
+        if first is not clip:
+            same = first.path == clip.path and (first.start_s, first.end_s) == (clip.start_s, clip.end_s)
+            what = "lists the same clip again" if same else f"gives clip id {clip.id!r} again"
+            raise PipelineError(f"{clip.source}: {what} (first at {first.source})")
