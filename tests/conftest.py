@@ -50,3 +50,30 @@ def tiny_tsn(tmp_path_factory):
     config = write_tiny_tsn(tmp_path_factory.mktemp("cfg") / "tsn.py")
     model, _, cfg = build_tsn(config, checkpoint=None, seed=0)
     return model, preprocessing_from_config(cfg), config
+
+
+@pytest.fixture(scope="session")
+def csv_example(tiny_dataset, tmp_path_factory) -> tuple[Path, dict]:
+    """(root, facts) of a csv-format dataset of MP4 files (tests/dataset_examples.py)."""
+    from dataset_examples import make_csv
+
+    root = tmp_path_factory.mktemp("csv") / "own videos"
+    return root, make_csv(tiny_dataset[0], root)
+
+
+@pytest.fixture(scope="session")
+def ucf101_mixed_example(tiny_dataset, tmp_path_factory) -> tuple[Path, dict]:
+    """(root, facts) of a UCF101-layout dataset of MP4, MKV and WebM files with two broken ones."""
+    from dataset_examples import make_ucf101_mixed
+
+    root = tmp_path_factory.mktemp("mixed") / "ucf"
+    return root, make_ucf101_mixed(tiny_dataset[0], root)
+
+
+@pytest.fixture(scope="session")
+def kinetics_example(tiny_dataset, tmp_path_factory) -> tuple[Path, dict]:
+    """(root, facts) of a Kinetics-layout dataset (annotation CSVs, train/<label>/ and a flat val/ folder)."""
+    from dataset_examples import make_kinetics
+
+    root = tmp_path_factory.mktemp("kinetics") / "k400"
+    return root, make_kinetics(tiny_dataset[0], root)
