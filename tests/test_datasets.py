@@ -241,3 +241,46 @@ def test_kinetics_layout_runs_prepare_with_the_kinetics_sounds_preset(kinetics_e
     assert {r["split"] for r in rows.values()} == {"train", "test"}  # val became test
     metrics = json.loads((work / stage_path("prepare", "metrics")).read_text())
     assert metrics["classes"] == 3 and metrics["selected_classes"] == 3
+
+
+@pytest.mark.slow
+def test_dvc_exp_run_on_a_csv_dataset(csv_example, tmp_path):
+    """The documented command: `dvc exp run -S dataset.format=csv -S dataset.root=... -S dataset.annotations=...`
+    in a copy of this repository (its files as they are now, committed), on tiny models."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from test_backbones import write_tiny_tsn
+
+    root, facts = csv_example
+    repo = tmp_path / "repo"
+    tracked = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                             text=True, check=True).stdout.split()
+    for name in tracked:
+        if (REPO / name).is_file():
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, repo / name)
+    write_tiny_tsn(repo / "configs" / "tiny_tsn.py")
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
+        subprocess.run(cmd, cwd=repo, check=True, env=env, capture_output=True)
+    sets = {"dataset.format": "csv", "dataset.root": str(root), "dataset.annotations": "annotations.csv",
+            "synthesize.classes": 2, "synthesize.classes_without_audio": 0, "synthesize.groups": 8,
+            "synthesize.duration_s": 1.0, "synthesize.width": 64, "synthesize.height": 48,
+            "render.size": 32, "extract_audio.backbone": "resnet18", "extract_audio.input_size": 32,
+            "extract_video.config": "configs/tiny_tsn.py", "extract_video.num_segments": 3,
+            "audio_mlp.epochs": 3, "video_mlp.epochs": 3, "fusion_mlp.epochs": 3}
+    args = [a for k, v in sets.items() for a in ("-S", f"{k}={v}")]
+    proc = subprocess.run([f"{bin_dir}/dvc", "exp", "run", "-n", "own-mp4s", *args], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    shown = subprocess.run([f"{bin_dir}/dvc", "exp", "show", "--json"], cwd=repo, env=env, capture_output=True,
+                           text=True, check=True).stdout
+    assert "own-mp4s" in shown
+    subset = json.loads((repo / "metrics/subset.json").read_text())
+    assert subset["videos"] == len(manifest_rows(repo)) and subset["rejected"][R.AUDIO_TOO_SHORT] == 1
+    assert_every_kept_clip_reaches_all_three_stores(repo)
