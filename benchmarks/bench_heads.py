@@ -88,7 +88,7 @@ def main() -> None:
         model.set_normalisation(torch.tensor(mean), torch.tensor(std))
         t0 = time.perf_counter()
         hist = train_head(model, x[: args.train], y[: args.train], x[args.train :], y[args.train :],
-                          epochs=args.epochs, lr=hp["lr"], batch_size=hp["batch_size"], l1=tr["l1"], seed=tr["seed"])
+                          epochs=args.epochs, lr=hp["lr"], batch_size=hp["batch_size"], l1=hp["l1"], seed=tr["seed"])
         ours = (time.perf_counter() - t0) / args.epochs
         if head == "video":
             video_model = model
@@ -98,13 +98,13 @@ def main() -> None:
         ref_model = MLP(x.shape[1], model.config["hidden"], args.classes, model.config["dropout"])
         ref_model.set_normalisation(torch.tensor(mean), torch.tensor(std))
         ref = reference_epochs(ref_model, x[: args.train], y[: args.train], epochs=args.epochs, lr=hp["lr"],
-                               batch_size=hp["batch_size"], l1=tr["l1"])
+                               batch_size=hp["batch_size"], l1=hp["l1"])
         # the same reference loop on one thread: separates the thread count from the loop itself
         torch.set_num_threads(1)
         ref_model = MLP(x.shape[1], model.config["hidden"], args.classes, model.config["dropout"])
         ref_model.set_normalisation(torch.tensor(mean), torch.tensor(std))
         ref1 = reference_epochs(ref_model, x[: args.train], y[: args.train], epochs=args.epochs, lr=hp["lr"],
-                                batch_size=hp["batch_size"], l1=tr["l1"])
+                                batch_size=hp["batch_size"], l1=hp["l1"])
         print(f"{head:7} {x.shape[1]:6d} {hp['batch_size']:5d} {ours:13.3f} {ref:12.3f} {ref / ours:9.2f} "
               f"{ref1:13.3f} {ref1 / ours:6.2f} {hist[-1]['test/acc']:8.2f}%")
     full = {h: heads[h]["epochs"] for h in heads}

@@ -3,11 +3,13 @@
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
 
 from maivar.audio.features import (
+    FLIPS,
     IMAGENET_MEAN,
     IMAGENET_STD,
     create_audio_backbone,
@@ -18,6 +20,7 @@ from maivar.audio.features import (
 from maivar.core import rejections
 from maivar.core.feature_store import LazyRows, create_store, open_store
 from maivar.core.rejections import Rejection
+from maivar.heads.join import load_features
 
 from stage_cmd import run_stage, run_stage_in_process
 
@@ -49,6 +52,19 @@ def test_features_shape_dtype_order_and_determinism(resnet18):
     # rows stay in input order: reversing the input reverses the output
     np.testing.assert_allclose(run(resnet18, rows[::-1].copy(), batch_size=2), feats[::-1], rtol=1e-4, atol=1e-5)
     assert not np.allclose(feats[0], feats[1])
+
+
+def test_flip_variants_are_the_features_of_the_flipped_images(resnet18):
+    """extract_audio.flips: N x 4 x D, variants in FLIPS order; each equals the features of the image flipped
+    beforehand, and variant 0 those of the image as drawn."""
+    rows = images(3, seed=4)
+    feats = extract_audio_features(resnet18, rows, input_size=32, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                                   batch_size=2, workers=0, device=CPU, progress=False, flips=True)
+    assert feats.shape == (3, 4, 512) and FLIPS == ("none", "horizontal", "vertical", "both")
+    flipped = {"none": rows, "horizontal": rows[:, :, ::-1], "vertical": rows[:, ::-1], "both": rows[:, ::-1, ::-1]}
+    for k, name in enumerate(FLIPS):
+        np.testing.assert_allclose(feats[:, k], run(resnet18, flipped[name].copy()), rtol=1e-4, atol=1e-5)
+    assert not np.allclose(feats[:, 0], feats[:, 1])  # a flip changes what the backbone sees
 
 
 def test_preprocess_resizes_and_normalises():
@@ -105,6 +121,22 @@ def test_extract_audio_stage_end_to_end(tmp_path):
     assert attrs["backbone"] == "resnet18" and attrs["input_size"] == 32 and attrs["representation"] == "mfcc"
     assert attrs["weights"] == "random" and attrs["pretrained"] is False and len(attrs["weights_sha256"]) == 64
     assert attrs["conv_bn_folded"] == 20  # resnet18: every conv has a BN
+
+
+def test_extract_audio_stage_with_flips_records_them_and_the_heads_read_them(tmp_path):
+    rows = images(3, seed=2)
+    work = _stage_dir(tmp_path, rows, ["v_a", "v_b", "v_c"], [0, 1, 0], [])
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["extract_audio"]["flips"] = True
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    assert run_stage_in_process("extract_audio", work) == 0
+    store = open_store(work / "data/features/audio.h5", "features")
+    assert store.data.shape == (3, 4, 512) and store.attrs["flips"] == '["none", "horizontal", "vertical", "both"]'
+    manifest = pd.DataFrame({"id": ["v_a", "v_b", "v_c"], "class_name": ["A", "B", "A"], "label": [0, 1, 0],
+                             "split": ["train", "train", "test"]}).set_index("id", drop=False)
+    features = load_features(work / "data/features/audio.h5", manifest, "audio")
+    assert features.x.shape == (3, 512) and features.variants.shape == (3, 4, 512)
+    assert np.array_equal(features.x, store.data[:, 0])  # the unflipped variant is the one evaluated
 
 
 def test_extract_audio_stage_errors_and_interruption(tmp_path, monkeypatch, capsys, caplog):

@@ -268,3 +268,30 @@ def test_stage_error_is_one_line_without_traceback(tmp_path):
     assert out.returncode == 1
     assert out.stderr.strip().splitlines()[-1].startswith("error: data/prepared/manifest.csv does not exist")
     assert "Traceback" not in out.stderr
+
+
+def test_flip_variants_are_drawn_per_clip_per_epoch_and_only_in_training():
+    """Training draws one variant per clip per epoch from a generator of its own: identical variants give
+    exactly the run without variants (same batches, same weights); different variants change the training but
+    never the test rows, which stay unflipped."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 6)).astype(np.float32)
+    y = np.arange(40) % 4
+    xt, yt = x[:8], y[:8]
+
+    def train(variants=None):
+        set_determinism(0, 1)
+        model = MLP(6, [8], 4, 0.0)
+        history = train_head(model, x, y, xt, yt, epochs=3, lr=1e-2, batch_size=8, l1=0.0, seed=0,
+                             variants_train=variants)
+        return model.state_dict(), history
+
+    plain, plain_history = train()
+    same, same_history = train(np.repeat(x[:, None, :4], 4, axis=1))  # four identical variants of 4 columns
+    assert all(torch.equal(plain[k], same[k]) for k in plain) and plain_history == same_history
+    noisy = np.repeat(x[:, None, :4], 4, axis=1) + rng.normal(size=(40, 4, 4)).astype(np.float32)
+    noisy[:, 0] = x[:, :4]
+    varied, _ = train(noisy)
+    assert not all(torch.equal(plain[k], varied[k]) for k in plain)
+    again, _ = train(noisy)
+    assert all(torch.equal(varied[k], again[k]) for k in varied)  # seeded: deterministic

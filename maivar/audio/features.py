@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# The four flip variants of an audio image (paper Sec. IV-B: random horizontal and vertical flips in training),
+# in the order of the store's second axis when extract_audio.flips is on; variant 0 is the image as drawn.
+FLIPS = ("none", "horizontal", "vertical", "both")
 
 
 def create_audio_backbone(
@@ -100,6 +103,12 @@ class _Rows(Dataset):
         return torch.from_numpy(np.ascontiguousarray(self.rows[self.start + i]))
 
 
+def flip_variants(images: torch.Tensor) -> torch.Tensor:
+    """B x H x W x C images -> 4B: the batch as drawn, mirrored left-right (time reversed), upside down (bins
+    reversed), and both; in the order of :data:`FLIPS`, variant-major."""
+    return torch.cat([images, images.flip(2), images.flip(1), images.flip(1, 2)])
+
+
 def preprocess(images: torch.Tensor, *, input_size: int, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """B x S x S x 3 uint8 -> B x 3 x input_size x input_size float, normalised (channels_last layout)."""
     x = images.permute(0, 3, 1, 2).float().div_(255.0)
@@ -121,15 +130,20 @@ def extract_audio_features(
     device: torch.device,
     progress: bool = True,
     journal: Journal | None = None,
+    flips: bool = False,
 ) -> np.ndarray:
-    """N x D float32 pooled features of ``images`` (any row-indexable N x S x S x 3 uint8 source).
+    """N x D float32 pooled features of ``images`` (any row-indexable N x S x S x 3 uint8 source); with
+    ``flips``, N x 4 x D: the features of each image's four flip variants (:data:`FLIPS`, variant 0 unflipped).
 
-    With a ``journal`` (:mod:`maivar.resume`), finished batches are journaled and the images an interrupted
-    run already finished are taken from it.
+    With a frozen backbone, storing the four variants once is exactly the paper's random flips: the heads draw
+    one variant per clip per epoch (:mod:`maivar.heads.training`) instead of the backbone seeing a new flip.
+
+    With a ``journal`` (:mod:`maivar.extraction.resume`), finished batches are journaled and the images an
+    interrupted run already finished are taken from it.
     """
     n = len(images)
     dim = int(model.num_features)
-    out = np.empty((n, dim), dtype=np.float32)
+    out = np.empty((n, len(FLIPS), dim) if flips else (n, dim), dtype=np.float32)
     if n == 0:
         return out
     done = journal.load() if journal is not None else Resumed()
@@ -146,10 +160,12 @@ def extract_audio_features(
     guard = OomGuard(batch_size)
 
     def forward(chunk: torch.Tensor) -> torch.Tensor:
-        x = preprocess(chunk, input_size=input_size, mean=mean_t, std=std_t)
+        b = len(chunk)
+        x = preprocess(flip_variants(chunk) if flips else chunk, input_size=input_size, mean=mean_t, std=std_t)
         x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device):
-            return model(x).float()
+            feats = model(x).float()
+        return feats.reshape(len(FLIPS), b, -1).transpose(0, 1) if flips else feats
 
     row = done.stop
     try:
@@ -183,10 +199,13 @@ def extract_audio_stage(images_path: str | Path, out_path: str | Path, p: dict) 
     folded = prepare_for_inference(model, device, compile_model=bool(p["compile"]),
                                    fold_batchnorm=bool(p["fuse_conv_bn"]), input_size=int(p["input_size"]))
     mean, std = normalization(model, str(p["normalization"]))
+    flips = bool(p["flips"])
     attrs = {
         "backbone": p["backbone"], "input_size": int(p["input_size"]), "normalization": p["normalization"],
         "mean": list(mean), "std": list(std), "device": device.type, "dtype": compute_dtype(device),
         "conv_bn_folded": folded, "representation": source.attrs.get("representation"), **weights.attrs(),
+        # only with flips: a store without them is N x D, as it was before the option existed
+        **({"flips": list(FLIPS)} if flips else {}),
     }
     # finished batches of an interrupted run with the same images and settings are reused (maivar.extraction.resume)
     journal = Journal(out_path, {"attrs": attrs, "batch_size": int(p["batch_size"]),
@@ -196,7 +215,7 @@ def extract_audio_stage(images_path: str | Path, out_path: str | Path, p: dict) 
     try:
         feats = extract_audio_features(
             model, images, input_size=int(p["input_size"]), mean=mean, std=std, batch_size=int(p["batch_size"]),
-            workers=resolve_workers(p["workers"]) or default_workers(), device=device, journal=journal,
+            workers=resolve_workers(p["workers"]) or default_workers(), device=device, journal=journal, flips=flips,
         )
     finally:
         images.close()
@@ -206,5 +225,5 @@ def extract_audio_stage(images_path: str | Path, out_path: str | Path, p: dict) 
             w.write_rows(0, feats)
         w.finish(source.ids, source.labels, source.rejected, attrs)
     journal.discard()
-    log.info("wrote %s: %d x %d features (weights: %s), %d rejected upstream", out_path, *feats.shape,
+    log.info("wrote %s: %s features (weights: %s), %d rejected upstream", out_path, " x ".join(map(str, feats.shape)),
              weights.source, len(source.rejected))

@@ -14,6 +14,11 @@ Data rules (what happens to bad input):
   otherwise it is an error (see above). The same id with different labels in the two stores is an error.
 - A class without any training example (after exclusions) is an error: a head cannot learn it, and its
   accuracy would be meaningless. A class without test examples is allowed (its per-class accuracy is empty).
+
+Flip variants: an audio store made with ``extract_audio.flips`` holds N x 4 x D features (attribute ``flips``,
+variant 0 unflipped). Its :class:`Features` carry them as ``variants`` (N x 4 x D, replacing the first D
+columns of ``x``, which hold variant 0): training draws one variant per clip per epoch, everything else
+(normalisation statistics, test accuracy, evaluation) uses the unflipped features.
 """
 
 from __future__ import annotations
@@ -70,6 +75,7 @@ class Features:
     attrs: dict
     rejected: dict[str, str] = field(default_factory=dict)  # id -> reason, for every manifest id not in ids
     excluded: list[Rejection] = field(default_factory=list)  # rows dropped here (non-finite features)
+    variants: np.ndarray | None = None  # N x V x D flip variants of x[:, :D] (variant 0 == x[:, :D]), or None
 
 
 def load_features(path: str | Path, manifest: pd.DataFrame, modality: str, *, segments: str | None = None) -> Features:
@@ -78,8 +84,12 @@ def load_features(path: str | Path, manifest: pd.DataFrame, modality: str, *, se
     x = store.data
     if x is None or len(x) != len(store.ids):
         raise PipelineError(f"{path}: features and ids differ in length: rerun the stage that writes it")
+    variants = None
     if segments is not None:
         x = video_input(x, segments)
+    elif "flips" in store.attrs and x.ndim == 3:  # N x V x D flip variants (extract_audio.flips)
+        variants = x.astype(np.float32, copy=False)
+        x = variants[:, 0]
     elif x.ndim != 2:
         raise PipelineError(f"{path}: {modality} features must be N x D, got shape {x.shape}")
     x = x.astype(np.float32, copy=False)
@@ -102,7 +112,8 @@ def load_features(path: str | Path, manifest: pd.DataFrame, modality: str, *, se
             f"{path} neither holds nor rejects {len(unaccounted)} manifest clip(s) (e.g. {unaccounted[0]}): "
             "it was made from another manifest, rerun dvc repro"
         )
-    finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1) if len(x) else np.ones(0, bool)
+    values = x if variants is None else variants
+    finite = np.isfinite(values.reshape(len(values), -1)).all(axis=1) if len(values) else np.ones(0, bool)
     excluded = [
         Rejection(store.ids[i], rejections.NONFINITE_FEATURES, f"{modality} features contain NaN or inf")
         for i in np.flatnonzero(~finite)
@@ -113,7 +124,8 @@ def load_features(path: str | Path, manifest: pd.DataFrame, modality: str, *, se
         log.warning("%s: excluded %d clip(s) with NaN/inf features: %s", modality, len(excluded),
                     ", ".join(r.id for r in excluded[:5]) + (" ..." if len(excluded) > 5 else ""))
     keep = np.flatnonzero(finite)
-    return Features(modality, [store.ids[i] for i in keep], x[keep], y[keep], dict(store.attrs), rejected, excluded)
+    return Features(modality, [store.ids[i] for i in keep], x[keep], y[keep], dict(store.attrs), rejected, excluded,
+                    None if variants is None else variants[keep])
 
 
 def join_modalities(audio: Features, video: Features) -> tuple[Features, list[Rejection]]:
@@ -154,7 +166,8 @@ def join_modalities(audio: Features, video: Features) -> tuple[Features, list[Re
         log.warning("fusion: excluded %d clip(s) held by only one modality: %s", len(excluded),
                     ", ".join(f"{r.id} ({r.reason})" for r in excluded[:5]) + (" ..." if len(excluded) > 5 else ""))
     joined = Features("fusion", ids, x, audio.y[ai], {"audio": audio.attrs, "video": video.attrs}, rejected,
-                      audio.excluded + video.excluded + excluded)
+                      audio.excluded + video.excluded + excluded,
+                      None if audio.variants is None else audio.variants[ai])  # the audio columns come first
     return joined, excluded
 
 

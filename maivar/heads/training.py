@@ -85,21 +85,35 @@ def train_head(
     seed: int,
     live=None,
     desc: str | None = None,
+    variants_train: np.ndarray | None = None,
 ) -> list[dict]:
-    """Adam on cross-entropy + L1; returns (and logs to ``live``) per-epoch train loss/acc and test acc."""
+    """Adam on cross-entropy + L1; returns (and logs to ``live``) per-epoch train loss/acc and test acc.
+
+    ``variants_train`` (n_train x V x D, flip variants of the first D columns of ``x_train``): each epoch, every
+    training clip gets one variant drawn at random (a generator of its own, seeded from ``seed``, so that the
+    batch order is the same with and without variants). The test rows are always the unflipped ``x_test``.
+    """
     if len(x_train) == 0:
         raise PipelineError(f"{desc or 'head'}: no training clips")
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     xt, yt = torch.tensor(x_train, dtype=torch.float32), torch.tensor(y_train, dtype=torch.int64)
+    if variants_train is not None:
+        vt = torch.tensor(variants_train, dtype=torch.float32)
+        flip_gen = torch.Generator().manual_seed(seed + 1)
+        rows, dim = torch.arange(len(vt)), vt.shape[2]
     history = []
+    x_epoch = xt
     for epoch in tqdm(range(epochs), desc=desc, unit="epoch", disable=desc is None, mininterval=1.0):
         model.train()
+        if variants_train is not None:  # one flip variant per clip for this epoch
+            x_epoch = xt.clone()
+            x_epoch[:, :dim] = vt[rows, torch.randint(vt.shape[1], (len(vt),), generator=flip_gen)]
         order = torch.randperm(len(xt), generator=gen)
         total, correct = 0.0, 0
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            logits = model(xt[idx])
+            logits = model(x_epoch[idx])
             loss = head_loss(model, logits, yt[idx], l1)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -158,7 +172,8 @@ def fit(
     live = open_live(live_dir) if live_dir is not None else None
     try:
         history = train_head(model, features.x[tr], features.y[tr], features.x[te], features.y[te], epochs=epochs,
-                             lr=lr, batch_size=batch_size, l1=l1, seed=seed, live=live, desc=features.modality)
+                             lr=lr, batch_size=batch_size, l1=l1, seed=seed, live=live, desc=features.modality,
+                             variants_train=None if features.variants is None else features.variants[tr])
     finally:
         if live is not None:
             live.end()
@@ -184,7 +199,7 @@ def train_single_modality(*, modality: str, manifest_path: str | Path, features_
     features = load_features(features_path, manifest, modality, segments=segments)
     model = MLP(features.x.shape[1], head["hidden"], len(classes), head["dropout"])
     history = fit(features, manifest, model, epochs=head["epochs"], lr=head["lr"], batch_size=head["batch_size"],
-                  l1=train["l1"], seed=train["seed"], live_dir=live_dir)
+                  l1=head["l1"], seed=train["seed"], live_dir=live_dir)
     save_model(model_path, model, classes=classes, extra={
         "modality": modality, **({"segments": segments} if segments else {}),
         "excluded": rejection_records(features.excluded), "history": history,
@@ -213,7 +228,7 @@ def train_fusion(*, manifest_path: str | Path, audio_path: str | Path, video_pat
     # Algorithm 1 keeps the video MLP's normalisation for the video columns; fit only the audio columns.
     normalise = slice(0, audio.x.shape[1]) if head["init"] == "video" else slice(None)
     history = fit(fused, manifest, model, epochs=head["epochs"], lr=head["lr"], batch_size=head["batch_size"],
-                  l1=train["l1"], seed=train["seed"], live_dir=live_dir, normalise=normalise)
+                  l1=head["l1"], seed=train["seed"], live_dir=live_dir, normalise=normalise)
     save_model(model_path, model, classes=classes, extra={
         "modality": "fusion", "init": head["init"], "audio_features": int(audio.x.shape[1]),
         "segments": video_head["segments"], "excluded": rejection_records(fused.excluded), "history": history,
