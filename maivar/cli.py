@@ -1,14 +1,19 @@
 """The ``maivar`` command (also ``python -m maivar``).
 
 The pipeline itself runs through DVC (``dvc repro``, ``dvc exp run``); this command holds what is not a
-stage. ``maivar check-deps`` checks that dvc.yaml declares every module each stage imports.
+stage. ``maivar preset FILE`` runs a params overlay (e.g. presets/paper.yaml) as a named DVC experiment;
+``maivar check-deps`` checks that dvc.yaml declares every module each stage imports.
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
+import shutil
+import subprocess
 import sys
 from importlib import metadata
+from pathlib import Path
 
 
 def _version() -> str:
@@ -36,6 +41,23 @@ def check_deps(args: argparse.Namespace) -> int:
     return 0
 
 
+def preset(args: argparse.Namespace) -> int:
+    from .core.errors import PipelineError
+    from .presets import exp_run_command, load_preset
+
+    try:
+        values = load_preset(args.file, args.params)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    cmd = exp_run_command(values, args.name or Path(args.file).stem, queue=args.queue, extra=args.set or [])
+    print(shlex.join(cmd), flush=True)
+    if args.dry_run:
+        return 0
+    dvc = shutil.which("dvc") or str(Path(sys.executable).parent / "dvc")
+    return subprocess.run([dvc, *cmd[1:]]).returncode
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="maivar",
@@ -50,6 +72,17 @@ def build_parser() -> argparse.ArgumentParser:
     deps.add_argument("--root", default=".", help="the repository (default: the current folder)")
     deps.add_argument("--dvc-yaml", default="dvc.yaml", help="the pipeline file, relative to --root")
     deps.set_defaults(func=check_deps)
+    pre = commands.add_parser("preset", help="run a params overlay (e.g. presets/paper.yaml) as a DVC experiment",
+                              description="Check a preset's keys against params.yaml and run `dvc exp run -n NAME "
+                                          "-S key=value ...` with its values (printed first).")
+    pre.add_argument("file", help="the preset, e.g. presets/paper.yaml")
+    pre.add_argument("-n", "--name", help="the experiment's name (default: the file's stem, e.g. paper)")
+    pre.add_argument("-S", "--set", action="append", metavar="KEY=VALUE",
+                     help="another params.yaml value on top of the preset's (repeatable), as dvc exp run -S")
+    pre.add_argument("--queue", action="store_true", help="queue the experiment (dvc queue start runs it)")
+    pre.add_argument("--dry-run", action="store_true", help="print the dvc command without running it")
+    pre.add_argument("--params", default="params.yaml", help="the parameters file the keys must exist in")
+    pre.set_defaults(func=preset)
     return parser
 
 

@@ -1,0 +1,76 @@
+"""Presets: overlays of params.yaml run as named DVC experiments (``maivar preset presets/paper.yaml``).
+
+A preset is a YAML file of params.yaml keys and values, dotted (``extract_audio.flips: true``) or nested
+(``extract_audio: {flips: true}``), usually commented with where each value comes from. ``maivar preset``
+checks every key against params.yaml (a typo is a one-line error, not a silently ignored setting) and runs
+``dvc exp run -n <name> -S key=value ...``: DVC records the experiment with its params, its metrics and its
+outputs, and ``dvc exp show`` lists it by name, beside the baseline and other experiments.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from maivar.core.errors import PipelineError
+
+_MISSING = object()
+
+
+def _leaves(mapping: dict, params: dict, prefix: str = "") -> dict:
+    """Dotted keys of ``mapping``: a nested mapping is descended wherever params.yaml has a mapping too, so
+    each key sets one value (``render: {colormaps: {mfcc: viridis}}`` sets ``render.colormaps.mfcc`` only)."""
+    out = {}
+    for key, value in mapping.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and isinstance(_lookup(params, dotted), dict):
+            out.update(_leaves(value, params, dotted + "."))
+        else:
+            out[dotted] = value
+    return out
+
+
+def _lookup(params: dict, dotted: str):
+    value = params
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
+
+
+def load_preset(path: str | Path, params_path: str | Path = "params.yaml") -> dict:
+    """The preset at ``path`` as ``{dotted key: value}``, every key checked against ``params_path``."""
+    path, params_path = Path(path), Path(params_path)
+    if not path.is_file():
+        raise PipelineError(f"preset {path} does not exist")
+    try:
+        preset = yaml.safe_load(path.read_text())
+        params = yaml.safe_load(params_path.read_text())
+    except yaml.YAMLError as exc:
+        raise PipelineError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    except OSError as exc:
+        raise PipelineError(f"cannot read {params_path}: {exc.strerror}: run from the repository root") from None
+    if not isinstance(preset, dict) or not preset:
+        raise PipelineError(f"preset {path} must be a mapping of params.yaml keys to values")
+    leaves = _leaves(preset, params)
+    unknown = [k for k in leaves if _lookup(params, k) is _MISSING]
+    if unknown:
+        raise PipelineError(f"preset {path}: {', '.join(unknown)} not in {params_path} (a typo, or a parameter of "
+                            "another maivar version)")
+    return leaves
+
+
+def yaml_value(value) -> str:
+    """``value`` as DVC's ``-S key=value`` parses it (YAML): ``null``, ``true``, ``[512]``, ``0.0003``."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+    return text[: -len("\n...")].strip() if text.endswith("\n...") else text
+
+
+def exp_run_command(preset: dict, name: str, *, queue: bool = False, extra: list[str] = ()) -> list[str]:
+    """``dvc exp run -n NAME [--queue] -S key=value ...`` for ``preset`` (then the ``extra`` ``-S`` settings,
+    which win)."""
+    sets = [a for key, value in preset.items() for a in ("-S", f"{key}={yaml_value(value)}")]
+    sets += [a for setting in extra for a in ("-S", setting)]
+    return ["dvc", "exp", "run", "-n", name, *(["--queue"] if queue else []), *sets]
