@@ -1,7 +1,10 @@
 """The ``maivar`` command (also ``python -m maivar``).
 
 The pipeline itself runs through DVC (``dvc repro``, ``dvc exp run``); this command holds what is not a
-stage. ``maivar check-deps`` checks that dvc.yaml declares every module each stage imports.
+stage. ``maivar check-deps`` checks that dvc.yaml declares every module each stage imports;
+``maivar convert-bninception SRC DST`` turns public BN-Inception weights (the PyTorch port's layout, or a
+tsn-pytorch checkpoint) into a checkpoint that ``extract_video.checkpoint`` can point at
+(:mod:`maivar.video.bninception`).
 """
 
 from __future__ import annotations
@@ -36,6 +39,21 @@ def check_deps(args: argparse.Namespace) -> int:
     return 0
 
 
+def convert_bninception(args: argparse.Namespace) -> int:
+    from .core.errors import PipelineError
+    from .video.bninception import convert_checkpoint
+
+    try:
+        written, dropped = convert_checkpoint(args.src, args.dst)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.dst}: {written} BN-Inception backbone tensors (backbone.*); dropped the classifier: "
+          f"{', '.join(dropped) or 'none in the file'}")
+    print(f"use it: extract_video.config: configs/tsn_bninception_video.py, extract_video.checkpoint: {args.dst}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="maivar",
@@ -50,6 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
     deps.add_argument("--root", default=".", help="the repository (default: the current folder)")
     deps.add_argument("--dvc-yaml", default="dvc.yaml", help="the pipeline file, relative to --root")
     deps.set_defaults(func=check_deps)
+    convert = commands.add_parser(
+        "convert-bninception", help="convert public BN-Inception weights into a checkpoint for extract_video",
+        description="Read BN-Inception weights in the public PyTorch port's layout (bare keys such as "
+                    "conv1_7x7_s2.weight, classifier last_linear.* or fc.*; or a tsn-pytorch checkpoint, "
+                    "module.base_model.* with classifier module.new_fc.*) and write an MMAction2-style checkpoint "
+                    "(backbone.* keys, the classifier dropped) for configs/tsn_bninception_video.py.")
+    convert.add_argument("src", help="the port's state dict or tsn-pytorch checkpoint (.pth, .pth.tar)")
+    convert.add_argument("dst", help="the checkpoint to write")
+    convert.set_defaults(func=convert_bninception)
     return parser
 
 
