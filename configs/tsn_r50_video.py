@@ -6,8 +6,8 @@
 # Without a checkpoint the stage uses a seeded random initialisation and says so loudly.
 #
 # extract_video reads the per-segment backbone features (average-pooled over space); the TSN head is
-# kept so that MMAction2 checkpoints load as they are. Another backbone (e.g. a 1024-d BNInception as in
-# the paper) is a copy of this file with another `backbone` and `cls_head.in_channels`.
+# kept so that MMAction2 checkpoints load as they are. The paper's own backbone, a 1024-d BN-Inception, is
+# configs/tsn_bninception_video.py.
 model = dict(
     type='Recognizer2D',
     backbone=dict(type='ResNet', pretrained=None, depth=50, norm_eval=False),

@@ -2,7 +2,10 @@
 
 The pipeline itself runs through DVC (``dvc repro``, ``dvc exp run``); this command holds what is not a
 stage. ``maivar preset FILE`` runs a params overlay (e.g. presets/paper.yaml) as a named DVC experiment;
-``maivar check-deps`` checks that dvc.yaml declares every module each stage imports.
+``maivar check-deps`` checks that dvc.yaml declares every module each stage imports;
+``maivar convert-bninception SRC DST`` turns public BN-Inception weights (the PyTorch port's layout, or a
+tsn-pytorch checkpoint) into a checkpoint that ``extract_video.checkpoint`` can point at
+(:mod:`maivar.video.bninception`).
 """
 
 from __future__ import annotations
@@ -58,6 +61,21 @@ def preset(args: argparse.Namespace) -> int:
     return subprocess.run([dvc, *cmd[1:]]).returncode
 
 
+def convert_bninception(args: argparse.Namespace) -> int:
+    from .core.errors import PipelineError
+    from .video.bninception import convert_checkpoint
+
+    try:
+        written, dropped = convert_checkpoint(args.src, args.dst)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.dst}: {written} BN-Inception backbone tensors (backbone.*); dropped the classifier: "
+          f"{', '.join(dropped) or 'none in the file'}")
+    print(f"use it: extract_video.config: configs/tsn_bninception_video.py, extract_video.checkpoint: {args.dst}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="maivar",
@@ -83,6 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--dry-run", action="store_true", help="print the dvc command without running it")
     pre.add_argument("--params", default="params.yaml", help="the parameters file the keys must exist in")
     pre.set_defaults(func=preset)
+    convert = commands.add_parser(
+        "convert-bninception", help="convert public BN-Inception weights into a checkpoint for extract_video",
+        description="Read BN-Inception weights in the public PyTorch port's layout (bare keys such as "
+                    "conv1_7x7_s2.weight, classifier last_linear.* or fc.*; or a tsn-pytorch checkpoint, "
+                    "module.base_model.* with classifier module.new_fc.*) and write an MMAction2-style checkpoint "
+                    "(backbone.* keys, the classifier dropped) for configs/tsn_bninception_video.py.")
+    convert.add_argument("src", help="the port's state dict or tsn-pytorch checkpoint (.pth, .pth.tar)")
+    convert.add_argument("dst", help="the checkpoint to write")
+    convert.set_defaults(func=convert_bninception)
     return parser
 
 

@@ -29,14 +29,20 @@ ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
 
 
-def make_video(path: Path, n_frames: int, *, width: int = 64, height: int = 48, fps: int = 25, step: int = 8) -> Path:
-    """An MPEG-4 AVI whose frame i is flat grey at level 20 + step i (so a decoded frame tells its index)."""
+def make_video(path: Path, n_frames: int, *, width: int = 64, height: int = 48, fps: int = 25, step: int = 8,
+               colour: bool = False) -> Path:
+    """An MPEG-4 AVI whose frame i is flat grey at level 20 + step i (so a decoded frame tells its index);
+    with ``colour`` its red is that level, its green 255 - level and its blue half the level (so that a swap
+    of the red and blue channels shows)."""
     with av.open(str(path), "w") as container:
         stream = container.add_stream("mpeg4", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = {"qscale": "2"}
         for i in range(n_frames):
             img = np.full((height, width, 3), 20 + step * i, dtype=np.uint8)
+            if colour:
+                img[..., 1] = 255 - img[..., 0]
+                img[..., 2] = img[..., 0] // 2
             for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
@@ -191,6 +197,8 @@ def test_extract_video_stage_end_to_end(tiny_tsn, tmp_path):
     assert attrs["weights"] == "random" and attrs["pretrained"] is False and len(attrs["weights_sha256"]) == 64
     assert attrs["num_segments"] == 3 and attrs["input_size"] == 32 and attrs["device"] == "cpu"
     assert attrs["dtype"] == "float32" and attrs["conv_bn_folded"] == 20  # ResNet-18: every conv has a BN
+    assert attrs["backbone"] == "ResNet" and attrs["backbone_depth"] == 18
+    assert "channel_order" not in attrs  # recorded only when it is not RGB: RGB configs' outputs are unchanged
 
 
 def test_extract_video_stage_missing_checkpoint_and_interruption(tiny_tsn, tmp_path, monkeypatch, capsys, caplog):
@@ -239,21 +247,29 @@ def _interrupt(*args, **kwargs):
     raise KeyboardInterrupt
 
 
-@pytest.mark.parametrize("config,sizes", [("tsn_r50_video.py", (256, 224)), ("tsn_r50_video_112.py", (128, 112))])
-def test_configs_match_mmaction2_standard_test_pipeline(tmp_path, config, sizes):
-    """Each shipped config on a 320x240 video: our route (PyAV decoding, our sampling, resize and crop, batching)
-    gives MMAction2's own test-pipeline features. 3 segments keep it cheap; the sampling rule for any
-    number of segments is checked against SampleFrames above."""
+@pytest.mark.parametrize("config,sizes,dim,order", [
+    ("tsn_r50_video.py", (256, 224), 2048, "RGB"),
+    ("tsn_r50_video_112.py", (128, 112), 2048, "RGB"),
+    ("tsn_bninception_video.py", (256, 224), 1024, "BGR"),  # the paper's backbone: BGR frames, Caffe's mean
+])
+def test_configs_match_mmaction2_standard_test_pipeline(tmp_path, config, sizes, dim, order):
+    """Each shipped config on a 320x240 colour video: our route (PyAV decoding, our sampling, resize and crop,
+    channel order, normalisation, batching) gives MMAction2's own test-pipeline features (its decoder, its
+    ActionDataPreprocessor). 3 segments keep it cheap; the sampling rule for any number of segments is checked
+    against SampleFrames above."""
+    import dataclasses
+
     from mmengine.dataset import Compose, pseudo_collate
 
     segments = 3
-    video = make_video(tmp_path / "v.avi", 50, width=320, height=240, step=4)
+    video = make_video(tmp_path / "v.avi", 50, width=320, height=240, step=4, colour=True)
     model, _, cfg = build_tsn(ROOT / "configs" / config, checkpoint=None, seed=0)
     pre = preprocessing_from_config(cfg)
-    assert (pre.short_side, pre.crop_size) == sizes
-    rows, ours, _ = extract_video_features(model, [VideoClip("v", str(video), 50)], num_segments=segments, pre=pre,
-                                           batch_videos=1, workers=1, device=CPU, timeout_s=60, progress=False)
-    assert rows == [0] and ours.shape == (1, segments, 2048)
+    assert (pre.short_side, pre.crop_size, pre.channel_order) == (*sizes, order)
+    clips = [VideoClip("v", str(video), 50)]
+    kwargs = dict(num_segments=segments, batch_videos=1, workers=1, device=CPU, timeout_s=60, progress=False)
+    rows, ours, _ = extract_video_features(model, clips, pre=pre, **kwargs)
+    assert rows == [0] and ours.shape == (1, segments, dim)
     steps = [dict(s, num_clips=segments) if s["type"] == "SampleFrames" else s for s in cfg.test_pipeline]
     data = Compose(steps)(dict(filename=str(video), label=-1, start_index=0, modality="RGB"))
     with torch.inference_mode():
@@ -261,6 +277,10 @@ def test_configs_match_mmaction2_standard_test_pipeline(tmp_path, config, sizes)
         feats, _ = model.extract_feat(batch["inputs"], stage="backbone")
     reference = feats.mean(dim=(2, 3)).reshape(1, segments, -1).numpy()
     np.testing.assert_allclose(ours, reference, rtol=1e-3, atol=1e-4 * np.abs(reference).max())
+    if order != "RGB":  # the video's colours make the channel order matter: RGB frames would not match
+        _, unswapped, _ = extract_video_features(model, clips, pre=dataclasses.replace(pre, channel_order="RGB"),
+                                                 **kwargs)
+        assert not np.allclose(unswapped, reference, rtol=1e-3, atol=1e-4 * np.abs(reference).max())
 
 
 def test_out_of_memory_halves_the_batch_and_goes_on(tiny_tsn, tmp_path, monkeypatch):

@@ -3,11 +3,11 @@
 Videos are decoded in guarded worker processes (:func:`maivar.core.parallel.guarded_imap` over
 :func:`maivar.video.frames.decode_segments`: PyAV, RGB conversion of the kept frames only, short side +
 centre crop; a hung decoder is killed after ``timeout_s``, a crashed one fails only its video) and batched
-across videos; the uint8
-frames go to the device (pinned memory on CUDA), are normalised there with the MMAction2 config's
-data-preprocessor mean/std, and run through the recognizer's ``extract_feat(stage='backbone')``; the
-feature maps are average-pooled over space. A video that fails to decode becomes a
-:class:`~maivar.core.rejections.Rejection`; the other rows keep the input order.
+across videos; the uint8 frames go to the device (pinned memory on CUDA), are put in the network's channel
+order and normalised there as the MMAction2 config's data preprocessor does (:class:`Preprocessing`), and
+run through the recognizer's ``extract_feat(stage='backbone')``; the feature maps are average-pooled over
+space. A video that fails to decode becomes a :class:`~maivar.core.rejections.Rejection`; the other rows
+keep the input order.
 """
 
 from __future__ import annotations
@@ -52,16 +52,31 @@ class VideoClip:
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """MMAction2's TSN test preprocessing, read from the config (:func:`preprocessing_from_config`)."""
+    """MMAction2's TSN test preprocessing, read from the config (:func:`preprocessing_from_config`).
+
+    ``channel_order`` is the order of the colour channels the network takes: ``RGB`` (the decoded frames as
+    they are: MMAction2's ResNets) or ``BGR`` (reversed: Caffe-trained BN-Inception). ``mean`` and ``std``
+    are per channel in that order, applied after the reordering, as MMAction2's ``ActionDataPreprocessor``
+    does.
+    """
 
     short_side: int
     crop_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    channel_order: str = "RGB"
 
 
 def preprocessing_from_config(cfg) -> Preprocessing:
-    """Short side (``Resize(scale=(-1, S))``), crop (``CenterCrop``) and mean/std of an MMAction2 config."""
+    """Short side (``Resize(scale=(-1, S))``), crop (``CenterCrop``), mean/std and channel order of an MMAction2
+    config.
+
+    The channel order follows ``model.data_preprocessor.to_rgb``. MMAction2's decoders (Decord, PyAV,
+    OpenCV) give RGB frames, as ours do; ``ActionDataPreprocessor(to_rgb=True)`` reverses the channels of
+    the stacked batch (``inputs[..., [2, 1, 0], :, :]``, named for BGR -> RGB, which on RGB frames gives BGR)
+    before subtracting ``mean`` and dividing by ``std``. So ``to_rgb=True`` is ``BGR`` here, and absent or
+    False is ``RGB``.
+    """
     short_side = crop_size = None
     for step in cfg.get("test_pipeline", []):
         if step.get("type") == "Resize":
@@ -77,7 +92,11 @@ def preprocessing_from_config(cfg) -> Preprocessing:
             "the MMAction2 config needs test_pipeline Resize(scale=(-1, S)) and CenterCrop(crop_size=C), "
             "and model.data_preprocessor mean/std"
         )
-    return Preprocessing(short_side, crop_size, tuple(map(float, pre["mean"])), tuple(map(float, pre["std"])))
+    to_rgb = pre.get("to_rgb", False)
+    if not isinstance(to_rgb, bool):
+        raise PipelineError(f"model.data_preprocessor.to_rgb must be True or False (got {to_rgb!r})")
+    return Preprocessing(short_side, crop_size, tuple(map(float, pre["mean"])), tuple(map(float, pre["std"])),
+                         "BGR" if to_rgb else "RGB")
 
 
 def decode_clip(clip: VideoClip, *, num_segments: int, short_side: int, crop_size: int, timeout_s: float,
@@ -147,11 +166,15 @@ def extract_video_features(
                            recycle_after=recycle_after)
     mean = torch.tensor(pre.mean, dtype=torch.float32, device=device)
     std = torch.tensor(pre.std, dtype=torch.float32, device=device)
+    bgr = pre.channel_order == "BGR"
     guard = OomGuard(batch_videos)
 
     def forward(frames: torch.Tensor) -> torch.Tensor:
-        # B x T x H x W x 3 uint8 -> normalise in NHWC, then a permuted view: B x T x 3 x H x W whose
-        # (B*T) x 3 x H x W reshape (in extract_feat) is channels_last in memory, at no copy.
+        # B x T x H x W x 3 uint8 RGB -> the network's channel order (ActionDataPreprocessor's to_rgb), normalise
+        # in NHWC, then a permuted view: B x T x 3 x H x W whose (B*T) x 3 x H x W reshape (in extract_feat) is
+        # channels_last in memory, at no copy.
+        if bgr:
+            frames = frames.flip(-1)
         x = ((frames.float() - mean) / std).permute(0, 1, 4, 2, 3)
         with autocast(device):
             return pooled_segment_features(model, x).float()
@@ -224,7 +247,9 @@ def extract_video_stage(manifest_path: str | Path, out_path: str | Path, p: dict
 
     ``p`` is the ``extract_video`` params section. The output holds ``features`` N x num_segments x D
     float32, ids/labels in manifest order, a rejection for every manifest clip that fails to decode, and
-    attributes recording the config, backbone, input size, num_segments and weights (source, sha256).
+    attributes recording the config, backbone (type; depth, or null for a backbone without one such as
+    BNInception), input size, mean/std (and the channel order when it is not RGB), num_segments and weights
+    (source, sha256).
     Independent of ``representation``.
     """
     clips, labels = read_clips(manifest_path)
@@ -244,6 +269,8 @@ def extract_video_stage(manifest_path: str | Path, out_path: str | Path, p: dict
         "num_segments": num_segments, "device": device.type, "dtype": compute_dtype(device),
         "conv_bn_folded": folded, **weights.attrs(),
     }
+    if pre.channel_order != "RGB":  # recorded only when not RGB: the outputs of RGB configs stay as they were
+        attrs["channel_order"] = pre.channel_order
     # finished batches of an interrupted run with the same videos and settings are reused (maivar.extraction.resume)
     journal = Journal(out_path, {
         "attrs": attrs, "batch_videos": int(p["batch_videos"]), "min_decoded_share": float(p["min_decoded_share"]),

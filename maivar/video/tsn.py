@@ -4,6 +4,11 @@
 :mod:`maivar.video.mmaction_compat`) and loads an optional MMAction2 checkpoint (only the backbone makes the
 features: the classification head's weights, for any number of classes, are not used). Without a
 checkpoint the recognizer keeps MMAction2's own initialisation, seeded, and says so in the log.
+
+Besides MMAction2's own backbones a config may name ``BNInception`` (:mod:`maivar.video.bninception`, the
+paper's TSN backbone), registered here before the model is built. A checkpoint that does not fit because it
+holds BN-Inception weights in the public PyTorch port's layout gets, in its one-line error, the command that
+converts it (``maivar convert-bninception``).
 """
 
 from __future__ import annotations
@@ -47,9 +52,11 @@ def _quiet_init_weights(model: nn.Module) -> None:
 
 def build_tsn(config_path: str | Path, *, checkpoint: str | None, seed: int) -> tuple[nn.Module, Weights, object]:
     """The MMAction2 recognizer of ``config_path`` with its weights; returns (model, weights, config)."""
+    from .bninception import port_layout_hint, register_bninception
     from .mmaction_compat import import_mmaction
 
     import_mmaction()
+    register_bninception()
     from mmaction.registry import MODELS
 
     cfg = load_mmaction_config(config_path)
@@ -72,7 +79,10 @@ def build_tsn(config_path: str | Path, *, checkpoint: str | None, seed: int) -> 
                             "extract_feat/backbone)")
     if checkpoint:
         # Only the backbone makes the features: a checkpoint's head (any number of classes) is not used.
-        load_checkpoint_into(model, checkpoint, ignore_prefixes=("cls_head.", "data_preprocessor."))
+        try:
+            load_checkpoint_into(model, checkpoint, ignore_prefixes=("cls_head.", "data_preprocessor."))
+        except PipelineError as exc:
+            raise PipelineError(f"{exc}{port_layout_hint(checkpoint)}") from None
         source = f"checkpoint:{checkpoint}"
     else:
         _quiet_init_weights(model)
