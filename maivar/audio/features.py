@@ -48,7 +48,16 @@ FLIPS = ("none", "horizontal", "vertical", "both")
 def create_audio_backbone(
     name: str, *, pretrained: bool, checkpoint: str | None, seed: int
 ) -> tuple[nn.Module, Weights]:
-    """A timm model with pooled features (``num_classes=0``) and where its weights came from."""
+    """A timm model with pooled features (``num_classes=0``) and where its weights came from.
+
+    ``checkpoint`` may be a ``.safetensors`` file (``safetensors.torch.save_file``, timm's ``save_for_hf``) or a
+    ``torch.save`` file: a state dict, bare or under ``state_dict`` / ``model`` / ``state_dict_ema`` (timm's
+    train.py checkpoints, ``args`` and all), with ``module.`` (DataParallel/DDP) or ``_orig_mod.``
+    (``torch.compile``) key prefixes or none; the classifier's keys are ignored. It is read by
+    :func:`~maivar.extraction.backbones.load_state_dict_file` rather than timm's ``load_checkpoint``: that
+    refuses any checkpoint with a pickled class but ``argparse.Namespace`` (even ``numpy.float64``), prefers
+    EMA weights, and fails with torch's multi-line key-mismatch errors or a bare ``FileNotFoundError``.
+    """
     import timm
 
     if not timm.is_model(name):
