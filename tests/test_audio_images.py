@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import librosa
 import librosa.display
 import numpy as np
@@ -29,9 +31,9 @@ def style(render_params):
     return ai.style_from_params(render_params)
 
 
-def draw(y, representation, style, size=SIZE, sr=SR, tuning=0.0, mapping="nearest"):
+def draw(y, representation, style, size=SIZE, sr=SR, tuning=0.0, mapping="nearest", recipe="corrected"):
     return ai.render(np.asarray(y, dtype=np.float32), sr, representation, size=size, n_fft=N_FFT, hop_length=HOP,
-                     n_mfcc=N_MFCC, chroma_tuning=tuning, style=style, pixel_mapping=mapping)
+                     n_mfcc=N_MFCC, chroma_tuning=tuning, style=style, pixel_mapping=mapping, recipe=recipe)
 
 
 def seconds(d, sr=SR):
@@ -296,10 +298,11 @@ def test_click_train_shows_as_vertical_structure_in_the_mfcc_image(representatio
 # ---------------------------------------------------------------------------------- degenerate audio
 
 
+@pytest.mark.parametrize("recipe", ai.RECIPES)
 @pytest.mark.parametrize("representation", REPRESENTATIONS)
 @pytest.mark.parametrize("case", ["silence", "short", "non_finite", "single_sample"])
 @pytest.mark.parametrize("mapping", ai.PIXEL_MAPPINGS)
-def test_degenerate_audio_gives_a_valid_image(representation, case, mapping, style):
+def test_degenerate_audio_gives_a_valid_image(representation, case, mapping, recipe, style):
     y = {
         "silence": np.zeros(SR, np.float32),
         "short": tone(440.0, d=0.01),  # 220 samples < n_fft
@@ -309,20 +312,21 @@ def test_degenerate_audio_gives_a_valid_image(representation, case, mapping, sty
     if case == "non_finite":
         y[5] = np.inf
         y[7] = -np.inf
-    image = draw(y, representation, style, mapping=mapping)
+    image = draw(y, representation, style, mapping=mapping, recipe=recipe)
     assert image.shape == (SIZE, SIZE, 3) and image.dtype == np.uint8
 
 
+@pytest.mark.parametrize("recipe", ai.RECIPES)
 @pytest.mark.parametrize("mapping", ai.PIXEL_MAPPINGS)
-def test_non_finite_samples_render_as_zeros(mapping, style):
+def test_non_finite_samples_render_as_zeros(mapping, recipe, style):
     y = tone(440.0, d=1.0)
     bad = y.copy()
     bad[::101] = np.nan
     zeroed = y.copy()
     zeroed[::101] = 0.0
     for representation in REPRESENTATIONS:
-        np.testing.assert_array_equal(draw(bad, representation, style, mapping=mapping),
-                                      draw(zeroed, representation, style, mapping=mapping))
+        np.testing.assert_array_equal(draw(bad, representation, style, mapping=mapping, recipe=recipe),
+                                      draw(zeroed, representation, style, mapping=mapping, recipe=recipe))
 
 
 def test_clean_audio_pads_short_audio_and_counts_non_finite():
@@ -330,12 +334,13 @@ def test_clean_audio_pads_short_audio_and_counts_non_finite():
     assert n_bad == 2 and len(y) == 8 and np.isfinite(y).all()
 
 
+@pytest.mark.parametrize("recipe", ai.RECIPES)
 @pytest.mark.parametrize("mapping", ai.PIXEL_MAPPINGS)
-def test_render_is_deterministic(mapping, style):
+def test_render_is_deterministic(mapping, recipe, style):
     y = chirp(d=1.0) + noise(1.0)
     for representation in REPRESENTATIONS:
-        np.testing.assert_array_equal(draw(y, representation, style, mapping=mapping),
-                                      draw(y, representation, style, mapping=mapping))
+        np.testing.assert_array_equal(draw(y, representation, style, mapping=mapping, recipe=recipe),
+                                      draw(y, representation, style, mapping=mapping, recipe=recipe))
 
 
 def test_unknown_representation_is_a_one_line_error_listing_the_six(style):
@@ -343,6 +348,213 @@ def test_unknown_representation_is_a_one_line_error_listing_the_six(style):
         draw(tone(440.0, d=0.5), "spectrogram", style)
     message = str(err.value)
     assert "\n" not in message and all(name in message for name in REPRESENTATIONS)
+
+
+# ------------------------------------------------------------- recipe "pymaivar": the authors' drawing
+
+AUTHORS_SR = 44100  # the rate of the authors' WAVs: their curve times (at 22050 Hz) then cover half the clip
+AUTHORS_SIZE = 128
+
+
+def authors_clip(d=3.0, seed=0):
+    """A few seconds at 44.1 kHz with something to show in every representation: a rising chirp under a slowly
+    pulsing loudness (the waveform's shape), a burst of 9 kHz (a step in the curves), a little noise."""
+    t = np.arange(int(d * AUTHORS_SR)) / AUTHORS_SR
+    f0, f1 = 300.0, 5000.0
+    loud = 0.15 + 0.35 * (0.5 + 0.5 * np.sin(2 * np.pi * 1.3 * t))
+    y = loud * np.sin(2 * np.pi * (f0 * t + (f1 - f0) / (2 * d) * t**2))
+    y += 0.02 * np.random.default_rng(seed).standard_normal(len(t))
+    burst = slice(int(0.4 * d * AUTHORS_SR), int(0.5 * d * AUTHORS_SR))
+    y[burst] += 0.3 * np.sin(2 * np.pi * 9000.0 * t[burst])
+    return y.astype(np.float32)
+
+
+def authors_drawing(x, sr, representation, size):
+    """PyMAiVAR's code/core.py for one representation, run with librosa 0.11, drawn by matplotlib (Agg) into a
+    figure whose axes fill a size x size canvas (at 100 dpi: the curve's 1.5 points are 2.08 pixels, what
+    ``line_width: 2`` stands for).
+
+    ``waveplot`` was removed in librosa 0.10: ``waveshow`` stands in, given what waveplot did for a long clip
+    (an envelope of ``sr // 1000``-sample frames, x-limits set to its points; waveshow's would add margins).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from sklearn.preprocessing import minmax_scale, scale
+
+    fig = Figure(figsize=(size / 100, size / 100), dpi=100)
+    canvas = FigureCanvasAgg(fig)
+    ax = fig.add_axes([0, 0, 1, 1])
+    hop = sr // min(1000, sr * len(x) // 50000) if len(x) > 50000 else 1
+
+    def waveplot(**kwargs):
+        librosa.display.waveshow(x, sr=sr, ax=ax, max_points=len(x) // hop, **kwargs)
+        ax.set_xlim(0, (len(x) // hop - 1) * hop / sr)
+
+    if representation == "waveplot":
+        waveplot()
+    elif representation in ("spectral_centroid", "spectral_rolloff"):
+        if representation == "spectral_centroid":
+            feature = librosa.feature.spectral_centroid(y=x, sr=sr)[0]
+        else:
+            feature = librosa.feature.spectral_rolloff(y=x + 0.01, sr=sr)[0]
+        t = librosa.frames_to_time(range(len(feature)))  # at librosa's default 22050 Hz, as they wrote it
+        waveplot(alpha=0.4)
+        ax.plot(t, minmax_scale(feature), color="r")
+    elif representation in ("mfcc", "mfcc_scaled"):
+        mfccs = librosa.feature.mfcc(y=x, sr=sr)
+        if representation == "mfcc_scaled":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # sklearn warns about float32 rounding in the centred rows
+                mfccs = scale(mfccs, axis=1)
+        librosa.display.specshow(mfccs, sr=sr, x_axis="time", ax=ax)
+    else:
+        chromagram = librosa.feature.chroma_stft(y=x, sr=sr, hop_length=512)
+        librosa.display.specshow(chromagram, x_axis="time", y_axis="chroma", hop_length=512, cmap="coolwarm", ax=ax)
+    ax.axis("off")
+    canvas.draw()
+    image = np.asarray(canvas.buffer_rgba())[..., :3].copy()
+    assert image.shape == (size, size, 3)
+    return image
+
+
+def red_rows(image):
+    """Mean row of each column's red pixels (the curve, antialiased edges included when mostly red); NaN where
+    the column has none."""
+    red = (image[..., 0] > 150) & (image[..., 1] < 120) & (image[..., 2] < 120)
+    rows = np.arange(image.shape[0])[:, None]
+    with np.errstate(invalid="ignore"):
+        return (red * rows).sum(0) / red.sum(0)
+
+
+def pymaivar(y, representation, style, size=AUTHORS_SIZE, sr=AUTHORS_SR, mapping="nearest"):
+    return draw(y, representation, style, size=size, sr=sr, mapping=mapping, recipe="pymaivar")
+
+
+@pytest.mark.parametrize("representation", REPRESENTATIONS)
+def test_pymaivar_draws_what_matplotlib_draws_running_the_authors_code(representation, style):
+    x = authors_clip()
+    ref = authors_drawing(x, AUTHORS_SR, representation, AUTHORS_SIZE)
+    ours = pymaivar(x, representation, style)
+    same = (ours == ref).all(-1).mean()
+    if representation in ("mfcc", "mfcc_scaled", "chromagram"):
+        # the same matrices, the same colormap entries (matplotlib's floor(v * 256)), the cell under each pixel's
+        # centre as Agg fills specshow's quads: pixel for pixel (measured: all of them, at 64, 128 and 224)
+        assert same > 0.99
+        return
+    # Agg antialiases the edges of the waveform and of the curve, we draw whole pixels: those differ, nothing else
+    # (measured: 97 % of the pixels identical for the waveplot, 85 % with a curve, whose 2-pixel line is mostly
+    # edge; pixel correlation 0.99 and 0.96, while the corrected drawing correlates 0.93 and 0.25 with the same)
+    assert corr(ours, ref) > (0.97 if representation == "waveplot" else 0.94)
+    assert same > (0.95 if representation == "waveplot" else 0.8)
+    if representation == "waveplot":
+        return
+    ours_rows, ref_rows = red_rows(ours), red_rows(ref)
+    np.testing.assert_array_equal(np.isfinite(ours_rows), np.isfinite(ref_rows))  # the same columns carry the curve
+    assert np.isfinite(ref_rows).mean() > 0.95
+    off = np.abs(ours_rows - ref_rows)[np.isfinite(ref_rows)]
+    assert off.max() <= 1.5 and (off <= 1.0).mean() > 0.98  # measured: at most 1 row
+
+
+def test_pymaivar_centroid_shows_the_first_half_of_the_clip_and_corrected_the_whole(style):
+    # low, high, low, high: the first half is one step up, the whole clip two; the two curves are uncorrelated
+    quarter = int(0.75 * AUTHORS_SR)
+    t = np.arange(quarter) / AUTHORS_SR
+    low, high = np.sin(2 * np.pi * 400.0 * t), np.sin(2 * np.pi * 4000.0 * t)
+    y = (0.5 * np.concatenate([low, high, low, high])).astype(np.float32)
+    truth = librosa.feature.spectral_centroid(y=y, sr=AUTHORS_SR)[0]
+    centres = (np.arange(AUTHORS_SIZE) + 0.5) / AUTHORS_SIZE * len(y)  # each column's centre, in samples
+
+    def truth_at(samples):
+        return truth[np.clip(np.rint(samples / HOP).astype(int), 0, len(truth) - 1)]
+
+    whole, first_half = truth_at(centres), truth_at(centres / 2)
+    assert abs(corr(whole, first_half)) < 0.2
+    for recipe, follows, ignores in (("pymaivar", first_half, whole), ("corrected", whole, first_half)):
+        image = draw(y, "spectral_centroid", style, size=AUTHORS_SIZE, sr=AUTHORS_SR, recipe=recipe)
+        height = -red_rows(image)
+        assert np.isfinite(height).all(), recipe
+        assert corr(height, follows) > 0.9, recipe
+        assert abs(corr(height, ignores)) < 0.3, recipe
+    # and the pymaivar curve (0..1) sits on the waveform's axis (+-0.5 peak): 0 at the centre line, so the curve
+    # stays in the upper part; the limits are matplotlib's for data in [-0.5, 1]
+    rows = red_rows(pymaivar(y, "spectral_centroid", style))
+    bottom, top = -0.5 - 0.075, 1.0 + 0.075
+    zero_row = top / (top - bottom) * AUTHORS_SIZE
+    assert rows.max() < zero_row + 1 and rows.min() > (top - 1.0) / (top - bottom) * AUTHORS_SIZE - 2
+
+
+def test_pymaivar_ignores_the_style_and_analysis_params(style, render_params):
+    """The authors' choices are fixed: other colours, colormaps, tuning or FFT sizes in params change nothing."""
+    other = ai.style_from_params({**render_params, "colors": {"waveform": "#000000", "curve": "#00ff00",
+                                                              "background": "#123456"},
+                                  "colormaps": {"mfcc": "viridis", "mfcc_scaled": "viridis", "chromagram": "gray"},
+                                  "faded_alpha": 0.9})
+    x = authors_clip(d=1.5)
+    for representation in REPRESENTATIONS:
+        a = ai.render(x, AUTHORS_SR, representation, size=48, n_fft=N_FFT, hop_length=HOP, n_mfcc=N_MFCC,
+                      chroma_tuning=0.0, style=style, pixel_mapping="nearest", recipe="pymaivar")
+        b = ai.render(x, AUTHORS_SR, representation, size=48, n_fft=1024, hop_length=256, n_mfcc=13,
+                      chroma_tuning=0.3, style=other, pixel_mapping="nearest", recipe="pymaivar")
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("data, expected", [
+    (np.array([[-3.0, 1.0], [2.0, 5.0]]), "coolwarm"),
+    (np.abs(np.random.default_rng(0).standard_normal((20, 50))), "magma"),
+    (-np.abs(np.random.default_rng(1).standard_normal((20, 50))), "magma"),
+    (np.concatenate([np.full(99, -1.0), [5.0]]), "magma"),  # the top 2 % do not count (robust)
+])
+def test_specshow_cmap_is_the_one_librosa_picks(data, expected):
+    assert ai.specshow_cmap(data) == expected == librosa.display.cmap(data).name
+
+
+@pytest.mark.parametrize("representation", ["mfcc", "mfcc_scaled"])
+def test_pymaivar_mfcc_colormap_is_picked_per_clip_as_specshow_does(representation, style):
+    """MFCCs have both signs: coolwarm (the test above); a silent clip's are <= 0: magma, as the authors drew it."""
+    silence = np.zeros(AUTHORS_SR, np.float32)
+    ours = pymaivar(silence, representation, style, size=32)
+    assert {tuple(c) for c in ours.reshape(-1, 3)} <= {tuple(c) for c in ai.colormap_lut("magma")}
+    np.testing.assert_array_equal(ours, authors_drawing(silence, AUTHORS_SR, representation, 32))
+
+
+@pytest.mark.parametrize("lo, hi", [(-0.3, 1.0), (-1.2, 1.2), (-0.5, 0.5), (0.0, 0.0)])
+def test_autoscaled_limits_are_matplotlibs(lo, hi):
+    from matplotlib.figure import Figure
+
+    ax = Figure().add_axes([0, 0, 1, 1])
+    ax.plot([0, 1], [lo, hi])
+    np.testing.assert_allclose(ai.autoscaled_limits(lo, hi), ax.get_ylim())
+
+
+def test_polyline_columns_keep_every_vertex_and_thicken_steep_segments():
+    # 4 points per column over columns 0-1, a jump up (row 10 -> 2) across the edge of columns 3 and 4, the last
+    # point in column 5
+    x = np.array([0.1, 0.3, 0.6, 0.9, 1.1, 1.3, 1.6, 1.9, 3.9, 4.1, 5.5])
+    rows = np.array([10, 12, 30, 10, 10, 10, 10, 10, 10, 2, 2], dtype=np.float64)
+    first, last = ai.polyline_columns(x, rows, size=8, half_width=0.5)
+    assert (first[0], last[0]) == (10, 30)  # the peak at row 30 between two points of the same column
+    assert (first[1], last[1]) == (10, 10)  # a flat stretch: one row (a line 1 pixel thick)
+    assert (first[3], last[3], first[4], last[4]) == (6, 10, 2, 6)  # 1 pixel thick, each column shows its half
+    assert np.isinf(first[6:]).all() and np.isinf(last[6:]).all()  # past the last point: no line
+    first, last = ai.polyline_columns(x, rows, size=8, half_width=1.0)
+    assert (first[2], last[2]) == (9, 11)  # 2 pixels thick: the rows within 1 of the line
+    assert (first[3], last[3]) == (first[4], last[4]) == (1, 11)  # the whole jump in both columns, as a 2-pixel pen
+
+
+def test_waveplot_envelope_is_librosa_0_8s():
+    x = authors_clip(d=2.0)
+    env, hop = ai.waveplot_envelope(x, AUTHORS_SR)  # 88,200 samples > 50,000: 1000 points a second, hop 44
+    assert hop == 44 and len(env) == len(x) // 44
+    np.testing.assert_array_equal(env[:3], [np.abs(x[i * 44 : (i + 1) * 44]).max() for i in range(3)])
+    short = x[:40000]
+    env, hop = ai.waveplot_envelope(short, AUTHORS_SR)
+    assert hop == 1
+    np.testing.assert_array_equal(env, np.abs(short))  # every sample
+
+
+def test_unknown_recipe_is_a_one_line_error(style):
+    with pytest.raises(ValueError, match="recipe must be one of corrected, pymaivar, not 'matplotlib'"):
+        draw(tone(440.0, d=0.5), "mfcc", style, recipe="matplotlib")
 
 
 # ------------------------------------------------------------------------------------------ loading
@@ -370,6 +582,17 @@ def test_load_audio_counts_and_replaces_non_finite_float_samples(tmp_path):
     sf.write(tmp_path / "float.wav", y, SR, subtype="FLOAT")
     out, n_bad = ai.load_audio(str(tmp_path / "float.wav"), SR)
     assert n_bad == 2 and np.isfinite(out).all() and out[10] == 0.0
+
+
+def test_read_audio_keeps_the_native_rate(tmp_path):
+    left = tone(440.0, d=0.5)
+    sf.write(tmp_path / "stereo.wav", np.stack([left, 0.5 * left], axis=1), SR, subtype="FLOAT")
+    y, rate, n_bad = ai.read_audio(str(tmp_path / "stereo.wav"))
+    assert rate == SR and n_bad == 0 and len(y) == len(left)
+    np.testing.assert_allclose(y, 0.75 * left, atol=1e-6)  # the channel mean, as librosa.load(mono=True)
+    ref, ref_sr = librosa.load(tmp_path / "stereo.wav", sr=None)
+    assert ref_sr == rate
+    np.testing.assert_allclose(y, ref, atol=1e-6)
 
 
 @pytest.mark.parametrize("case, reason", [("missing", "missing_file"), ("empty", "empty_file"),

@@ -64,9 +64,11 @@ EXPECTED_REJECTED = {"v_Drum_g03_c01": "missing_file", "v_Drum_g04_c01": "unread
                      "v_Drum_g05_c01": "empty_file"}
 
 
-def small_params(size=32, previews=1, **render):
+def small_params(size=32, previews=1, drop=(), **render):
     p = dict(load_params(REPO / "params.yaml")["render"])
     p.update(size=size, sample_rate=SR, previews_per_class=previews, **render)
+    for key in drop:
+        del p[key]
     return p
 
 
@@ -206,3 +208,42 @@ def test_pixel_mapping_is_recorded_and_changes_the_images(tmp_path):
         images[mapping] = np.stack([store.data[i] for i in range(len(store.ids))])
     assert images["nearest"].shape == images["area"].shape
     assert not np.array_equal(images["nearest"], images["area"])
+
+
+@pytest.mark.parametrize("representation", ["spectral_centroid", "mfcc_scaled"])
+def test_recipe_corrected_leaves_the_store_byte_for_byte_as_before_the_parameter(tmp_path, representation):
+    """params as they were before render.recipe existed, and with recipe: corrected written out: the same bytes
+    (no attribute added), so DVC's images.h5 hash does not move."""
+    make_dataset(tmp_path)
+    outputs = []
+    for params in ({"drop": ("recipe",)}, {"recipe": "corrected"}):
+        _, out, previews = run(tmp_path, representation=representation, workers=1, previews=2, **params)
+        assert "render.recipe" not in open_store(out, "images").attrs
+        outputs.append((out.read_bytes(), {p.name: p.read_bytes() for p in previews.iterdir()}))
+    assert outputs[0] == outputs[1]
+
+
+def test_stage_with_an_unknown_recipe_fails_with_one_line(tmp_path, capsys):
+    make_dataset(tmp_path)
+    _params(tmp_path, "chromagram", recipe="matplotlib")
+    assert "render.recipe must be one of corrected, pymaivar, not 'matplotlib'" in _one_line_error(tmp_path, capsys)
+
+
+def test_recipe_pymaivar_is_recorded_and_reads_each_wav_at_its_own_rate(tmp_path):
+    from maivar.audio import images as ai
+
+    make_dataset(tmp_path)
+    _, out, _ = run(tmp_path, representation="spectral_centroid", workers=1, size=24, recipe="pymaivar")
+    store = open_store(out, "images")
+    assert store.attrs["render.recipe"] == "pymaivar" and store.attrs["pixel_mapping"].startswith("pymaivar: ")
+    assert len(store.ids) == 5 and {r.id: r.reason for r in store.rejected} == EXPECTED_REJECTED
+    # the 44.1 kHz stereo clip and the 22.05 kHz mono one, each drawn at its own rate (librosa.load(sr=None)),
+    # not at render.sample_rate
+    style = ai.style_from_params(small_params())
+    for clip_id in ("v_Drum_g02_c01", "v_Bell_g01_c01"):
+        y, rate, _ = ai.read_audio(str(tmp_path / "data" / "prepared" / "audio" / f"{clip_id}.wav"))
+        expected = ai.render(y, rate, "spectral_centroid", size=24, n_fft=2048, hop_length=512, n_mfcc=20,
+                             chroma_tuning=None, style=style, pixel_mapping="nearest", recipe="pymaivar")
+        np.testing.assert_array_equal(store.data[store.index[clip_id]], expected)
+    _, corrected, _ = run(tmp_path, representation="spectral_centroid", workers=1, size=24)
+    assert not np.array_equal(open_store(corrected, "images").data[0], store.data[0])

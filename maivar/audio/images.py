@@ -4,6 +4,8 @@
 image, full-bleed (no margins, no axes), without a matplotlib figure: the features are librosa's (its
 filterbanks, dB scale and DCT; the STFT frames through ``torch.fft.rfft`` and the centroid / roll-off formulas
 written out, all tested equal to librosa's own functions) and are drawn straight into a numpy array.
+``render.recipe`` picks the drawing: ``corrected`` (the default, described first) or ``pymaivar`` (the
+authors' own drawing, see "Recipes" below).
 
 =====================  ==============================================================================
 representation         what the image shows
@@ -54,6 +56,43 @@ Degenerate audio is well defined: a constant (e.g. silent) matrix or curve norma
 waveform draws as the centre line, audio shorter than ``n_fft`` is zero-padded at the end to ``n_fft``
 samples, and non-finite samples are replaced by 0 (:func:`clean_audio`, which counts them). No output
 pixel is ever NaN: images are uint8.
+
+Recipes (``render.recipe``)
+---------------------------
+- ``corrected`` (default): the drawing above; every curve time-aligned with its waveform.
+- ``pymaivar``: what the authors' toolbox PyMAiVAR (``code/core.py``: librosa 0.8 and one matplotlib figure per
+  clip) drew, reproduced full-bleed: the plot area only, at ``size x size``, still without a figure
+  (:func:`render_pymaivar`; the tests compare it with matplotlib running their code path). Their choices:
+
+  - each WAV at its own rate (``librosa.load(sr=None)``); librosa's defaults ``n_fft`` 2048, hop 512, 20 MFCCs;
+    the chromagram's tuning estimated per clip; their colours (matplotlib's C0 waveform, a red curve, the
+    waveform at alpha 0.4 under it). ``render.sample_rate``, ``n_fft``, ``hop_length``, ``n_mfcc``,
+    ``chroma_tuning``, ``colormaps``, ``colors`` and ``faded_alpha`` are not used; ``size``,
+    ``line_width`` and ``pixel_mapping`` (for the matrices; the curves are drawn as polylines) are.
+  - ``waveplot``: ``waveplot``'s envelope (the peak ``|y|`` of each ``sr // 1000``-sample frame for a clip over
+    50,000 samples, of each sample otherwise: :func:`waveplot_envelope`) across the width (``waveplot`` set the
+    x-limits to its points), on a y-axis autoscaled by matplotlib: ``+-1.1 x peak`` (5 % margins), so it fills
+    1/1.1 of the height. A pixel is filled when the polygon covers most of it (its column's median envelope
+    reaches the row's centre), and the polygon's 1-point outline is stroked too (``fill_between`` was given the
+    colour, which colours the edge): with alpha 0.4 the outline shows as a darker band along the envelope.
+  - ``spectral_centroid`` / ``spectral_rolloff``: that waveform at alpha 0.4 and, on the same axis, the
+    min-max normalised curve (0..1; the limits autoscale over ``[-peak, max(peak, 1)]`` plus 5 %, so the curve
+    sits in the upper half). Frame ``f`` is drawn at ``frames_to_time(f)`` = ``f * 512 / 22050`` s (librosa's
+    default rate) while the axis spans the clip at its own rate: for 44.1 kHz audio the curve's first half
+    fills the width and the rest is clipped away. Every vertex of the polyline counts (a column spans the
+    rows the line reaches near it, ``line_width`` thick: :func:`polyline_columns`). The roll-off is computed
+    on ``y + 0.01``. Colours are blended as matplotlib's Agg renderer blends them (8-bit, truncating).
+  - Line widths: ``line_width`` pixels stand for the curve's 1.5 points (2.08 pixels at 100 dpi), the
+    outline's 1 point is two thirds of it.
+  - ``mfcc``, ``mfcc_scaled``, ``chromagram``: ``specshow``: all frames computed, frame ``f`` of ``n`` the f-th
+    of ``n`` equal cells across the width (:func:`uniform_map`), colours normalised over all of them; the MFCCs'
+    colormap is the one ``librosa.display.cmap`` picks per clip (:func:`specshow_cmap`: ``coolwarm`` for data of
+    both signs, ``magma`` otherwise), the chromagram's ``coolwarm``; each value takes the colormap entry
+    matplotlib gives it (``floor(v * 256)``, :func:`matplotlib_levels`).
+
+  Measured against matplotlib running their code path (librosa 0.11's ``waveshow`` standing in for
+  ``waveplot``) at 64 to 224 pixels: the matrices pixel for pixel; the waveform and curves but for the pixels
+  Agg antialiases at their edges (97 % and 85 % of the pixels identical, the red curve within a row).
 """
 
 from __future__ import annotations
@@ -102,6 +141,18 @@ def load_audio(path, sample_rate: int) -> tuple[np.ndarray, int]:
     WAV) that were replaced by 0 before mixing and resampling. Raises
     :class:`~maivar.core.rejections.ClipFailure` (``missing_file``, ``empty_file`` or ``unreadable_audio``).
     """
+    y, native_rate, n_bad = read_audio(path)
+    if native_rate != sample_rate:
+        import librosa
+
+        y = librosa.resample(y, orig_sr=native_rate, target_sr=sample_rate)
+    return np.ascontiguousarray(y, dtype=np.float32), n_bad
+
+
+def read_audio(path) -> tuple[np.ndarray, int, int]:
+    """A WAV at its own rate (``librosa.load(path, sr=None)``, the ``pymaivar`` recipe): ``(y, rate, n)``,
+    mono float32 audio (the channel mean), its sample rate and the number of non-finite samples replaced by 0.
+    Raises :class:`~maivar.core.rejections.ClipFailure` as :func:`load_audio` does."""
     import os
 
     import soundfile as sf
@@ -127,11 +178,7 @@ def load_audio(path, sample_rate: int) -> tuple[np.ndarray, int]:
         y += data[:, channel]
     if data.shape[1] > 1:
         y /= data.shape[1]
-    if native_rate != sample_rate:
-        import librosa
-
-        y = librosa.resample(y, orig_sr=native_rate, target_sr=sample_rate)
-    return np.ascontiguousarray(y, dtype=np.float32), n_bad
+    return y, int(native_rate), n_bad
 
 
 def clean_audio(y: np.ndarray, n_fft: int) -> tuple[np.ndarray, int]:
@@ -240,10 +287,19 @@ def time_map(n_samples: int, hop_length: int, width: int, mapping: str) -> tuple
 
 
 @functools.lru_cache(maxsize=64)
+def uniform_map(n_cells: int, n_pixels: int, mapping: str) -> np.ndarray:
+    """``n_cells`` equal cells spread over ``n_pixels``, cell 0 at pixel 0: float32 ``(n_pixels, n_cells)``
+    weights (read-only). What ``specshow`` does on every axis it draws, feature bins and (``pymaivar``) frames."""
+    w = axis_weights(np.arange(n_cells + 1), np.linspace(0.0, float(n_cells), n_pixels + 1), mapping)
+    w = np.ascontiguousarray(w, dtype=np.float32)
+    w.flags.writeable = False
+    return w
+
+
+@functools.lru_cache(maxsize=64)
 def bin_map(n_bins: int, height: int, mapping: str) -> np.ndarray:
     """Feature bins -> rows from the top: row 0 shows the highest bin, the last row bin 0. (height, n_bins)."""
-    w = axis_weights(np.arange(n_bins + 1), np.linspace(0.0, float(n_bins), height + 1), mapping)
-    w = np.ascontiguousarray(w[::-1], dtype=np.float32)
+    w = np.ascontiguousarray(uniform_map(n_bins, height, mapping)[::-1])
     w.flags.writeable = False
     return w
 
@@ -521,51 +577,258 @@ def feature_curve(y: np.ndarray, sr: int, representation: str, *, n_fft: int, ho
 # -------------------------------------------------------------------------------------------- render
 
 
+MATRIX_REPRESENTATIONS = ("mfcc", "mfcc_scaled", "chromagram")
+
+
+def _envelope_layer(env: np.ndarray, top: float, bottom: float, size: int) -> np.ndarray:
+    """(size, size) bool: the pixels whose centre lies between ``-env`` and ``+env`` of their column, on an axis
+    from ``top`` (row 0's top edge) down to ``bottom`` (the last row's bottom edge): the filled waveform."""
+    amp = top - (np.arange(size, dtype=np.float32) + 0.5) * ((top - bottom) / size)  # each row centre's amplitude
+    return np.abs(amp)[:, None] <= env[None, :]
+
+
 def _waveform_layer(y: np.ndarray, size: int) -> np.ndarray:
     """(size, size) bool: the symmetric amplitude envelope, peak-normalised; the centre line always."""
     env = envelope_columns(y, size)
     peak = float(env.max())
     env = env / peak if peak > 0 else np.zeros_like(env)
-    # row r's centre is at amplitude 1 - (r + 1/2) * 2 / size (top = +1, bottom = -1)
-    amp = 1.0 - (np.arange(size, dtype=np.float32) + 0.5) * (2.0 / size)
-    return np.abs(amp)[:, None] <= np.maximum(env, 1.0 / size)[None, :]
+    # the axis spans -1..+1 (peak to the edges); half a row (1 / size) at least: the centre line
+    return _envelope_layer(np.maximum(env, 1.0 / size), 1.0, -1.0, size)
+
+
+def _span_layer(lo: np.ndarray, hi: np.ndarray, size: int) -> np.ndarray:
+    """(size, size) bool: in each column, the rows from ``floor(lo)`` to ``ceil(hi)`` (row coordinates, row r's
+    centre at r); a column with ``lo = inf`` stays empty."""
+    r = np.arange(size, dtype=np.float32)[:, None]
+    return (r >= np.floor(lo)[None, :]) & (r <= np.ceil(hi)[None, :])
 
 
 def _curve_layer(values01: np.ndarray, size: int, line_width: int) -> np.ndarray:
     """(size, size) bool: a polyline through one value per column, 0 = bottom row, 1 = top row."""
     rows = (1.0 - values01) * (size - 1)
     nxt = np.append(rows[1:], rows[-1])
-    lo = np.minimum(rows, nxt) - (line_width - 1) / 2.0
-    hi = np.maximum(rows, nxt) + (line_width - 1) / 2.0
     # a column spans from its own point to the next one's, so the line stays connected when it jumps.
-    r = np.arange(size, dtype=np.float32)[:, None]
-    return (r >= np.floor(lo)[None, :]) & (r <= np.ceil(hi)[None, :])
+    return _span_layer(np.minimum(rows, nxt) - (line_width - 1) / 2.0, np.maximum(rows, nxt) + (line_width - 1) / 2.0,
+                       size)
+
+
+def _composite(size: int, background: np.ndarray, layers, agg: bool = False) -> np.ndarray:
+    """Layers ``(mask, colour, alpha)`` painted in order over the background: (size, size, 3) uint8.
+
+    ``agg``: blend as matplotlib's Agg renderer does (8-bit alpha, integer arithmetic that truncates; an opaque
+    layer is copied) instead of rounding the float blend at the end.
+    """
+    if agg:
+        image = np.empty((size, size, 3), dtype=np.int64)
+        image[:] = background.astype(np.int64)
+        for mask, colour, alpha in layers:
+            a8 = int(round(alpha * 255))
+            src = colour.astype(np.int64)
+            image[mask] = src if a8 == 255 else (src * 256 * a8 + image[mask] * 255 * (256 - a8)) // (255 * 256 + a8)
+        return image.astype(np.uint8)
+    image = np.empty((size, size, 3), dtype=np.float32)
+    image[:] = background
+    for mask, colour, alpha in layers:
+        image[mask] = alpha * colour + (1.0 - alpha) * image[mask]
+    return np.rint(image).astype(np.uint8)
+
+
+def _paint(size: int, style: Style, wave: np.ndarray, curve: np.ndarray | None = None) -> np.ndarray:
+    """The waveform layer in ``style.waveform`` on the background; with a curve layer, the waveform faded
+    (``faded_alpha`` over the background) and the curve on top in ``style.curve``. (size, size, 3) uint8."""
+    background, colour = hex_rgb(style.background), hex_rgb(style.waveform)
+    if curve is None:
+        return _composite(size, background, [(wave, colour, 1.0)])
+    return _composite(size, background, [(wave, colour, style.faded_alpha), (curve, hex_rgb(style.curve), 1.0)])
 
 
 def render(y: np.ndarray, sr: int, representation: str, *, size: int, n_fft: int, hop_length: int, n_mfcc: int,
-           chroma_tuning: float | None, style: Style, pixel_mapping: str) -> np.ndarray:
-    """One clip's audio image: ``(size, size, 3)`` uint8, full-bleed. See the module docstring."""
+           chroma_tuning: float | None, style: Style, pixel_mapping: str, recipe: str = "corrected") -> np.ndarray:
+    """One clip's audio image: ``(size, size, 3)`` uint8, full-bleed. See the module docstring.
+
+    ``recipe="pymaivar"`` draws as the authors did (:func:`render_pymaivar`: ``n_fft``, ``hop_length``,
+    ``n_mfcc``, ``chroma_tuning`` and the style's colours and colormaps are theirs then, not these)."""
     check_representation(representation)
+    if check_recipe(recipe) == "pymaivar":
+        return render_pymaivar(y, sr, representation, size=size, pixel_mapping=pixel_mapping,
+                               line_width=style.line_width)
     y, _ = clean_audio(y, n_fft)
     frames, time_weights = time_map(len(y), hop_length, size, pixel_mapping)
-    if representation in ("mfcc", "mfcc_scaled", "chromagram"):
+    if representation in MATRIX_REPRESENTATIONS:
         m = feature_matrix(y, sr, representation, n_fft=n_fft, hop_length=hop_length, n_mfcc=n_mfcc,
                            chroma_tuning=chroma_tuning, frames=frames)
         return matrix_image(minmax(m), time_weights, size, pixel_mapping, style.colormaps[representation])
-
-    background = hex_rgb(style.background)
-    wave = hex_rgb(style.waveform)
-    image = np.empty((size, size, 3), dtype=np.float32)
-    image[:] = background
     if representation == "waveplot":
-        image[_waveform_layer(y, size)] = wave
-        return np.rint(image).astype(np.uint8)
-    faded = style.faded_alpha * wave + (1.0 - style.faded_alpha) * background
-    image[_waveform_layer(y, size)] = faded
+        return _paint(size, style, _waveform_layer(y, size))
     curve = feature_curve(y, sr, representation, n_fft=n_fft, hop_length=hop_length, frames=frames)
     values = curve_to_columns(minmax(curve), time_weights)
-    image[_curve_layer(np.clip(values, 0.0, 1.0), size, style.line_width)] = hex_rgb(style.curve)
-    return np.rint(image).astype(np.uint8)
+    return _paint(size, style, _waveform_layer(y, size),
+                  _curve_layer(np.clip(values, 0.0, 1.0), size, style.line_width))
+
+
+# ------------------------------------------------------------------------------- recipe "pymaivar"
+
+RECIPES = ("corrected", "pymaivar")
+
+# What PyMAiVAR's code/core.py fixed: librosa's defaults (n_fft 2048, hop 512, 20 MFCCs), the curves' frame
+# times from librosa.frames_to_time's default rate, roll-off on x + 0.01, matplotlib's colours (C0 waveform,
+# alpha 0.4 under the red curve), coolwarm for the chromagram (the MFCCs' colormap is chosen per clip).
+PYMAIVAR_N_FFT = 2048
+PYMAIVAR_HOP_LENGTH = 512
+PYMAIVAR_N_MFCC = 20
+PYMAIVAR_CURVE_TIME_RATE = 22050  # librosa.frames_to_time(frames) without sr: the curve's time axis
+PYMAIVAR_ROLLOFF_OFFSET = 0.01  # spectral_rolloff(x + 0.01)
+PYMAIVAR_MARGIN = 0.05  # matplotlib's axes.ymargin: the autoscaled y-limits of the waveform's axis
+# matplotlib's line widths in points: Line2D (the curve) 1.5, the waveform polygon's outline (patch) 1.0
+PYMAIVAR_CURVE_POINTS, PYMAIVAR_OUTLINE_POINTS = 1.5, 1.0
+PYMAIVAR_STYLE = Style(colormaps={"chromagram": "coolwarm"}, waveform="#1f77b4", curve="#ff0000",
+                       background="#ffffff", faded_alpha=0.4, line_width=2)
+
+
+def check_recipe(recipe) -> str:
+    """``recipe`` if it is one of :data:`RECIPES`, else a one-line ValueError listing them."""
+    if recipe not in RECIPES:
+        raise ValueError(f"recipe must be one of {', '.join(RECIPES)}, not {recipe!r}")
+    return recipe
+
+
+def specshow_cmap(data: np.ndarray, atol: float = 0.0) -> str:
+    """The colormap ``librosa.display.specshow`` picks for ``data`` when given none (``librosa.display.cmap``):
+    ``coolwarm`` when the 2nd and 98th percentiles of the finite values have opposite signs, else ``magma``.
+    Values within ``atol`` of 0 count as 0."""
+    data = np.asarray(data)
+    lo, hi = np.percentile(data[np.isfinite(data)], [2, 98])
+    return "magma" if lo >= -atol or hi <= atol else "coolwarm"
+
+
+def matplotlib_levels(values01: np.ndarray) -> np.ndarray:
+    """``values01`` snapped to the colormap entry matplotlib picks (``floor(v * 256)``, 1 -> 255), as ``k / 255``:
+    :func:`apply_colormap` then looks up exactly that entry."""
+    return np.minimum(np.floor(values01 * np.float32(256)), np.float32(255)) / np.float32(255)
+
+
+def autoscaled_limits(lo: float, hi: float) -> tuple[float, float]:
+    """The ``(bottom, top)`` limits matplotlib's autoscale gives data spanning ``[lo, hi]``: 5 % margins, and a
+    zero-width range widened to +-0.05 first (``Locator.nonsingular``)."""
+    if not hi > lo:
+        lo, hi = -0.05, 0.05  # only a silent clip: its waveform and (constant, so 0) curve are all 0
+    margin = PYMAIVAR_MARGIN * (hi - lo)
+    return lo - margin, hi + margin
+
+
+def waveplot_envelope(y: np.ndarray, sr: int) -> tuple[np.ndarray, int]:
+    """The envelope ``librosa.display.waveplot`` (librosa 0.8) drew, and its hop: ``(env, hop)``, the peak ``|y|``
+    of each ``hop``-sample frame, ``hop = sr // 1000`` for a clip over 50,000 samples (``max_points``,
+    ``max_sr``), else 1 (every ``|y|``). Point ``k`` is at time ``k * hop / sr``; the x-limits end at the last."""
+    n = len(y)
+    hop = max(1, sr // min(1000, (sr * n) // 50000)) if n > 50000 else 1
+    n_env = n // hop
+    return np.abs(y[: n_env * hop]).reshape(n_env, hop).max(axis=1), hop
+
+
+def polyline_columns(x: np.ndarray, rows: np.ndarray, size: int, half_width: float) -> tuple[np.ndarray, np.ndarray]:
+    """The rows a polyline ``half_width`` pixels thick covers in each column: ``(first, last)`` float64 (size,).
+
+    The polyline passes through ``(x[i], rows[i])`` (``x`` non-decreasing, in pixels from the left edge; rows
+    with row r's centre at r). Column ``c`` (centre ``c + 1/2``) shows every part of the line within
+    ``half_width`` of its centre horizontally, widened by ``half_width`` vertically: the rows whose centres lie in
+    that span (a square pen: a steep segment thickens both columns it passes between, as matplotlib's stroke
+    does). A curve with several points per column keeps its peaks. A column the line does not reach has
+    ``first = inf`` and ``last = -inf``.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    rows = np.asarray(rows, dtype=np.float64)
+    left = np.arange(size, dtype=np.float64) + 0.5 - half_width
+    right = left + 2 * half_width
+    reached = (right >= x[0]) & (left <= x[-1])
+    ends = np.interp(np.clip(np.stack([left, right]), x[0], x[-1]), x, rows)  # the line at the window's edges
+    lo, hi = ends.min(axis=0), ends.max(axis=0)
+    # the vertices inside each window: [i0, i1) of x, reduced pairwise (a sentinel keeps every index valid)
+    i0, i1 = np.searchsorted(x, left, "left"), np.searchsorted(x, right, "right")
+    bounds = np.stack([i0, i1], axis=1).ravel()
+    padded = np.append(rows, np.nan)
+    inside = i1 > i0
+    lo[inside] = np.fmin(lo, np.fmin.reduceat(padded, bounds)[0::2])[inside]
+    hi[inside] = np.fmax(hi, np.fmax.reduceat(padded, bounds)[0::2])[inside]
+    first, last = np.ceil(lo - half_width), np.floor(hi + half_width)
+    first[~reached], last[~reached] = np.inf, -np.inf
+    return first, last
+
+
+def _column_medians(x: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
+    """Per column, the median of the ``values`` at the points ``x`` in it (pixels from the left edge); a column
+    with no point takes the value interpolated at its centre."""
+    cols = np.clip(np.floor(x).astype(np.int64), 0, size - 1)
+    order = np.lexsort((values, cols))
+    counts = np.bincount(cols, minlength=size)
+    starts = np.cumsum(counts) - counts
+    medians = np.interp(np.arange(size) + 0.5, x, values)
+    has = counts > 0
+    medians[has] = values[order][starts[has] + (counts[has] - 1) // 2]
+    return medians
+
+
+def _pymaivar_waveform(env: np.ndarray, top: float, bottom: float, size: int, outline_half: float):
+    """The waveform polygon (``+-env`` over the width) as matplotlib fills and outlines it: ``(fill, outline)``,
+    (size, size) bool each. A pixel is filled when the polygon covers most of it (its row within the median
+    envelope of its column); the outline is the polygon's edge stroked ``2 * outline_half`` pixels wide, the
+    top and bottom edges and the vertical ends."""
+    scale = size / (top - bottom)  # rows per amplitude unit; amplitude a sits at row (top - a) * scale - 1/2
+    x = np.arange(len(env)) * (size / max(len(env) - 1, 1))
+    fill = _envelope_layer(_column_medians(x, env, size).astype(np.float32), top, bottom, size)
+    zero = top * scale - 0.5
+    # each edge as a polyline from the centre line out to its first point, along the envelope, back to the centre
+    xs = np.concatenate([[x[0]], x, [x[-1]]])
+    outline = np.zeros((size, size), dtype=bool)
+    for sign in (1.0, -1.0):
+        rows = np.concatenate([[zero], zero - sign * env * scale, [zero]])
+        first, last = polyline_columns(xs, rows, size, outline_half)
+        outline |= _span_layer(first, last, size)
+    return fill, outline
+
+
+def render_pymaivar(y: np.ndarray, sr: int, representation: str, *, size: int, pixel_mapping: str,
+                    line_width: int) -> np.ndarray:
+    """One clip's image as PyMAiVAR drew it (the plot area, full-bleed): ``(size, size, 3)`` uint8.
+
+    ``y`` at its native rate ``sr`` (``librosa.load(sr=None)``). See the module docstring, "Recipes".
+    ``line_width`` (pixels) is the curve's 1.5 points; the waveform's outline is 1 point.
+    """
+    check_representation(representation)
+    y, _ = clean_audio(y, PYMAIVAR_N_FFT)
+    style = PYMAIVAR_STYLE
+    if representation in MATRIX_REPRESENTATIONS:
+        # specshow: every frame computed (Normalize, the scaling and the tuning see them all), frame f the f-th
+        # of equal cells over the width
+        m = feature_matrix(y, sr, representation, n_fft=PYMAIVAR_N_FFT, hop_length=PYMAIVAR_HOP_LENGTH,
+                           n_mfcc=PYMAIVAR_N_MFCC, chroma_tuning=None)
+        # (librosa's DCT gives a constant frame, e.g. silence, exact zeros above coefficient 0; our float32 product
+        # leaves ~1e-8 of coefficient 0, which must not count as a sign)
+        cmap = style.colormaps.get(representation) or specshow_cmap(m, atol=1e-6 * float(np.abs(m).max()))
+        return matrix_image(matplotlib_levels(minmax(m)), uniform_map(m.shape[1], size, pixel_mapping), size,
+                            pixel_mapping, cmap)
+
+    env, env_hop = waveplot_envelope(y, sr)  # its points span the width: waveplot set the x-limits to them
+    peak = float(env.max())
+    outline_half = line_width * PYMAIVAR_OUTLINE_POINTS / PYMAIVAR_CURVE_POINTS / 2
+    background, wave = hex_rgb(style.background), hex_rgb(style.waveform)
+    if representation == "waveplot":
+        bottom, top = autoscaled_limits(-peak, peak)
+        fill, outline = _pymaivar_waveform(env, top, bottom, size, outline_half)
+        return _composite(size, background, [(fill | outline, wave, 1.0)], agg=True)
+    source = y + np.float32(PYMAIVAR_ROLLOFF_OFFSET) if representation == "spectral_rolloff" else y
+    curve = minmax(feature_curve(source, sr, representation, n_fft=PYMAIVAR_N_FFT, hop_length=PYMAIVAR_HOP_LENGTH))
+    # the 0..1 curve on the waveform's own axis: the limits cover both
+    bottom, top = autoscaled_limits(min(-peak, float(curve.min())), max(peak, float(curve.max())))
+    fill, outline = _pymaivar_waveform(env, top, bottom, size, outline_half)
+    # frame f at f * hop / 22050 s on an axis spanning the waveform's duration at sr (past it: clipped away)
+    duration = (len(env) - 1) * env_hop / sr
+    x = np.arange(len(curve)) * (PYMAIVAR_HOP_LENGTH / PYMAIVAR_CURVE_TIME_RATE) * (size / duration)
+    rows = (top - curve.astype(np.float64)) * (size / (top - bottom)) - 0.5
+    first, last = polyline_columns(x, rows, size, line_width / 2)
+    alpha = style.faded_alpha
+    return _composite(size, background, [(fill, wave, alpha), (outline, wave, alpha),
+                                         (_span_layer(first, last, size), hex_rgb(style.curve), 1.0)], agg=True)
 
 
 def style_from_params(render_params: dict) -> Style:
@@ -593,4 +856,6 @@ __all__ = [
     "matrix_to_pixels", "matrix_image", "curve_to_columns", "envelope_columns", "minmax", "colormap_lut",
     "frame_spectra", "squared_spectra", "magnitude_spectrogram", "power_spectrogram", "Filterbank",
     "feature_matrix", "feature_curve", "power_to_db", "render", "style_from_params",
+    "RECIPES", "MATRIX_REPRESENTATIONS", "check_recipe", "read_audio", "uniform_map", "polyline_columns",
+    "specshow_cmap", "matplotlib_levels", "autoscaled_limits", "waveplot_envelope", "render_pymaivar",
 ]

@@ -38,12 +38,20 @@ class Rendered:
 
 
 def render_clip(audio_path: str, *, representation: str, sample_rate: int, size: int, n_fft: int,
-                hop_length: int, n_mfcc: int, chroma_tuning, style: audio_images.Style, pixel_mapping: str) -> Rendered:
-    """Worker: load one WAV and render it; raises :class:`ClipFailure` for a WAV that cannot be read."""
+                hop_length: int, n_mfcc: int, chroma_tuning, style: audio_images.Style, pixel_mapping: str,
+                recipe: str = "corrected") -> Rendered:
+    """Worker: load one WAV and render it; raises :class:`ClipFailure` for a WAV that cannot be read.
+
+    ``recipe="pymaivar"`` reads the WAV at its own rate, as the authors' ``librosa.load(sr=None)`` did
+    (``sample_rate`` is then unused)."""
     _one_thread()
-    y, non_finite = audio_images.load_audio(audio_path, sample_rate)
+    if recipe == "pymaivar":
+        y, sample_rate, non_finite = audio_images.read_audio(audio_path)
+    else:
+        y, non_finite = audio_images.load_audio(audio_path, sample_rate)
     image = audio_images.render(y, sample_rate, representation, size=size, n_fft=n_fft, hop_length=hop_length,
-                                n_mfcc=n_mfcc, chroma_tuning=chroma_tuning, style=style, pixel_mapping=pixel_mapping)
+                                n_mfcc=n_mfcc, chroma_tuning=chroma_tuning, style=style, pixel_mapping=pixel_mapping,
+                                recipe=recipe)
     return Rendered(image, non_finite)
 
 
@@ -54,7 +62,8 @@ def _warm_up(kw: dict) -> None:
 
     audio_images.render(np.zeros(kw["n_fft"], np.float32), kw["sample_rate"], kw["representation"], size=kw["size"],
                         n_fft=kw["n_fft"], hop_length=kw["hop_length"], n_mfcc=kw["n_mfcc"],
-                        chroma_tuning=kw["chroma_tuning"], style=kw["style"], pixel_mapping=kw["pixel_mapping"])
+                        chroma_tuning=kw["chroma_tuning"], style=kw["style"], pixel_mapping=kw["pixel_mapping"],
+                        recipe=kw["recipe"])
 
 
 @functools.lru_cache(maxsize=1)
@@ -94,13 +103,14 @@ def render_manifest(manifest: pd.DataFrame, *, representation: str, render_param
         raise PipelineError(f"params.yaml render section: {exc}: fix colormaps/colors/faded_alpha/line_width") from None
     try:
         audio_images.check_pixel_mapping(p.get("pixel_mapping"))
+        recipe = audio_images.check_recipe(p.get("recipe", "corrected"))
     except ValueError as exc:
         raise PipelineError(f"params.yaml render.{exc}") from None
     worker = functools.partial(
         render_clip, representation=representation, sample_rate=int(p["sample_rate"]), size=int(p["size"]),
         n_fft=int(p["n_fft"]), hop_length=int(p["hop_length"]), n_mfcc=int(p["n_mfcc"]),
         chroma_tuning=None if p["chroma_tuning"] is None else float(p["chroma_tuning"]), style=style,
-        pixel_mapping=str(p["pixel_mapping"]),
+        pixel_mapping=str(p["pixel_mapping"]), recipe=recipe,
     )
     _warm_up(worker.keywords)
 
@@ -108,7 +118,7 @@ def render_manifest(manifest: pd.DataFrame, *, representation: str, render_param
     attrs = {
         "representation": representation,
         **{f"render.{k}": v for k, v in sorted(p.items())
-           if k not in ("workers", "previews_per_class", "max_rejected_share")},
+           if k not in ("workers", "previews_per_class", "max_rejected_share", "recipe")},
         "librosa_version": librosa_version,
         # This text is stored in images.h5 as it was first written, when this mapping's code lived in
         # maivar/audio_images.py (now maivar/audio/images.py): kept byte for byte, so that moving the module did
@@ -116,6 +126,13 @@ def render_manifest(manifest: pd.DataFrame, *, representation: str, render_param
         "pixel_mapping": "whole clip -> full width (column c covers samples [cN/W,(c+1)N/W)); bin 0 at the bottom; "
                          f"{p['pixel_mapping']} (see maivar/audio_images.py)",
     }
+    if recipe != "corrected":
+        # Recorded only when it is not the default: with recipe corrected (written out or not) images.h5 stays
+        # byte for byte what it was before the parameter existed.
+        attrs["render.recipe"] = recipe
+        attrs["pixel_mapping"] = ("pymaivar: the authors' drawing (specshow's equal frame cells over the width; curves "
+                                  "at frame times f*512/22050 s over the clip's duration, on the waveform's axis); "
+                                  f"{p['pixel_mapping']} for the matrices (see maivar/audio/images.py)")
     per_class = int(p["previews_per_class"])
     kept, rejected, previews, non_finite = [], [], [], 0
     results = guarded_imap(worker, list(manifest["audio_path"]), workers=workers, timeout_s=float(p["timeout_s"]),
