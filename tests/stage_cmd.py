@@ -66,3 +66,27 @@ def run_stage_in_process(stage: str, cwd: Path) -> int:
         os.chdir(saved[0])
         sys.argv = saved[1]
         signal.signal(signal.SIGTERM, saved[2])  # run_stage turns SIGTERM into an exit: not for pytest
+
+
+def scratch_repository(dest: Path, extra: dict[str, str] | None = None) -> tuple[Path, dict]:
+    """A git repository at ``dest`` holding this checkout's files as they are now (tracked and untracked, not
+    ignored) and the ``extra`` files (relative path -> text), committed; and the environment to run ``dvc`` and
+    the stages in it (this interpreter's bin first). For tests of DVC-level commands (``dvc exp run``) that must
+    not touch the checkout itself."""
+    import shutil
+
+    names = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                           text=True, check=True).stdout.split("\n")
+    for name in filter(None, names):
+        if (REPO / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, dest / name)
+    for name, text in (extra or {}).items():
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        (dest / name).write_text(text)
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
+        subprocess.run(cmd, cwd=dest, check=True, env=env, capture_output=True)
+    return dest, env

@@ -247,27 +247,15 @@ def test_kinetics_layout_runs_prepare_with_the_kinetics_sounds_preset(kinetics_e
 def test_dvc_exp_run_on_a_csv_dataset(csv_example, tmp_path):
     """The documented command: `dvc exp run -S dataset.format=csv -S dataset.root=... -S dataset.annotations=...`
     in a copy of this repository (its files as they are now, committed), on tiny models."""
-    import os
-    import shutil
     import subprocess
-    import sys
 
+    from stage_cmd import scratch_repository
     from test_backbones import write_tiny_tsn
 
     root, facts = csv_example
-    repo = tmp_path / "repo"
-    tracked = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
-                             text=True, check=True).stdout.split()
-    for name in tracked:
-        if (REPO / name).is_file():
-            (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, repo / name)
-    write_tiny_tsn(repo / "configs" / "tiny_tsn.py")
-    bin_dir = str(Path(sys.executable).parent)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1",
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
-        subprocess.run(cmd, cwd=repo, check=True, env=env, capture_output=True)
+    tiny_tsn = write_tiny_tsn(tmp_path / "tiny_tsn.py").read_text()
+    repo, env = scratch_repository(tmp_path / "repo", {"configs/tiny_tsn.py": tiny_tsn})
+    bin_dir = str(Path(env["PATH"].split(":")[0]))
     sets = {"dataset.format": "csv", "dataset.root": str(root), "dataset.annotations": "annotations.csv",
             "synthesize.classes": 2, "synthesize.classes_without_audio": 0, "synthesize.groups": 8,
             "synthesize.duration_s": 1.0, "synthesize.width": 64, "synthesize.height": 48,

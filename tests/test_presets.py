@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from maivar.core.errors import PipelineError
@@ -56,3 +57,34 @@ def test_the_command_prints_what_it_runs():
     assert "-S extract_audio.flips=true" in proc.stdout and proc.stdout.strip().endswith("-S train.seed=1")
     bad = subprocess.run([str(MAIVAR), "preset", "nowhere.yaml"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.strip() == "error: preset nowhere.yaml does not exist"
+
+
+@pytest.mark.slow
+def test_the_paper_preset_runs_end_to_end_as_a_named_experiment(tmp_path):
+    """`maivar preset presets/paper.yaml` in a copy of this repository, on a small synthetic dataset (the only
+    overrides): BNInception features N x 25 x 1024, four flip variants of the audio features, flattened segments,
+    metrics written, the experiment listed by name."""
+    import json
+
+    import h5py
+
+    from stage_cmd import scratch_repository
+
+    repo, env = scratch_repository(tmp_path / "repo")
+    small = ["synthesize.classes=3", "synthesize.classes_without_audio=0", "synthesize.groups=8",
+             "synthesize.silent_clips=0", "synthesize.duration_s=1.0", "synthesize.width=64", "synthesize.height=48"]
+    proc = subprocess.run([str(MAIVAR), "preset", "presets/paper.yaml", *[a for s in small for a in ("-S", s)]],
+                          cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with h5py.File(repo / "data/features/video.h5") as h5:
+        assert h5["features"].shape[1:] == (25, 1024) and h5.attrs["backbone"] == "BNInception"
+    with h5py.File(repo / "data/features/audio.h5") as h5:
+        assert h5["features"].shape[1:] == (4, 1536) and h5.attrs["input_size"] == 224
+    models = {h: torch.load(repo / f"models/{h}_mlp.pt", weights_only=True) for h in ("video", "fusion")}
+    assert models["video"]["segments"] == "flatten" and models["video"]["config"]["in_features"] == 25 * 1024
+    assert models["fusion"]["config"]["in_features"] == 1536 + 25 * 1024
+    metrics = json.loads((repo / "metrics/metrics.json").read_text())
+    assert metrics["test_clips"] > 0 and metrics["representation"] == "chromagram"
+    shown = subprocess.run([str(MAIVAR.parent / "dvc"), "exp", "show", "--json"], cwd=repo, env=env,
+                           capture_output=True, text=True, check=True).stdout
+    assert '"name": "paper"' in shown

@@ -21,7 +21,7 @@ from maivar.heads.model_files import load_model
 from maivar.heads.training import fit, head_loss, l1_penalty, set_determinism, train_head
 
 from head_data import make_features, make_manifest, write_dataset, write_store
-from stage_cmd import run_stage, stage_argv
+from stage_cmd import run_stage, run_stage_in_process, stage_argv
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = {"hidden": [32], "dropout": 0.2, "epochs": 15, "lr": 3.0e-3, "batch_size": 16}
@@ -295,3 +295,23 @@ def test_flip_variants_are_drawn_per_clip_per_epoch_and_only_in_training():
     assert not all(torch.equal(plain[k], varied[k]) for k in plain)
     again, _ = train(noisy)
     assert all(torch.equal(varied[k], again[k]) for k in varied)  # seeded: deterministic
+
+
+def test_floats_as_dvc_writes_them_are_numbers_and_bad_values_one_line_errors(tmp_path, monkeypatch, capsys):
+    """`dvc exp run -S fusion_mlp.l1=1.0e-5` leaves `l1: 1e-05` in params.yaml: a float in YAML 1.2, a string
+    for PyYAML's YAML 1.1. The stages read it as the number it is."""
+    from maivar.core.params import load_params
+
+    _project(tmp_path, monkeypatch)
+    text = (tmp_path / "params.yaml").read_text()
+    text = text.replace("l1: 1.0e-05", "l1: 1e-05")
+    assert "l1: 1e-05" in text
+    (tmp_path / "params.yaml").write_text(text)
+    assert load_params()["fusion_mlp"]["l1"] == 1e-05
+    _run("train_video")
+    _run("train_audio", "train_fusion")
+    assert text.index("lr: 0.003") < text.index("video_mlp:")  # the audio head's
+    (tmp_path / "params.yaml").write_text(text.replace("lr: 0.003", "lr: fast", 1))
+    capsys.readouterr()
+    assert run_stage_in_process("train_audio", tmp_path) == 1
+    assert capsys.readouterr().err.strip() == "error: params.yaml audio_mlp.lr must be a number, got 'fast'"

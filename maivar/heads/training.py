@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from maivar.core.errors import PipelineError
 from maivar.core.manifest import read_manifest
+from maivar.core.params import number
 
 from .join import (
     MANIFEST_COLUMNS,
@@ -185,6 +186,12 @@ def fit(
 
 
 
+def _fit_settings(head: dict, section: str) -> dict:
+    """A head's ``epochs``, ``lr``, ``batch_size`` and ``l1`` from its params section, checked."""
+    return {"epochs": number(head, "epochs", section, int), "lr": number(head, "lr", section),
+            "batch_size": number(head, "batch_size", section, int), "l1": number(head, "l1", section)}
+
+
 def train_single_modality(*, modality: str, manifest_path: str | Path, features_path: str | Path,
                           model_path: str | Path, live_dir: str | Path, head: dict, train: dict) -> None:
     """Stages train_audio / train_video: an MLP on one modality's features, saved with its history.
@@ -198,8 +205,8 @@ def train_single_modality(*, modality: str, manifest_path: str | Path, features_
     segments = head["segments"] if modality == "video" else None
     features = load_features(features_path, manifest, modality, segments=segments)
     model = MLP(features.x.shape[1], head["hidden"], len(classes), head["dropout"])
-    history = fit(features, manifest, model, epochs=head["epochs"], lr=head["lr"], batch_size=head["batch_size"],
-                  l1=head["l1"], seed=train["seed"], live_dir=live_dir)
+    history = fit(features, manifest, model, **_fit_settings(head, f"{modality}_mlp"), seed=train["seed"],
+                  live_dir=live_dir)
     save_model(model_path, model, classes=classes, extra={
         "modality": modality, **({"segments": segments} if segments else {}),
         "excluded": rejection_records(features.excluded), "history": history,
@@ -227,8 +234,8 @@ def train_fusion(*, manifest_path: str | Path, audio_path: str | Path, video_pat
     model = fusion_from_video(video_mlp, audio.x.shape[1], init=head["init"])
     # Algorithm 1 keeps the video MLP's normalisation for the video columns; fit only the audio columns.
     normalise = slice(0, audio.x.shape[1]) if head["init"] == "video" else slice(None)
-    history = fit(fused, manifest, model, epochs=head["epochs"], lr=head["lr"], batch_size=head["batch_size"],
-                  l1=head["l1"], seed=train["seed"], live_dir=live_dir, normalise=normalise)
+    history = fit(fused, manifest, model, **_fit_settings(head, "fusion_mlp"), seed=train["seed"],
+                  live_dir=live_dir, normalise=normalise)
     save_model(model_path, model, classes=classes, extra={
         "modality": "fusion", "init": head["init"], "audio_features": int(audio.x.shape[1]),
         "segments": video_head["segments"], "excluded": rejection_records(fused.excluded), "history": history,
