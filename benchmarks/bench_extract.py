@@ -211,7 +211,8 @@ def bench_video(args, params, device) -> None:
     sync(device)
     ref_s, ref_cpu = time.perf_counter() - t0, cpu_seconds() - c0
     ref_rate = len(ref_clips) / ref_s
-    diff = np.abs(ours[: len(ref)] - ref).max() / max(np.abs(ref).max(), 1e-12)
+    unflipped = ours[:, 0] if args.flips else ours  # the notebook route has no flips: compare variant 0
+    diff = np.abs(unflipped[: len(ref)] - ref).max() / max(np.abs(ref).max(), 1e-12)
     print(f"video  ours   : {len(clips)} videos x {num_segments} segments in {ours_s:.2f} s = {ours_rate:.2f} videos/s "
           f"(batch_videos {p['batch_videos']}, workers {workers}, {compute_dtype(device)}, GPU util {gpu.mean()}); "
           f"{ours_cpu / len(clips):.2f} CPU s/video")
@@ -238,7 +239,7 @@ def bench_audio(args, params, device) -> None:
     images = LazyRows(path, "images")
     workers = args.workers if args.workers is not None else (resolve_workers(p["workers"]) or default_workers())
     kwargs = dict(input_size=int(p["input_size"]), mean=mean, std=std, batch_size=int(p["batch_size"]),
-                  workers=workers, device=device, progress=False)
+                  workers=workers, device=device, progress=False, flips=bool(args.flips))
     extract_audio_features(model, [images[i] for i in range(min(len(images), int(p["batch_size"])))], **kwargs)
     sync(device)
     with GpuUtilisation(device) as gpu:
@@ -255,9 +256,12 @@ def bench_audio(args, params, device) -> None:
     ref = notebook_route(ref_model, ref_images, int(p["input_size"]), mean, std, device)
     sync(device)
     ref_s, ref_cpu = time.perf_counter() - t0, cpu_seconds() - c0
-    diff = np.abs(ours[: len(ref)] - ref).max() / max(np.abs(ref).max(), 1e-12)
+    unflipped = ours[:, 0] if args.flips else ours  # the notebook route has no flips: compare variant 0
+    diff = np.abs(unflipped[: len(ref)] - ref).max() / max(np.abs(ref).max(), 1e-12)
     ours_rate, ref_rate = len(images) / ours_s, len(ref_images) / ref_s
-    print(f"audio  ours   : {len(images)} images ({p['backbone']} at {p['input_size']} px) in {ours_s:.2f} s = "
+    flipped = " x 4 flip variants" if args.flips else ""
+    print(f"audio  ours   : {len(images)} images{flipped} ({p['backbone']} at {p['input_size']} px) in "
+          f"{ours_s:.2f} s = "
           f"{ours_rate:.1f} images/s (batch {p['batch_size']}, {compute_dtype(device)}, GPU util {gpu.mean()}); "
           f"{ours_cpu / len(images):.2f} CPU s/image")
     print(f"audio  notebook (batch 1): {len(ref_images)} images in {ref_s:.2f} s = {ref_rate:.1f} images/s; "
@@ -281,6 +285,9 @@ def main() -> None:
     ap.add_argument("--batch-videos", type=int, default=None, help="default: params.yaml extract_video.batch_videos")
     ap.add_argument("--batch-size", type=int, default=None, help="default: params.yaml extract_audio.batch_size")
     ap.add_argument("--config", default=None, help="MMAction2 config (default: params.yaml extract_video.config)")
+    ap.add_argument("--flips", action="store_true", help="audio: the four flip variants of each image "
+                                                        "(extract_audio.flips)")
+    ap.add_argument("--input-size", type=int, default=None, help="default: params.yaml extract_audio.input_size")
     ap.add_argument("--skip", choices=["audio", "video"], default=None)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/maivar-bench-extract"))
     args = ap.parse_args()
@@ -291,6 +298,8 @@ def main() -> None:
         params["extract_video"]["batch_videos"] = args.batch_videos
     if args.batch_size:
         params["extract_audio"]["batch_size"] = args.batch_size
+    if args.input_size:
+        params["extract_audio"]["input_size"] = args.input_size
     device = select_device(args.device or str(params["extract_video"]["device"]))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {device} ({name}); torch {torch.__version__}")
