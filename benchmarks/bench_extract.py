@@ -41,7 +41,7 @@ import torch
 from maivar.audio.features import create_audio_backbone, extract_audio_features, normalization, preprocess
 from maivar.core.feature_store import LazyRows, create_store
 from maivar.core.parallel import default_workers
-from maivar.core.params import load_params, resolve_workers
+from maivar.core.params import load_params, resolve_workers, runtime_settings
 from maivar.extraction.backbones import compute_dtype, prepare_for_inference, select_device
 from maivar.video.features import VideoClip, extract_video_features, preprocessing_from_config
 from maivar.video.tsn import build_tsn
@@ -292,6 +292,8 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/maivar-bench-extract"))
     args = ap.parse_args()
     params = load_params(REPO / "params.yaml")
+    for stage in ("extract_audio", "extract_video"):  # the machine settings (params.yaml runtime) with each section
+        params[stage].update(runtime_settings(params, stage))
     if args.config:
         params["extract_video"]["config"] = args.config
     if args.batch_videos:

@@ -4,7 +4,7 @@ Writes the manifest of kept clips, the rejection list, one WAV per kept clip and
 """
 
 from maivar.core.atomic import atomic_path, write_json, write_text
-from maivar.core.params import load_params, resolve_workers
+from maivar.core.params import load_params, resolve_workers, runtime_settings
 from maivar.core.stage import run_stage, stage_args
 from maivar.data.subset import MANIFEST_COLUMNS, REJECTION_COLUMNS, check_subset, prepare_subset, to_csv
 
@@ -21,7 +21,7 @@ def main() -> None:
             min_class_audio_share=float(p["min_class_audio_share"]),
             min_decoded_share=float(p["min_decoded_share"]), min_audio_coverage=float(p["min_audio_coverage"]),
             timeout_s=float(p["timeout_s"]),
-            frame_check=p["frame_check"], workers=resolve_workers(p["workers"]),
+            frame_check=p["frame_check"], workers=resolve_workers(runtime_settings(params, "prepare")["workers"]),
         )
         check_subset(subset, float(p["max_rejected_share"]))
         write_text(args.manifest, to_csv(subset.manifest, MANIFEST_COLUMNS))

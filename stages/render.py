@@ -1,7 +1,7 @@
 """Stage render: one audio image per clip in the selected representation (paper Fig. 5), plus previews."""
 
 from maivar.audio.render import render_stage
-from maivar.core.params import load_params
+from maivar.core.params import load_params, runtime_settings
 from maivar.core.stage import run_stage, stage_args
 
 
@@ -9,7 +9,8 @@ def main() -> None:
     args = stage_args(__doc__, "manifest", "images", "previews")
     params = load_params(args.params)
     render_stage(args.manifest, out_path=args.images, previews_dir=args.previews,
-                 representation=params.get("representation"), render_params=params["render"])
+                 representation=params.get("representation"), render_params=params["render"],
+                 runtime=runtime_settings(params, "render"))
 
 
 if __name__ == "__main__":

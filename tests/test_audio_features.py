@@ -100,8 +100,9 @@ def _stage_dir(tmp_path, rows, ids, labels, rejected):
         w.write_rows(0, rows)
         w.finish(ids, labels, rejected, {"representation": "mfcc"})
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["extract_audio"].update(backbone="resnet18", input_size=32, batch_size=2, workers=1, device="cpu",
-                                   pretrained=False, checkpoint=None)
+    params["extract_audio"].update(backbone="resnet18", input_size=32, pretrained=False, checkpoint=None)
+    params["runtime"].update(workers=1, device="cpu")
+    params["runtime"]["extract_audio"].update(batch_size=2)
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     return work
 

@@ -207,7 +207,9 @@ def test_extract_video_stage_with_bninception(tmp_path):
     work = tmp_path / "work"
     (work / "data/prepared").mkdir(parents=True)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["extract_video"].update(config=str(config), num_segments=3, batch_videos=2, workers=1, device="cpu")
+    params["extract_video"].update(config=str(config), num_segments=3)
+    params["runtime"].update(workers=1, device="cpu")
+    params["runtime"]["extract_video"].update(batch_videos=2)
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     pd.DataFrame([dict(id=v.stem, label=i, video_path=str(v), frames=12) for i, v in enumerate(videos)]).to_csv(
         work / "data/prepared/manifest.csv", index=False)

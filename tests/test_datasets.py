@@ -157,11 +157,13 @@ def run_pipeline(work: Path, dataset: dict, tmp_path: Path, stages=STAGES, **pre
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["dataset"] = {**params["dataset"], **dataset}
-    params["prepare"].update(workers=2, timeout_s=60, **prepare)
-    params["render"].update(size=32, sample_rate=16000, workers=2, previews_per_class=1)
-    params["extract_audio"].update(backbone="resnet18", input_size=32, batch_size=8, workers=1, device="cpu")
-    params["extract_video"].update(config=str(write_tiny_tsn(tmp_path / "tsn.py")), num_segments=3, batch_videos=4,
-                                   workers=2, device="cpu", timeout_s=60)
+    params["prepare"].update(timeout_s=60, **prepare)
+    params["render"].update(size=32, sample_rate=16000, previews_per_class=1)
+    params["extract_audio"].update(backbone="resnet18", input_size=32)
+    params["extract_video"].update(config=str(write_tiny_tsn(tmp_path / "tsn.py")), num_segments=3, timeout_s=60)
+    params["runtime"].update(workers=2, device="cpu")
+    params["runtime"]["extract_audio"]["batch_size"] = 8
+    params["runtime"]["extract_video"]["batch_videos"] = 4
     for head in ("audio_mlp", "video_mlp"):
         params[head].update(FAST)
     params["fusion_mlp"].update(epochs=3, batch_size=8)

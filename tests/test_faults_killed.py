@@ -167,12 +167,13 @@ def workdirs(tiny_dataset, tmp_path_factory):
     config = write_tiny_tsn(base / "tsn.py")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["dataset"]["root"] = str(root)
-    params["prepare"].update(workers=2, timeout_s=60)
-    params["render"].update(size=32, sample_rate=16000, workers=2, previews_per_class=1)
-    params["extract_audio"].update(backbone="resnet18", input_size=32, batch_size=4, workers=1, device="cpu",
-                                   pretrained=False, checkpoint=None)
-    params["extract_video"].update(config=str(config), num_segments=3, batch_videos=2, workers=2, device="cpu",
-                                   checkpoint=None, timeout_s=60)
+    params["prepare"].update(timeout_s=60)
+    params["render"].update(size=32, sample_rate=16000, previews_per_class=1)
+    params["extract_audio"].update(backbone="resnet18", input_size=32, pretrained=False, checkpoint=None)
+    params["extract_video"].update(config=str(config), num_segments=3, checkpoint=None, timeout_s=60)
+    params["runtime"].update(workers=2, device="cpu")
+    params["runtime"]["extract_audio"]["batch_size"] = 4
+    params["runtime"]["extract_video"]["batch_videos"] = 2
     dirs = {}
     for name in ("killed", "clean"):
         dirs[name] = base / name

@@ -83,8 +83,10 @@ def test_extract_video_stage_exits_non_zero_when_most_videos_fail(tmp_path):
     rows = [dict(id=p.stem, label=0, video_path=str(p), frames=50) for p in [good, *bad]]
     pd.DataFrame(rows).to_csv(work / "data/prepared/manifest.csv", index=False)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["extract_video"].update(config=str(write_tiny_tsn(tmp_path / "tsn.py")), num_segments=3, batch_videos=2,
-                                   workers=2, device="cpu", checkpoint=None, max_rejected_share=0.5)
+    params["extract_video"].update(config=str(write_tiny_tsn(tmp_path / "tsn.py")), num_segments=3, checkpoint=None,
+                                   max_rejected_share=0.5)
+    params["runtime"].update(workers=2, device="cpu")
+    params["runtime"]["extract_video"]["batch_videos"] = 2
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     proc = run_stage("extract_video", work)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]

@@ -242,8 +242,9 @@ def test_missing_root_and_bad_classind_are_one_line_errors(tiny_copy, tmp_path):
 
 def write_params(cwd: Path, **prepare_change) -> None:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["synthesize"] = {**params["synthesize"], **TINY, "workers": 2}
-    params["prepare"] = {**params["prepare"], "workers": 2, **prepare_change}
+    params["synthesize"] = {**params["synthesize"], **TINY}
+    params["prepare"] = {**params["prepare"], **prepare_change}
+    params["runtime"]["workers"] = 2
     (cwd / "params.yaml").write_text(yaml.safe_dump(params))
 
 

@@ -159,7 +159,8 @@ def test_manifest_errors_are_one_line(tmp_path):
 def _params(tmp_path, representation, **render):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["representation"] = representation
-    params["render"].update(size=32, sample_rate=SR, previews_per_class=1, workers=2, **render)
+    params["render"].update(size=32, sample_rate=SR, previews_per_class=1, **render)
+    params["runtime"].update(workers=2)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
 
 

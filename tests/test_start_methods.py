@@ -34,11 +34,13 @@ def outputs_by_method(tiny_dataset, tmp_path_factory):
     base = tmp_path_factory.mktemp("methods")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["dataset"]["root"] = str(root)
-    params["prepare"].update(workers=2, timeout_s=60)
-    params["render"].update(size=32, sample_rate=16000, workers=2, previews_per_class=1)
-    params["extract_audio"].update(backbone="resnet18", input_size=32, batch_size=4, workers=2, device="cpu")
-    params["extract_video"].update(config=str(write_tiny_tsn(base / "tsn.py")), num_segments=3, batch_videos=2,
-                                   workers=2, device="cpu", timeout_s=60)
+    params["prepare"].update(timeout_s=60)
+    params["render"].update(size=32, sample_rate=16000, previews_per_class=1)
+    params["extract_audio"].update(backbone="resnet18", input_size=32)
+    params["extract_video"].update(config=str(write_tiny_tsn(base / "tsn.py")), num_segments=3, timeout_s=60)
+    params["runtime"].update(workers=2, device="cpu")
+    params["runtime"]["extract_audio"]["batch_size"] = 4
+    params["runtime"]["extract_video"]["batch_videos"] = 2
     results = {}
     with pytest.MonkeyPatch.context() as mp:
         for method in ("fork", "forkserver", "spawn"):

@@ -173,7 +173,9 @@ def _stage_dir(tmp_path, config, manifest_rows):
     work = tmp_path / "work"
     (work / "data/prepared").mkdir(parents=True)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["extract_video"].update(config=str(config), num_segments=3, batch_videos=2, workers=1, device="cpu")
+    params["extract_video"].update(config=str(config), num_segments=3)
+    params["runtime"].update(workers=1, device="cpu")
+    params["runtime"]["extract_video"].update(batch_videos=2)
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     pd.DataFrame(manifest_rows).to_csv(work / "data/prepared/manifest.csv", index=False)
     return work

@@ -193,19 +193,21 @@ def extract_audio_features(
     return out
 
 
-def extract_audio_stage(images_path: str | Path, out_path: str | Path, p: dict) -> None:
+def extract_audio_stage(images_path: str | Path, out_path: str | Path, p: dict, runtime: dict) -> None:
     """Stage extract_audio: the image store at ``images_path`` -> the feature store at ``out_path``.
 
-    ``p`` is the ``extract_audio`` params section. The output holds ``features`` N x D float32, ids/labels
+    ``p`` is the ``extract_audio`` params section, ``runtime`` its machine settings (``device``, ``workers``,
+    ``batch_size``, ``compile``: :func:`maivar.core.params.runtime_settings`). The output holds ``features``
+    N x D float32, ids/labels
     aligned with the images, the input's rejections carried over, and attributes recording the backbone,
     input size, normalisation and weights (source, sha256).
     """
     source = open_store(images_path, "images", load_data=False)
-    device = select_device(str(p["device"]))
+    device = select_device(str(runtime["device"]))
     model, weights = create_audio_backbone(
         str(p["backbone"]), pretrained=bool(p["pretrained"]), checkpoint=p["checkpoint"], seed=int(p["seed"])
     )
-    folded = prepare_for_inference(model, device, compile_model=bool(p["compile"]),
+    folded = prepare_for_inference(model, device, compile_model=bool(runtime["compile"]),
                                    fold_batchnorm=bool(p["fuse_conv_bn"]), input_size=int(p["input_size"]))
     mean, std = normalization(model, str(p["normalization"]))
     flips = bool(p["flips"])
@@ -217,14 +219,15 @@ def extract_audio_stage(images_path: str | Path, out_path: str | Path, p: dict) 
         **({"flips": list(FLIPS)} if flips else {}),
     }
     # finished batches of an interrupted run with the same images and settings are reused (maivar.extraction.resume)
-    journal = Journal(out_path, {"attrs": attrs, "batch_size": int(p["batch_size"]),
+    journal = Journal(out_path, {"attrs": attrs, "batch_size": int(runtime["batch_size"]),
                                  "images": file_identity(images_path), "ids": source.ids})
     images = LazyRows(images_path, "images")
     log.info("%d audio images -> %s at %d px on %s", len(images), p["backbone"], p["input_size"], device)
     try:
         feats = extract_audio_features(
-            model, images, input_size=int(p["input_size"]), mean=mean, std=std, batch_size=int(p["batch_size"]),
-            workers=resolve_workers(p["workers"]) or default_workers(), device=device, journal=journal, flips=flips,
+            model, images, input_size=int(p["input_size"]), mean=mean, std=std,
+            batch_size=int(runtime["batch_size"]), workers=resolve_workers(runtime["workers"]) or default_workers(),
+            device=device, journal=journal, flips=flips,
         )
     finally:
         images.close()

@@ -78,14 +78,15 @@ def _one_thread() -> None:
 
 
 def render_stage(manifest_path: str | Path, *, out_path: str | Path, previews_dir: str | Path, representation,
-                 render_params: dict) -> dict:
-    """Stage render: every clip of the manifest at ``manifest_path`` (see :func:`render_manifest`)."""
+                 render_params: dict, runtime: dict) -> dict:
+    """Stage render: every clip of the manifest at ``manifest_path`` (see :func:`render_manifest`); ``runtime``
+    holds the machine settings (``workers``)."""
     import librosa
 
     from maivar.core.params import resolve_workers
 
     return render_manifest(read_manifest(manifest_path, MANIFEST_COLUMNS), representation=representation,
-                           render_params=render_params, workers=resolve_workers(render_params.get("workers")),
+                           render_params=render_params, workers=resolve_workers(runtime["workers"]),
                            out_path=out_path, previews_dir=previews_dir, librosa_version=librosa.__version__)
 
 

@@ -42,6 +42,21 @@ def load_params(path: str | Path = "params.yaml") -> dict:
     return params
 
 
+def runtime_settings(params: dict, stage: str) -> dict:
+    """A stage's machine settings: params.yaml's ``runtime`` section (``device``, ``workers``) with the stage's own
+    subsection (e.g. ``runtime.extract_audio.batch_size``) on top.
+
+    No stage lists ``runtime`` in dvc.yaml: changing it never reruns a stage. Only what makes a stage faster
+    belongs there (devices, worker and batch counts, compilation), never what changes its results."""
+    runtime = params.get("runtime")
+    if not isinstance(runtime, dict):
+        raise PipelineError("params.yaml has no runtime section (devices, workers, batch sizes): copy it from the "
+                            "repository's params.yaml")
+    shared = {k: v for k, v in runtime.items() if not isinstance(v, dict)}
+    own = runtime.get(stage) or {}
+    return {**shared, **own}
+
+
 def resolve_workers(workers: int | None) -> int | None:
     """0 or null means all cores (``None`` for :func:`maivar.core.parallel.guarded_map`)."""
     return None if not workers else int(workers)

@@ -242,10 +242,12 @@ def read_clips(manifest_path: str | Path) -> tuple[list[VideoClip], dict[str, in
     return clips, dict(zip(df["id"], df["label"].astype(int), strict=True))
 
 
-def extract_video_stage(manifest_path: str | Path, out_path: str | Path, p: dict) -> None:
+def extract_video_stage(manifest_path: str | Path, out_path: str | Path, p: dict, runtime: dict) -> None:
     """Stage extract_video: the manifest's videos -> TSN per-segment features at ``out_path``.
 
-    ``p`` is the ``extract_video`` params section. The output holds ``features`` N x num_segments x D
+    ``p`` is the ``extract_video`` params section, ``runtime`` its machine settings (``device``, ``workers``,
+    ``batch_videos``, ``compile``: :func:`maivar.core.params.runtime_settings`). The output holds ``features``
+    N x num_segments x D
     float32, ids/labels in manifest order, a rejection for every manifest clip that fails to decode, and
     attributes recording the config, backbone (type; depth, or null for a backbone without one such as
     BNInception), input size, mean/std (and the channel order when it is not RGB), num_segments and weights
@@ -256,10 +258,10 @@ def extract_video_stage(manifest_path: str | Path, out_path: str | Path, p: dict
     num_segments = int(p["num_segments"])
     if num_segments < 1:
         raise PipelineError("extract_video.num_segments must be at least 1")
-    device = select_device(str(p["device"]))
+    device = select_device(str(runtime["device"]))
     model, weights, cfg = build_tsn(p["config"], checkpoint=p["checkpoint"], seed=int(p["seed"]))
     pre = preprocessing_from_config(cfg)
-    folded = prepare_for_inference(model, device, compile_model=bool(p["compile"]),
+    folded = prepare_for_inference(model, device, compile_model=bool(runtime["compile"]),
                                    fold_batchnorm=bool(p["fuse_conv_bn"]), input_size=pre.crop_size,
                                    image_module=model.backbone)
     attrs = {
@@ -273,7 +275,8 @@ def extract_video_stage(manifest_path: str | Path, out_path: str | Path, p: dict
         attrs["channel_order"] = pre.channel_order
     # finished batches of an interrupted run with the same videos and settings are reused (maivar.extraction.resume)
     journal = Journal(out_path, {
-        "attrs": attrs, "batch_videos": int(p["batch_videos"]), "min_decoded_share": float(p["min_decoded_share"]),
+        "attrs": attrs, "batch_videos": int(runtime["batch_videos"]),
+        "min_decoded_share": float(p["min_decoded_share"]),
         "timeout_s": float(p["timeout_s"]),
         "clips": [(c.id, c.expected_frames, *file_identity(c.path), *((c.start_s, c.end_s) if c.start_s is not None
                                                                         else ())) for c in clips],
@@ -281,8 +284,9 @@ def extract_video_stage(manifest_path: str | Path, out_path: str | Path, p: dict
     log.info("%d videos x %d segments -> %s (short side %d, crop %d) on %s", len(clips), num_segments,
              p["config"], pre.short_side, pre.crop_size, device)
     rows, feats, rejected = extract_video_features(
-        model, clips, num_segments=num_segments, pre=pre, batch_videos=int(p["batch_videos"]),
-        workers=resolve_workers(p["workers"]) or default_workers(), device=device, timeout_s=float(p["timeout_s"]),
+        model, clips, num_segments=num_segments, pre=pre, batch_videos=int(runtime["batch_videos"]),
+        workers=resolve_workers(runtime["workers"]) or default_workers(), device=device,
+        timeout_s=float(p["timeout_s"]),
         min_decoded_share=float(p["min_decoded_share"]), journal=journal,
     )
     if clips and not rows:

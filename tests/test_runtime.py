@@ -1,0 +1,58 @@
+"""Machine settings (params.yaml `runtime`): they change how fast the stages run, never what they compute, so
+no stage tracks them and changing them never reruns a stage."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from maivar.core.errors import PipelineError
+from maivar.core.params import runtime_settings
+from maivar.stage_deps import read_stages
+
+from stage_cmd import REPO, scratch_repository
+
+
+def test_no_stage_lists_the_runtime_section():
+    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    for name, body in spec.items():
+        declared = [p if isinstance(p, str) else next(iter(p)) for p in body.get("params", [])]
+        assert not [p for p in declared if str(p).split(".")[0] == "runtime"], name
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    machine = {"workers", "device", "batch_size", "batch_videos", "compile"}
+    for section in ("synthesize", "prepare", "render", "extract_audio", "extract_video"):
+        assert not machine & set(params[section]), f"{section} holds a machine setting: move it to runtime"
+    assert set(read_stages(REPO)) == set(spec)
+
+
+def test_runtime_settings_merge_the_shared_and_the_stage_values():
+    params = {"runtime": {"device": "cpu", "workers": 2, "extract_audio": {"batch_size": 8, "compile": False}}}
+    assert runtime_settings(params, "extract_audio") == {"device": "cpu", "workers": 2, "batch_size": 8,
+                                                         "compile": False}
+    assert runtime_settings(params, "prepare") == {"device": "cpu", "workers": 2}
+    with pytest.raises(PipelineError, match="no runtime section"):
+        runtime_settings({}, "prepare")
+
+
+def test_changing_any_runtime_value_leaves_dvc_status_unchanged(tmp_path):
+    repo, env = scratch_repository(tmp_path / "repo")
+    dvc = str(Path(env["PATH"].split(":")[0]) / "dvc")
+
+    def status() -> dict:
+        out = subprocess.run([dvc, "status", "--json"], cwd=repo, env=env, capture_output=True, text=True, check=True)
+        return json.loads(out.stdout)
+
+    before = status()
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["runtime"].update(device="cpu", workers=16)
+    params["runtime"]["extract_audio"].update(batch_size=256, compile=True)
+    params["runtime"]["extract_video"].update(batch_videos=16, compile=True)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    assert status() == before
+    params["extract_audio"]["input_size"] = 224  # a setting that changes results: DVC sees it
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    assert status() != before
