@@ -190,7 +190,7 @@ def bench_video(args, params, device) -> None:
     print(f"video  ours: {folded} BatchNorm layers folded into their convolutions (extract_video.fuse_conv_bn)")
     workers = args.workers if args.workers is not None else (resolve_workers(p["workers"]) or default_workers())
     kwargs = dict(num_segments=num_segments, pre=pre, batch_videos=int(p["batch_videos"]), workers=workers,
-                  device=device, timeout_s=float(p["timeout_s"]), progress=False)
+                  device=device, timeout_s=float(p["timeout_s"]), progress=False, precision=p["precision"])
     extract_video_features(model, clips[: max(1, min(len(clips), int(p["batch_videos"])))], **kwargs)  # warm-up
     sync(device)
     with GpuUtilisation(device) as gpu:
@@ -214,7 +214,8 @@ def bench_video(args, params, device) -> None:
     unflipped = ours[:, 0] if args.flips else ours  # the notebook route has no flips: compare variant 0
     diff = np.abs(unflipped[: len(ref)] - ref).max() / max(np.abs(ref).max(), 1e-12)
     print(f"video  ours   : {len(clips)} videos x {num_segments} segments in {ours_s:.2f} s = {ours_rate:.2f} videos/s "
-          f"(batch_videos {p['batch_videos']}, workers {workers}, {compute_dtype(device)}, GPU util {gpu.mean()}); "
+          f"(batch_videos {p['batch_videos']}, workers {workers}, {compute_dtype(p['precision'])}, "
+          f"GPU util {gpu.mean()}); "
           f"{ours_cpu / len(clips):.2f} CPU s/video")
     print(f"video  MMAction2 pipeline: {len(ref_clips)} videos in {ref_s:.2f} s = {ref_rate:.2f} videos/s "
           "(batch 1, fp32); "
@@ -239,7 +240,7 @@ def bench_audio(args, params, device) -> None:
     images = LazyRows(path, "images")
     workers = args.workers if args.workers is not None else (resolve_workers(p["workers"]) or default_workers())
     kwargs = dict(input_size=int(p["input_size"]), mean=mean, std=std, batch_size=int(p["batch_size"]),
-                  workers=workers, device=device, progress=False, flips=bool(args.flips))
+                  workers=workers, device=device, progress=False, flips=bool(args.flips), precision=p["precision"])
     extract_audio_features(model, [images[i] for i in range(min(len(images), int(p["batch_size"])))], **kwargs)
     sync(device)
     with GpuUtilisation(device) as gpu:
@@ -262,7 +263,8 @@ def bench_audio(args, params, device) -> None:
     flipped = " x 4 flip variants" if args.flips else ""
     print(f"audio  ours   : {len(images)} images{flipped} ({p['backbone']} at {p['input_size']} px) in "
           f"{ours_s:.2f} s = "
-          f"{ours_rate:.1f} images/s (batch {p['batch_size']}, {compute_dtype(device)}, GPU util {gpu.mean()}); "
+          f"{ours_rate:.1f} images/s (batch {p['batch_size']}, {compute_dtype(p['precision'])}, "
+          f"GPU util {gpu.mean()}); "
           f"{ours_cpu / len(images):.2f} CPU s/image")
     print(f"audio  notebook (batch 1): {len(ref_images)} images in {ref_s:.2f} s = {ref_rate:.1f} images/s; "
           f"{ref_cpu / len(ref_images):.2f} CPU s/image")
@@ -288,6 +290,8 @@ def main() -> None:
     ap.add_argument("--flips", action="store_true", help="audio: the four flip variants of each image "
                                                         "(extract_audio.flips)")
     ap.add_argument("--input-size", type=int, default=None, help="default: params.yaml extract_audio.input_size")
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default=None,
+                    help="our routes' precision (default: params.yaml); the reference routes run fp32")
     ap.add_argument("--skip", choices=["audio", "video"], default=None)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/maivar-bench-extract"))
     args = ap.parse_args()
@@ -302,6 +306,8 @@ def main() -> None:
         params["extract_audio"]["batch_size"] = args.batch_size
     if args.input_size:
         params["extract_audio"]["input_size"] = args.input_size
+    if args.precision:
+        params["extract_audio"]["precision"] = params["extract_video"]["precision"] = args.precision
     device = select_device(args.device or str(params["extract_video"]["device"]))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {device} ({name}); torch {torch.__version__}")

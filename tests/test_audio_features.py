@@ -14,11 +14,14 @@ from maivar.audio.features import (
     IMAGENET_STD,
     create_audio_backbone,
     extract_audio_features,
+    extract_audio_stage,
     normalization,
     preprocess,
 )
 from maivar.core import rejections
+from maivar.core.errors import PipelineError
 from maivar.core.feature_store import LazyRows, create_store, open_store
+from maivar.core.params import runtime_settings
 from maivar.core.rejections import Rejection
 from maivar.heads.join import load_features
 
@@ -182,3 +185,30 @@ def test_extract_audio_stage_errors_and_interruption(tmp_path, monkeypatch, caps
 
 def _interrupt(*args, **kwargs):
     raise KeyboardInterrupt
+
+
+def test_bf16_precision_is_close_to_fp32_and_recorded(resnet18, tmp_path, monkeypatch, caplog):
+    """extract_*.precision: bf16 autocast (native on this CPU when it has AVX512-BF16/AMX, emulated and warned
+    about elsewhere); features within bf16 rounding of fp32's; the store's dtype attribute says which."""
+    from maivar.extraction import backbones
+
+    rows = images(4, seed=5)
+    fp32 = run(resnet18, rows)
+    bf16 = extract_audio_features(resnet18, rows, input_size=32, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                                  batch_size=4, workers=0, device=CPU, progress=False, precision="bf16")
+    cosine = (fp32 * bf16).sum(1) / np.linalg.norm(fp32, axis=1) / np.linalg.norm(bf16, axis=1)
+    assert cosine.min() > 0.99 and not np.array_equal(fp32, bf16)
+    work = _stage_dir(tmp_path, rows, ["v_a", "v_b", "v_c", "v_d"], [0, 1, 0, 1], [])
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["extract_audio"]["precision"] = "bf16"
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.setattr(backbones, "native_bf16", lambda device: False)
+    with caplog.at_level("WARNING"):
+        assert run_stage_in_process("extract_audio", work) == 0
+    assert "bf16 on a CPU without native bf16 is emulated" in caplog.text
+    assert open_store(work / "data/features/audio.h5", "features").attrs["dtype"] == "bfloat16-autocast"
+    params["extract_audio"]["precision"] = "fp16"
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(PipelineError, match="extract_audio.precision must be one of fp32, bf16, not 'fp16'"):
+        extract_audio_stage(work / "data/audio_images/images.h5", work / "x.h5", params["extract_audio"],
+                            runtime_settings(params, "extract_audio"))

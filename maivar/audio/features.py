@@ -27,10 +27,12 @@ from maivar.extraction.backbones import (
     OomGuard,
     Weights,
     autocast,
+    check_precision,
     compute_dtype,
     load_checkpoint_into,
     prepare_for_inference,
     select_device,
+    warn_if_emulated,
     warn_random_weights,
     weights_sha256,
 )
@@ -140,6 +142,7 @@ def extract_audio_features(
     progress: bool = True,
     journal: Journal | None = None,
     flips: bool = False,
+    precision: str = "fp32",
 ) -> np.ndarray:
     """N x D float32 pooled features of ``images`` (any row-indexable N x S x S x 3 uint8 source); with
     ``flips``, N x 4 x D: the features of each image's four flip variants (:data:`FLIPS`, variant 0 unflipped).
@@ -172,7 +175,7 @@ def extract_audio_features(
         b = len(chunk)
         x = preprocess(flip_variants(chunk) if flips else chunk, input_size=input_size, mean=mean_t, std=std_t)
         x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(device):
+        with autocast(device, precision):
             feats = model(x).float()
         return feats.reshape(len(FLIPS), b, -1).transpose(0, 1) if flips else feats
 
@@ -211,9 +214,11 @@ def extract_audio_stage(images_path: str | Path, out_path: str | Path, p: dict, 
                                    fold_batchnorm=bool(p["fuse_conv_bn"]), input_size=int(p["input_size"]))
     mean, std = normalization(model, str(p["normalization"]))
     flips = bool(p["flips"])
+    precision = check_precision(p["precision"], "extract_audio.precision")
+    warn_if_emulated(device, precision, "extract_audio.precision")
     attrs = {
         "backbone": p["backbone"], "input_size": int(p["input_size"]), "normalization": p["normalization"],
-        "mean": list(mean), "std": list(std), "device": device.type, "dtype": compute_dtype(device),
+        "mean": list(mean), "std": list(std), "device": device.type, "dtype": compute_dtype(precision),
         "conv_bn_folded": folded, "representation": source.attrs.get("representation"), **weights.attrs(),
         # only with flips: a store without them is N x D, as it was before the option existed
         **({"flips": list(FLIPS)} if flips else {}),
@@ -227,7 +232,7 @@ def extract_audio_stage(images_path: str | Path, out_path: str | Path, p: dict, 
         feats = extract_audio_features(
             model, images, input_size=int(p["input_size"]), mean=mean, std=std,
             batch_size=int(runtime["batch_size"]), workers=resolve_workers(runtime["workers"]) or default_workers(),
-            device=device, journal=journal, flips=flips,
+            device=device, journal=journal, flips=flips, precision=precision,
         )
     finally:
         images.close()

@@ -484,15 +484,44 @@ def _first_tensor(out) -> torch.Tensor:
     return out
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA, full fp32 elsewhere."""
+PRECISIONS = ("fp32", "bf16")
+
+
+def check_precision(precision, where: str) -> str:
+    """``precision`` if it is one of :data:`PRECISIONS`, else a one-line error naming ``where``."""
+    if precision not in PRECISIONS:
+        raise PipelineError(f"params.yaml {where} must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    return precision
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 natively: a CUDA GPU that supports it, or a CPU with bf16 instructions
+    (AVX512-BF16 or AMX, as oneDNN reports). Elsewhere bf16 is emulated, slower than fp32."""
     if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
+        return bool(torch.cuda.is_bf16_supported())
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch build without oneDNN
+        return False
 
 
-def compute_dtype(device: torch.device) -> str:
-    return "bfloat16-autocast" if device.type == "cuda" else "float32"
+def warn_if_emulated(device: torch.device, precision: str, what: str) -> None:
+    if precision == "bf16" and not native_bf16(device):
+        log.warning("%s: bf16 on a %s without native bf16 is emulated and slower than fp32: set %s fp32", what,
+                    device.type.upper(), what)
+
+
+def autocast(device: torch.device, precision: str = "fp32"):
+    """bf16 autocast (convolutions and matrix products in bf16, the rest in fp32) on ``device`` when
+    ``precision`` is ``bf16``; plain fp32 otherwise."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return torch.autocast(device.type, enabled=False)
+
+
+def compute_dtype(precision: str) -> str:
+    """How a store records its precision (its ``dtype`` attribute)."""
+    return "bfloat16-autocast" if precision == "bf16" else "float32"
 
 
 class OomGuard:

@@ -32,7 +32,15 @@ from maivar.core.manifest import read_manifest
 from maivar.core.parallel import default_workers, guarded_imap
 from maivar.core.params import resolve_workers
 from maivar.core.rejections import ClipFailure, Rejection, check_rejected_share
-from maivar.extraction.backbones import OomGuard, autocast, compute_dtype, prepare_for_inference, select_device
+from maivar.extraction.backbones import (
+    OomGuard,
+    autocast,
+    check_precision,
+    compute_dtype,
+    prepare_for_inference,
+    select_device,
+    warn_if_emulated,
+)
 from maivar.extraction.resume import Journal, Resumed, file_identity
 
 from .frames import decode_segments
@@ -123,10 +131,10 @@ def pooled_segment_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return feats.reshape(b, t, -1)
 
 
-def feature_dim(model: nn.Module, pre: Preprocessing, device: torch.device) -> int:
+def feature_dim(model: nn.Module, pre: Preprocessing, device: torch.device, precision: str = "fp32") -> int:
     """D, from one forward pass on a single black frame."""
     x = torch.zeros(1, 1, 3, pre.crop_size, pre.crop_size, device=device)
-    with torch.inference_mode(), autocast(device):
+    with torch.inference_mode(), autocast(device, precision):
         return int(pooled_segment_features(model, x).shape[-1])
 
 
@@ -145,6 +153,7 @@ def extract_video_features(
     recycle_after: int = 1000,
     progress: bool = True,
     journal: Journal | None = None,
+    precision: str = "fp32",
 ) -> tuple[list[int], np.ndarray, list[Rejection]]:
     """``(rows, features, rejections)``: the indices of ``clips`` that decoded (in order), their
     ``len(rows) x num_segments x D`` float32 features, and a rejection for every clip that did not (including
@@ -176,7 +185,7 @@ def extract_video_features(
         if bgr:
             frames = frames.flip(-1)
         x = ((frames.float() - mean) / std).permute(0, 1, 4, 2, 3)
-        with autocast(device):
+        with autocast(device, precision):
             return pooled_segment_features(model, x).float()
 
     rows: list[int] = list(done.rows)
@@ -222,7 +231,7 @@ def extract_video_features(
     if chunks:
         features = np.concatenate(chunks)
     else:
-        features = np.empty((0, num_segments, feature_dim(model, pre, device)), dtype=np.float32)
+        features = np.empty((0, num_segments, feature_dim(model, pre, device, precision)), dtype=np.float32)
     return rows, features, rejected
 
 
@@ -259,6 +268,8 @@ def extract_video_stage(manifest_path: str | Path, out_path: str | Path, p: dict
     if num_segments < 1:
         raise PipelineError("extract_video.num_segments must be at least 1")
     device = select_device(str(runtime["device"]))
+    precision = check_precision(p["precision"], "extract_video.precision")
+    warn_if_emulated(device, precision, "extract_video.precision")
     model, weights, cfg = build_tsn(p["config"], checkpoint=p["checkpoint"], seed=int(p["seed"]))
     pre = preprocessing_from_config(cfg)
     folded = prepare_for_inference(model, device, compile_model=bool(runtime["compile"]),
@@ -268,7 +279,7 @@ def extract_video_stage(manifest_path: str | Path, out_path: str | Path, p: dict
         "config": str(p["config"]), "backbone": cfg.model.backbone.get("type"),
         "backbone_depth": cfg.model.backbone.get("depth"), "input_size": pre.crop_size,
         "short_side": pre.short_side, "mean": list(pre.mean), "std": list(pre.std),
-        "num_segments": num_segments, "device": device.type, "dtype": compute_dtype(device),
+        "num_segments": num_segments, "device": device.type, "dtype": compute_dtype(precision),
         "conv_bn_folded": folded, **weights.attrs(),
     }
     if pre.channel_order != "RGB":  # recorded only when not RGB: the outputs of RGB configs stay as they were
@@ -287,7 +298,7 @@ def extract_video_stage(manifest_path: str | Path, out_path: str | Path, p: dict
         model, clips, num_segments=num_segments, pre=pre, batch_videos=int(runtime["batch_videos"]),
         workers=resolve_workers(runtime["workers"]) or default_workers(), device=device,
         timeout_s=float(p["timeout_s"]),
-        min_decoded_share=float(p["min_decoded_share"]), journal=journal,
+        min_decoded_share=float(p["min_decoded_share"]), journal=journal, precision=precision,
     )
     if clips and not rows:
         raise PipelineError(f"none of the {len(clips)} videos decoded (first: {rejected[0].reason}: "
