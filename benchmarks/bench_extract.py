@@ -3,7 +3,7 @@
 Workload (synthetic, generated into --workdir): ``--videos`` MPEG-4 part 2 AVIs like UCF101's (``--duration``
 s, 320x240, 25 fps; ``--unique`` distinct files, the rest symlinks to them, so that generating the full
 6837-video workload stays cheap while every video is decoded on its own), and ``--images`` audio images
-(``render.size`` px) in an ``images.h5`` store. Random weights (seeded): speed does not depend on them.
+(``render.image_size`` px) in an ``images.h5`` store. Random weights (seeded): speed does not depend on them.
 
 - video, our route: :func:`maivar.video.features.extract_video_features` with the params.yaml settings of
   ``extract_video`` (PyAV decoding of the 25 centre frames in guarded worker processes (maivar.core.parallel),
@@ -230,7 +230,7 @@ def bench_video(args, params, device) -> None:
 
 def bench_audio(args, params, device) -> None:
     p = params["extract_audio"]
-    size = int(params["render"]["size"])
+    size = int(params["render"]["image_size"])
     path = image_workload(args.workdir, n=args.images, size=size)
     model, _ = create_audio_backbone(str(p["backbone"]), pretrained=False, checkpoint=None, seed=int(p["seed"]))
     folded = prepare_for_inference(model, device, compile_model=bool(args.compile or p["compile"]),

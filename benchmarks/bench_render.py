@@ -164,7 +164,7 @@ def per_clip(clips, repeats: int, render_params: dict, interleaved: bool = False
     torch.set_num_threads(1)
     p = render_params
     style = audio_images.style_from_params(p)
-    size = int(p["size"])
+    size = int(p["image_size"])
     other = [m for m in audio_images.PIXEL_MAPPINGS if m != p["pixel_mapping"]][0]
     rows = []
     for representation in REPRESENTATIONS:

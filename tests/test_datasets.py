@@ -158,7 +158,7 @@ def run_pipeline(work: Path, dataset: dict, tmp_path: Path, stages=STAGES, **pre
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["dataset"] = {**params["dataset"], **dataset}
     params["prepare"].update(timeout_s=60, **prepare)
-    params["render"].update(size=32, sample_rate=16000, previews_per_class=1)
+    params["render"].update(image_size=32, sample_rate=16000, previews_per_class=1)
     params["extract_audio"].update(backbone="resnet18", input_size=32)
     params["extract_video"].update(config=str(write_tiny_tsn(tmp_path / "tsn.py")), num_segments=3, timeout_s=60)
     params["runtime"].update(workers=2, device="cpu")

@@ -31,12 +31,12 @@ def test_the_paper_preset_names_only_existing_parameters_and_comments_every_valu
 
 def test_nested_and_dotted_keys_and_typos(tmp_path):
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"render": {"size": 224, "colormaps": {"mfcc": "coolwarm"}}, "seed": 0}))
+    params.write_text(yaml.safe_dump({"render": {"image_size": 224, "colormaps": {"mfcc": "coolwarm"}}, "seed": 0}))
     preset = tmp_path / "p.yaml"
-    preset.write_text("render:\n  size: 128\n  colormaps: {mfcc: viridis}\nseed: 3\n")
-    assert load_preset(preset, params) == {"render.size": 128, "render.colormaps.mfcc": "viridis", "seed": 3}
-    preset.write_text("render.sise: 128\n")
-    with pytest.raises(PipelineError, match=r"render\.sise not in .*params\.yaml \(a typo"):
+    preset.write_text("render:\n  image_size: 128\n  colormaps: {mfcc: viridis}\nseed: 3\n")
+    assert load_preset(preset, params) == {"render.image_size": 128, "render.colormaps.mfcc": "viridis", "seed": 3}
+    preset.write_text("render.image_sise: 128\n")
+    with pytest.raises(PipelineError, match=r"render\.image_sise not in .*params\.yaml \(a typo"):
         load_preset(preset, params)
     with pytest.raises(PipelineError, match="does not exist"):
         load_preset(tmp_path / "absent.yaml", params)

@@ -66,7 +66,7 @@ EXPECTED_REJECTED = {"v_Drum_g03_c01": "missing_file", "v_Drum_g04_c01": "unread
 
 def small_params(size=32, previews=1, drop=(), **render):
     p = dict(load_params(REPO / "params.yaml")["render"])
-    p.update(size=size, sample_rate=SR, previews_per_class=previews, **render)
+    p.update(image_size=size, sample_rate=SR, previews_per_class=previews, **render)
     for key in drop:
         del p[key]
     return p
@@ -159,7 +159,7 @@ def test_manifest_errors_are_one_line(tmp_path):
 def _params(tmp_path, representation, **render):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["representation"] = representation
-    params["render"].update(size=32, sample_rate=SR, previews_per_class=1, **render)
+    params["render"].update(image_size=32, sample_rate=SR, previews_per_class=1, **render)
     params["runtime"].update(workers=2)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
 

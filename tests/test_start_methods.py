@@ -35,7 +35,7 @@ def outputs_by_method(tiny_dataset, tmp_path_factory):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["dataset"]["root"] = str(root)
     params["prepare"].update(timeout_s=60)
-    params["render"].update(size=32, sample_rate=16000, previews_per_class=1)
+    params["render"].update(image_size=32, sample_rate=16000, previews_per_class=1)
     params["extract_audio"].update(backbone="resnet18", input_size=32)
     params["extract_video"].update(config=str(write_tiny_tsn(base / "tsn.py")), num_segments=3, timeout_s=60)
     params["runtime"].update(workers=2, device="cpu")

@@ -108,14 +108,14 @@ def render_manifest(manifest: pd.DataFrame, *, representation: str, render_param
     except ValueError as exc:
         raise PipelineError(f"params.yaml render.{exc}") from None
     worker = functools.partial(
-        render_clip, representation=representation, sample_rate=int(p["sample_rate"]), size=int(p["size"]),
+        render_clip, representation=representation, sample_rate=int(p["sample_rate"]), size=int(p["image_size"]),
         n_fft=int(p["n_fft"]), hop_length=int(p["hop_length"]), n_mfcc=int(p["n_mfcc"]),
         chroma_tuning=None if p["chroma_tuning"] is None else float(p["chroma_tuning"]), style=style,
         pixel_mapping=str(p["pixel_mapping"]), recipe=recipe,
     )
     _warm_up(worker.keywords)
 
-    size = int(p["size"])
+    size = int(p["image_size"])
     attrs = {
         "representation": representation,
         **{f"render.{k}": v for k, v in sorted(p.items())
