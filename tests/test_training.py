@@ -18,7 +18,17 @@ from maivar.core.manifest import read_manifest
 from maivar.heads.join import MANIFEST_COLUMNS, Features, join_modalities, load_features, video_input
 from maivar.heads.mlp import MLP
 from maivar.heads.model_files import load_model
-from maivar.heads.training import fit, head_loss, l1_penalty, set_determinism, train_head
+from maivar.heads.training import (
+    HeadStep,
+    accuracy,
+    fit,
+    head_loss,
+    l1_penalty,
+    predict,
+    set_determinism,
+    standardised,
+    train_head,
+)
 
 from head_data import make_features, make_manifest, write_dataset, write_store
 from stage_cmd import run_stage, run_stage_in_process, stage_argv
@@ -31,8 +41,10 @@ FAST = {"hidden": [32], "dropout": 0.2, "epochs": 15, "lr": 3.0e-3, "batch_size"
 def _restore_torch_state():
     """set_determinism changes process-wide torch settings: give other test modules theirs back."""
     deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    fill = torch.utils.deterministic.fill_uninitialized_memory
     yield
     torch.use_deterministic_algorithms(deterministic)
+    torch.utils.deterministic.fill_uninitialized_memory = fill
     torch.set_num_threads(threads)
 
 
@@ -86,6 +98,120 @@ def test_l1_weight_shrinks_the_trained_weights():
     assert norms[1] < 0.7 * norms[0]
 
 
+class _NoStep:
+    """An optimiser that leaves the parameters alone (so that a step's gradients can be read afterwards)."""
+
+    def step(self):
+        pass
+
+
+@pytest.mark.parametrize("l1", [1e-3, 0.0])
+def test_a_step_has_head_loss_gradients_and_loss(l1):
+    """HeadStep's gradients (L1 folded into the weight gradient's matrix product, written into kept buffers) and
+    loss equal a plain autograd step on :func:`head_loss` with the same dropout draws: the same math (bit for bit
+    here; float32 rounding allowed for other BLAS builds). Two steps: the buffers carry nothing over."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 24)).astype(np.float32), rng.integers(0, 5, 40)
+    model = MLP(24, [32, 16], 5, dropout=0.3).train()
+    model.set_normalisation(torch.tensor(x.mean(0)), torch.tensor(x.std(0) + 0.5))
+    with torch.no_grad():
+        model.linears()[0].weight[:, :3] = 0.0  # sgn(0) = 0: no L1 pull on exact zeros (Algorithm 1's audio columns)
+    step = HeadStep(model, _NoStep(), l1)
+    xs = standardised(model, x, torch.device("cpu"))
+    for rows in (slice(0, 16), slice(16, 40)):
+        torch.manual_seed(5)
+        loss, correct = step(xs[rows], torch.tensor(y[rows]))
+        ours = {name: p.grad.clone() for name, p in model.named_parameters()}
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(5)
+        logits = model(torch.tensor(x[rows]))
+        reference = head_loss(model, logits, torch.tensor(y[rows]), l1)
+        reference.backward()
+        for name, p in model.named_parameters():
+            torch.testing.assert_close(ours[name], p.grad, rtol=1e-6, atol=1e-9, msg=name)
+        torch.testing.assert_close(loss, reference.detach(), rtol=1e-6, atol=0.0)
+        assert int(correct) == int((logits.argmax(1) == torch.tensor(y[rows])).sum())
+
+
+def _plain_loop(model, x, y, x_test, y_test, *, epochs, lr, batch_size, l1, seed, variants=None):
+    """The straightforward loop the fast route replaces (same batch order, flip draws, dropout, fused Adam)."""
+    gen, flip_gen = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+    xt, yt = torch.tensor(x), torch.tensor(y)
+    history = []
+    for epoch in range(epochs):
+        model.train()
+        x_epoch = xt
+        if variants is not None:
+            x_epoch = xt.clone()
+            x_epoch[:, : variants.shape[2]] = torch.tensor(variants)[
+                torch.arange(len(x)), torch.randint(variants.shape[1], (len(x),), generator=flip_gen)]
+        order, total, correct = torch.randperm(len(x), generator=gen), 0.0, 0
+        for start in range(0, len(x), batch_size):
+            idx = order[start : start + batch_size]
+            logits = model(x_epoch[idx])
+            loss = head_loss(model, logits, yt[idx], l1)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+            correct += int((logits.argmax(1) == yt[idx]).sum())
+        history.append({"epoch": epoch + 1, "train/loss": total / len(x), "train/acc": 100.0 * correct / len(x),
+                        "test/acc": accuracy(predict(model, x_test), y_test)})
+    return history
+
+
+@pytest.mark.parametrize("with_variants", [False, True])
+def test_training_equals_the_plain_loop(with_variants):
+    """train_head (features standardised once, HeadStep, counts kept on the device until the epoch ends) trains
+    as the plain per-batch loop does: the same weights and accuracies (bit for bit here), the same losses to
+    float32 rounding (the L1 penalty of the logged loss is summed in another order)."""
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(75, 20)).astype(np.float32), rng.integers(0, 4, 75)
+    variants = np.repeat(x[:, None, :6], 3, axis=1) + rng.normal(size=(75, 3, 6)).astype(np.float32)
+    runs = []
+    for route in (_plain_loop, train_head):
+        set_determinism(3, 1)
+        model = MLP(20, [24, 12], 4, dropout=0.4)
+        model.set_normalisation(torch.tensor(x.mean(0)), torch.tensor(x.std(0)))
+        kwargs = {"variants" if route is _plain_loop else "variants_train": variants if with_variants else None}
+        history = route(model, x[:60], y[:60], x[60:], y[60:], epochs=4, lr=1e-2, batch_size=16, l1=1e-3, seed=5,
+                        **kwargs)
+        runs.append((history, model.state_dict()))
+    (plain, plain_state), (ours, our_state) = runs
+    for key in plain_state:
+        torch.testing.assert_close(our_state[key], plain_state[key], rtol=1e-5, atol=1e-7, msg=key)
+    assert [(h["epoch"], h["train/acc"], h["test/acc"]) for h in ours] == \
+        [(h["epoch"], h["train/acc"], h["test/acc"]) for h in plain]
+    assert [h["train/loss"] for h in ours] == pytest.approx([h["train/loss"] for h in plain], rel=1e-6)
+
+
+def test_training_runs_on_a_named_device_and_returns_the_model_home():
+    """``device`` names where to train (the CUDA path is the same code with the tensors there); the model comes
+    back where it was, and training on the named CPU equals training where the model is."""
+    manifest = make_manifest(3, 10, 4)
+    x, y = make_features(manifest, 12), manifest["label"].to_numpy()
+    runs = []
+    for device in (None, "cpu"):
+        set_determinism(2, 1)
+        model = MLP(12, [16], 3, dropout=0.5)
+        runs.append((train_head(model, x, y, x, y, epochs=3, lr=1e-3, batch_size=4, l1=1e-4, seed=2, device=device),
+                     model))
+        assert model.mean.device.type == "cpu" and all(p.device.type == "cpu" for p in model.parameters())
+    assert runs[0][0] == runs[1][0]
+    assert all(torch.equal(a, b) for a, b in zip(runs[0][1].state_dict().values(), runs[1][1].state_dict().values(),
+                                                 strict=True))
+
+
+def test_set_determinism_keeps_torch_from_filling_new_tensors():
+    """With deterministic algorithms on, torch fills every new tensor with NaN unless told not to: a debugging aid
+    that doubled a head's step time. set_determinism turns it off (determinism does not depend on it)."""
+    set_determinism(0, 1)
+    assert torch.are_deterministic_algorithms_enabled()
+    assert torch.utils.deterministic.fill_uninitialized_memory is False
+    assert torch.get_num_threads() == 1
+
+
 # -------------------------------------------------------------------------------------- learning
 def test_training_learns_separable_features():
     manifest = make_manifest(4, 15, 8)
@@ -101,13 +227,16 @@ def test_training_learns_separable_features():
 
 
 def test_training_is_deterministic():
+    """The same inputs and params give bit-identical weights and metrics (dropout, batch order, flip draws, L1)."""
     manifest = make_manifest(3, 10, 4)
     x, y = make_features(manifest, 12), manifest["label"].to_numpy()
+    variants = np.repeat(x[:, None, :5], 4, axis=1) + np.random.default_rng(0).normal(size=(len(x), 4, 5))
     states = []
     for _ in range(2):
         set_determinism(7, 1)
         model = MLP(12, [16], 3, dropout=0.5)
-        hist = train_head(model, x, y, x, y, epochs=5, lr=1e-3, batch_size=4, l1=1e-4, seed=7)
+        hist = train_head(model, x, y, x, y, epochs=5, lr=1e-3, batch_size=4, l1=1e-4, seed=7,
+                          variants_train=variants.astype(np.float32))
         states.append((hist, model.state_dict()))
     assert states[0][0] == states[1][0]
     for k in states[0][1]:
