@@ -2,7 +2,8 @@
 
 The pipeline itself runs through DVC (``dvc repro``, ``dvc exp run``); this command holds what is not a
 stage. ``maivar predict PATH...`` runs a trained run (the workspace's, or a revision's / experiment's) on new
-videos with the pipeline's own preprocessing (:mod:`maivar.predict`);
+videos with the pipeline's own preprocessing (:mod:`maivar.predict`); ``maivar report`` prints the heads'
+accuracies and writes the report page (Fig. 6, confusion matrices, previews: :mod:`maivar.report`);
 ``maivar preset FILE`` runs a params overlay (e.g. presets/paper.yaml) as a named DVC experiment;
 ``maivar check-deps`` checks that dvc.yaml declares every module each stage imports;
 ``maivar convert-bninception SRC DST`` turns public BN-Inception weights (the PyTorch port's layout, or a
@@ -154,6 +155,21 @@ def _stream(predictor, videos, args, classes, problems):
         yield prediction
 
 
+def report(args: argparse.Namespace) -> int:
+    from .core.errors import PipelineError
+    from .report import summary_table, write_report
+
+    try:
+        runs, out = write_report(args.root, args.rev, args.out, workspace=not args.no_workspace)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(summary_table(runs))
+    print(f"report: {out} (Fig. 6 curves, confusion matrices, the test clips each head got wrong, audio-image "
+          "previews); DVC's own page: dvc plots show")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="maivar",
@@ -205,6 +221,17 @@ def build_parser() -> argparse.ArgumentParser:
                                        "params.yaml in --root)")
     pred.add_argument("-v", "--verbose", action="store_true", help="log what the backbones and workers do")
     pred.set_defaults(func=predict)
+    rep = commands.add_parser(
+        "report", help="print the heads' accuracies and write the report page (Fig. 6, confusion, previews)",
+        description="Print top-1, top-5 and mean class accuracy of each head and write one offline HTML page: the "
+                    "paper's Fig. 6 curves (one colour per head), each head's confusion matrix, the test clips some "
+                    "head got wrong, and the audio-image previews as a class x representation grid.")
+    rep.add_argument("--rev", action="append", metavar="REV",
+                     help="also a git revision or DVC experiment (repeatable), e.g. one per representation")
+    rep.add_argument("--no-workspace", action="store_true", help="leave out the workspace's run (only the --rev ones)")
+    rep.add_argument("-o", "--out", default="report/index.html", help="the page to write (default: report/index.html)")
+    rep.add_argument("--root", default=".", help="the repository (default: the current folder)")
+    rep.set_defaults(func=report)
     return parser
 
 
