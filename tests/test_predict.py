@@ -117,6 +117,7 @@ def _expected(predictions_csv: str, ids) -> dict[str, dict[str, tuple[str, str]]
 
 
 # -------------------------------------------------------------------------------- the test clips' rows
+@pytest.mark.slow  # the fixture runs the whole pipeline (tiny) and DVC
 def test_predict_gives_the_test_clips_rows_of_predictions_csv_bit_for_bit(tiny_run, monkeypatch, capsys):
     repo, _ = tiny_run
     monkeypatch.chdir(repo)
@@ -144,6 +145,7 @@ def test_predict_gives_the_test_clips_rows_of_predictions_csv_bit_for_bit(tiny_r
             assert np.array_equal(p.logits[head], stored[head][k]), (p.path, head)
 
 
+@pytest.mark.slow  # the fixture runs the whole pipeline (tiny) and DVC
 def test_video_without_sound_gets_the_video_branch_and_damaged_files_their_reason(tiny_run, monkeypatch, capsys,
                                                                                   tmp_path):
     repo, _ = tiny_run
@@ -175,6 +177,7 @@ def test_video_without_sound_gets_the_video_branch_and_damaged_files_their_reaso
 
 
 # ------------------------------------------------------------------------------------ revisions and artifacts
+@pytest.mark.slow  # the fixture runs the whole pipeline (tiny) and DVC
 def test_rev_and_experiment_name_use_that_runs_models(tiny_run, monkeypatch, capsys):
     repo, env = tiny_run
     monkeypatch.chdir(repo)
@@ -199,15 +202,31 @@ def test_rev_and_experiment_name_use_that_runs_models(tiny_run, monkeypatch, cap
         expected = _expected(text, clips["id"])
         assert [got[v] for v in clips["video_path"]] == [expected[i] for i in clips["id"]], rev
 
+    # the README's ways to load a model of an earlier experiment
+    import dvc.api
+
+    with dvc.api.open("models/fusion_mlp.pt", repo=str(repo), rev="short-fusion", mode="rb") as f:
+        saved = torch.load(f, weights_only=True)
+    assert saved["history"][-1]["epoch"] == 2
+    _dvc(repo, env, "get", ".", "models/fusion_mlp.pt", "--rev", "short-fusion", "-o", "fusion_short.pt")
+    assert torch.load(repo / "fusion_short.pt", weights_only=True)["history"][-1]["epoch"] == 2
+    (repo / "fusion_short.pt").unlink()
+
     assert main(["predict", clips["video_path"].iloc[0], "--rev", "no-such-rev"]) == 2
     assert "cannot read revision 'no-such-rev'" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # the fixture runs the whole pipeline (tiny) and DVC
 def test_dvc_artifacts_get_fetches_a_registered_model(tiny_run, tmp_path):
     repo, env = tiny_run
-    _git(repo, env, "tag", "-a", "fusion-mlp@v1.0.0", "-m", "Registering artifact fusion-mlp version v1.0.0")
+    gto = Path(sys.executable).with_name("gto")  # GTO's registry convention: a tag fusion-mlp@v1.0.0
+    subprocess.run([str(gto), "register", "fusion-mlp", "--version", "v1.0.0"], cwd=repo, env=env, check=True,
+                   capture_output=True, timeout=120)
+    assert "fusion-mlp@v1.0.0" in _git(repo, env, "tag")
     _dvc(repo, env, "artifacts", "get", ".", "fusion-mlp", "-o", str(tmp_path / "fusion.pt"))
     assert (tmp_path / "fusion.pt").read_bytes() == (repo / "models/fusion_mlp.pt").read_bytes()
+    _dvc(repo, env, "artifacts", "get", ".", "fusion-mlp", "--rev", "v1.0.0", "-o", str(tmp_path / "v1.pt"))
+    assert (tmp_path / "v1.pt").read_bytes() == (repo / "models/fusion_mlp.pt").read_bytes()
     show = "import dvc.api, json; print(json.dumps(dvc.api.artifacts_show('fusion-mlp', repo='.')))"
     shown = subprocess.run([sys.executable, "-c", show], cwd=repo, env=env, capture_output=True, text=True, timeout=120)
     assert json.loads(shown.stdout)["path"] == "models/fusion_mlp.pt", shown.stderr[-2000:]

@@ -38,7 +38,8 @@ from maivar.heads.mlp import MLP
 from maivar.heads.model_files import load_model
 from maivar.runs import RunFiles, read_paths
 
-LOCKED_STAGES = ("prepare", "extract_audio", "extract_video", "evaluate")
+LOCKED_STAGES = ("prepare", "extract_audio", "extract_video")  # what made the features: required
+OPTIONAL_STAGES = ("evaluate", "train_fusion")  # where train.threads is read (evaluate's first), else 1
 
 
 @dataclass(frozen=True)
@@ -117,16 +118,19 @@ def _decode_attr(value):
 
 
 def read_locked_params(files: RunFiles) -> dict[str, dict]:
-    """``{stage: params}`` of the run's dvc.lock (params.yaml's sections as each stage last ran with them)."""
+    """``{stage: params}`` of the run's dvc.lock (params.yaml's sections as each stage last ran with them), for the
+    stages of :data:`LOCKED_STAGES` (required) and those of :data:`OPTIONAL_STAGES` that it records."""
     text = files.read_text("dvc.lock")
     where = "workspace" if files.rev is None else f"revision {files.rev}"
     if not text:
         raise PipelineError(f"the {where} has no dvc.lock: run the pipeline (dvc repro) before predicting with it")
     stages = (yaml.load(text, Loader=ParamsLoader) or {}).get("stages") or {}
     locked = {}
-    for stage in LOCKED_STAGES:
+    for stage in (*LOCKED_STAGES, *OPTIONAL_STAGES):
         if stage not in stages:
-            raise PipelineError(f"dvc.lock of the {where} records no run of stage {stage}: run dvc repro first")
+            if stage in LOCKED_STAGES:
+                raise PipelineError(f"dvc.lock of the {where} records no run of stage {stage}: run dvc repro first")
+            continue
         params = (stages[stage].get("params") or {}).get("params.yaml") or {}
         flat: dict = {}
         for key, value in params.items():  # "train.threads: 1" and "prepare: {...}" alike
@@ -250,7 +254,8 @@ def load_run(root: str | Path = ".", rev: str | None = None) -> TrainedRun:
         if str(saved["fusion"].get("segments", segments)) != segments:
             raise PipelineError(f"{paths['fusion_mlp']} and {paths['video_mlp']} take the video features in "
                                 "different ways (video_mlp.segments): rerun dvc repro")
-        threads = int((locked["evaluate"].get("train") or {}).get("threads", 1))
+        threads = next((int(locked[s]["train"]["threads"]) for s in OPTIONAL_STAGES
+                        if "threads" in (locked.get(s, {}).get("train") or {})), 1)
         return TrainedRun("workspace" if rev is None else rev, heads, saved, classes, segments,
                           audio_recipe(images, audio_attrs, locked, paths), video_recipe(video_attrs, locked, paths),
                           threads, files)
