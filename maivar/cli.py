@@ -1,7 +1,10 @@
 """The ``maivar`` command (also ``python -m maivar``).
 
 The pipeline itself runs through DVC (``dvc repro``, ``dvc exp run``); this command holds what is not a
-stage. ``maivar preset FILE`` runs a params overlay (e.g. presets/paper.yaml) as a named DVC experiment;
+stage. ``maivar predict PATH...`` runs a trained run (the workspace's, or a revision's / experiment's) on new
+videos with the pipeline's own preprocessing (:mod:`maivar.predict`); ``maivar report`` prints the heads'
+accuracies and writes the report page (Fig. 6, confusion matrices, previews: :mod:`maivar.report`);
+``maivar preset FILE`` runs a params overlay (e.g. presets/paper.yaml) as a named DVC experiment;
 ``maivar check-deps`` checks that dvc.yaml declares every module each stage imports;
 ``maivar convert-bninception SRC DST`` turns public BN-Inception weights (the PyTorch port's layout, or a
 tsn-pytorch checkpoint) into a checkpoint that ``extract_video.checkpoint`` can point at
@@ -76,6 +79,97 @@ def convert_bninception(args: argparse.Namespace) -> int:
     return 0
 
 
+def _runtime(params_path: str, device: str | None) -> dict:
+    """The machine settings for predict: params.yaml's ``runtime`` section when there is one (else the defaults:
+    ``auto`` device, all cores, the CPU batch sizes), ``--device`` on top."""
+    from .core.errors import PipelineError
+    from .core.params import load_params, runtime_settings
+
+    settings = {"device": "auto", "workers": 0, "batch_size": 8, "batch_videos": 1}
+    if Path(params_path).is_file():
+        try:
+            params = load_params(params_path)
+            settings.update({k: v for k, v in runtime_settings(params, "extract_audio").items() if k != "compile"})
+            settings.update({k: v for k, v in runtime_settings(params, "extract_video").items() if k != "compile"})
+        except PipelineError:
+            pass  # no runtime section: the defaults
+    if device:
+        settings["device"] = device
+    return settings
+
+
+def predict(args: argparse.Namespace) -> int:
+    import logging
+
+    from .core.errors import PipelineError
+    from .predict.engine import Predictor
+    from .predict.output import expand_paths, format_json
+    from .predict.run import load_run
+
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    if args.top_k < 1:
+        print("error: --top-k must be at least 1", file=sys.stderr)
+        return 2
+    videos, problems = expand_paths(args.paths)
+    try:
+        run = load_run(args.root, args.rev)
+        try:
+            settings = _runtime(args.params or str(Path(args.root) / "params.yaml"), args.device)
+            predictor = Predictor(run, device=str(settings["device"]), workers=settings["workers"],
+                                  batch_images=settings["batch_size"], batch_videos=settings["batch_videos"])
+            print(f"run: {run.name} (audio {run.audio.representation}, {len(run.classes)} classes, on "
+                  f"{predictor.device}); {len(videos)} video(s)", file=sys.stderr, flush=True)
+            results = problems + list(_stream(predictor, videos, args, run.classes, problems))
+        finally:
+            run.close()
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.format == "json":
+        sys.stdout.write(format_json(results, args.top_k, run.classes))
+    for r in results:  # what the table shows in place, the machine formats say on stderr
+        if args.format != "table" and (r.error or r.skipped):
+            why = f"error: {r.error}" if r.error else f"video branch only: {r.skipped.get('audio')}"
+            print(f"{r.path}: {why}", file=sys.stderr)
+    failed = sum(r.error is not None for r in results)
+    if failed:
+        print(f"{failed} of {len(results)} path(s) could not be predicted", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _stream(predictor, videos, args, classes, problems):
+    """Yield each prediction, printing the table blocks / CSV rows as they come (JSON is printed at the end)."""
+    from .predict.output import format_csv, format_table
+
+    if args.format == "csv":
+        sys.stdout.write(format_csv(problems, args.top_k, classes))
+    elif args.format == "table":
+        for p in problems:
+            sys.stdout.write(format_table(p, args.top_k, classes))
+    for prediction in predictor.predict(videos, progress=len(videos) > 1):
+        if args.format == "csv":
+            sys.stdout.write(format_csv([prediction], args.top_k, classes, header=False))
+        elif args.format == "table":
+            sys.stdout.write(format_table(prediction, args.top_k, classes))
+        sys.stdout.flush()
+        yield prediction
+
+
+def report(args: argparse.Namespace) -> int:
+    from .core.errors import PipelineError
+    from .report import summary_table, write_report
+
+    try:
+        runs, out = write_report(args.root, args.rev, args.out, workspace=not args.no_workspace)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(summary_table(runs))
+    print(f"report: {out} (Fig. 6 curves, confusion matrices, the test clips each head got wrong, audio-image "
+          "previews); DVC's own page: dvc plots show")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="maivar",
@@ -110,6 +204,34 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("src", help="the port's state dict or tsn-pytorch checkpoint (.pth, .pth.tar)")
     convert.add_argument("dst", help="the checkpoint to write")
     convert.set_defaults(func=convert_bninception)
+    pred = commands.add_parser(
+        "predict", help="predict the action in new videos with a trained run (audio, video and fusion heads)",
+        description="Run each video through the pipeline's own preprocessing (ffmpeg demux and prepare's audio "
+                    "checks, the audio image, both frozen backbones) with the settings and weights recorded in the "
+                    "run's models, stores and dvc.lock (not today's params.yaml), and print each branch's top-k "
+                    "classes. A video without usable sound gets the video branch only; a damaged one its reason. "
+                    "Exit status 1 when some video could not be predicted, 2 when the run cannot be used.")
+    pred.add_argument("paths", nargs="+", metavar="PATH", help="video files, folders (every video under them) or globs")
+    pred.add_argument("-k", "--top-k", type=int, default=5, help="classes per branch (default: 5)")
+    pred.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output (default: table)")
+    pred.add_argument("--rev", help="use the models of this git revision or DVC experiment (default: the workspace)")
+    pred.add_argument("--root", default=".", help="the repository (default: the current folder)")
+    pred.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: params.yaml's runtime.device)")
+    pred.add_argument("--params", help="where the runtime section (device, workers, batch sizes) is read (default: "
+                                       "params.yaml in --root)")
+    pred.add_argument("-v", "--verbose", action="store_true", help="log what the backbones and workers do")
+    pred.set_defaults(func=predict)
+    rep = commands.add_parser(
+        "report", help="print the heads' accuracies and write the report page (Fig. 6, confusion, previews)",
+        description="Print top-1, top-5 and mean class accuracy of each head and write one offline HTML page: the "
+                    "paper's Fig. 6 curves (one colour per head), each head's confusion matrix, the test clips some "
+                    "head got wrong, and the audio-image previews as a class x representation grid.")
+    rep.add_argument("--rev", action="append", metavar="REV",
+                     help="also a git revision or DVC experiment (repeatable), e.g. one per representation")
+    rep.add_argument("--no-workspace", action="store_true", help="leave out the workspace's run (only the --rev ones)")
+    rep.add_argument("-o", "--out", default="report/index.html", help="the page to write (default: report/index.html)")
+    rep.add_argument("--root", default=".", help="the repository (default: the current folder)")
+    rep.set_defaults(func=report)
     return parser
 
 

@@ -1,4 +1,5 @@
-"""Test-set metrics for the heads: top-1, top-5, mean per-class accuracy, per-class table, confusion rows.
+"""Test-set metrics for the heads: top-1, top-5, mean per-class accuracy, per-class table, confusion rows, and
+each test clip's prediction.
 
 :func:`evaluate_heads` is stage evaluate. All three heads are scored on the same test clips: those with
 finite audio and video features (the fusion model's test set), so that the three accuracies are comparable.
@@ -6,6 +7,11 @@ finite audio and video features (the fusion model's test set), so that the three
 All accuracies are percentages (as in the paper's tables), rounded to ``DIGITS`` decimals in what is
 written, so that the same predictions give byte-identical files. Top-k uses ``k = min(k, classes)``.
 Mean per-class accuracy averages over the classes that have at least one test clip.
+
+A head's prediction is its classes ranked by logit (ties: the lower label first, as in the accuracies) with
+their softmax probabilities (:func:`ranked`, :func:`probability_text`): ``metrics/predictions.csv`` and
+``maivar predict`` (:mod:`maivar.predict`) both write them through these two functions, so that predicting a
+test clip's video gives its row of the file.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from maivar.heads.training import predict, set_determinism
 log = logging.getLogger(__name__)
 
 DIGITS = 4
+HEADS = ("audio", "video", "fusion")
+PREDICTION_COLUMNS = ("id", "label", *(f"{h}_pred" for h in HEADS), *(f"{h}_prob" for h in HEADS))
 
 
 def topk_accuracy(logits: np.ndarray, y: np.ndarray, k: int) -> float:
@@ -44,6 +52,28 @@ def topk_accuracy(logits: np.ndarray, y: np.ndarray, k: int) -> float:
 def predictions(logits: np.ndarray) -> np.ndarray:
     """Top-1 predicted labels (ties broken by the lower label, as :func:`topk_accuracy`)."""
     return np.argsort(-logits, axis=1, kind="stable")[:, 0] if len(logits) else np.zeros(0, np.int64)
+
+
+def probabilities(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the classes of each row, in float64 (N x C)."""
+    z = np.asarray(logits, dtype=np.float64)
+    if z.size == 0:
+        return z.copy()
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def ranked(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(labels, probs)``, both N x min(k, C): each row's ``k`` best classes by logit (ties: the lower label
+    first, as :func:`predictions`) and their softmax probabilities."""
+    k = max(1, min(int(k), logits.shape[1]))
+    top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+    return top, np.take_along_axis(probabilities(logits), top, axis=1)
+
+
+def probability_text(p: float) -> str:
+    """A probability as written in predictions.csv and printed by ``maivar predict``: ``DIGITS`` decimals."""
+    return f"{float(p):.{DIGITS}f}"
 
 
 def per_class_accuracy(pred: np.ndarray, y: np.ndarray, num_classes: int) -> np.ndarray:
@@ -100,6 +130,20 @@ def confusion_csv(ids: Sequence[str], y: np.ndarray, pred: np.ndarray, classes: 
     return out.getvalue()
 
 
+def predictions_csv(ids: Sequence[str], y: np.ndarray, logits_by_head: dict[str, np.ndarray],
+                    classes: Sequence[str]) -> str:
+    """CSV text, one row per test clip sorted by id: ``id, label`` (the true class), each head's top-1 class
+    ``<head>_pred`` and its probability ``<head>_prob`` (:data:`PREDICTION_COLUMNS`)."""
+    top = {h: ranked(logits_by_head[h], 1) for h in HEADS}
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(PREDICTION_COLUMNS)
+    for i in np.argsort(np.asarray(ids, dtype=object), kind="stable"):
+        writer.writerow([ids[i], classes[int(y[i])], *(classes[int(top[h][0][i, 0])] for h in HEADS),
+                         *(probability_text(top[h][1][i, 0]) for h in HEADS)])
+    return out.getvalue()
+
+
 def _flag(value) -> bool | None:
     if isinstance(value, str):
         return {"true": True, "false": False}.get(value.lower())
@@ -108,13 +152,14 @@ def _flag(value) -> bool | None:
 
 def evaluate_heads(*, manifest_path: str | Path, audio_path: str | Path, video_path: str | Path,
                    model_paths: dict[str, str | Path], metrics_path: str | Path, per_class_path: str | Path,
-                   confusion_path: str | Path, seed: int, threads: int) -> dict:
+                   confusion_path: str | Path, predictions_path: str | Path, seed: int, threads: int) -> dict:
     """Stage evaluate: score the ``audio``, ``video`` and ``fusion`` models of ``model_paths`` on the test clips.
 
     Writes ``metrics_path`` (``audio.top1``, ``video.top1``, ``fusion.top1``, ``*.top5``, ``*.mean_class_acc``
     in percent, ``test_clips``, ``excluded_test_clips``, ``pretrained.audio``, ``pretrained.video``,
-    ``representation``), ``per_class_path`` and ``confusion_path`` (fusion model; columns ``actual``,
-    ``predicted``). ``seed`` and ``threads`` are ``train.seed`` and ``train.threads``. Returns the metrics.
+    ``representation``), ``per_class_path``, ``confusion_path`` (fusion model; columns ``actual``,
+    ``predicted``) and ``predictions_path`` (:func:`predictions_csv`: every test clip's top-1 class and probability
+    per head). ``seed`` and ``threads`` are ``train.seed`` and ``train.threads``. Returns the metrics.
     """
     set_determinism(seed, threads)
     manifest = read_manifest(manifest_path, MANIFEST_COLUMNS)
@@ -150,6 +195,7 @@ def evaluate_heads(*, manifest_path: str | Path, audio_path: str | Path, video_p
     write_json(metrics_path, metrics)
     write_text(per_class_path, per_class_csv(y, logits, classes))
     write_text(confusion_path, confusion_csv(test_ids, y, predictions(logits["fusion"]), classes))
+    write_text(predictions_path, predictions_csv(test_ids, y, logits, classes))
     log.info("top-1 on %d test clips: audio %s%%, video %s%%, fusion %s%%", len(test_ids),
              metrics["audio"]["top1"], metrics["video"]["top1"], metrics["fusion"]["top1"])
     return metrics

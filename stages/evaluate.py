@@ -1,7 +1,7 @@
 """Stage evaluate: test-set metrics of the audio, video and fusion MLPs (paper Table II keys).
 
-Writes the metrics (top-1, top-5, mean class accuracy per head), the per-class accuracy table and the
-fusion model's confusion rows (maivar.evaluation).
+Writes the metrics (top-1, top-5, mean class accuracy per head), the per-class accuracy table, the
+fusion model's confusion rows and every test clip's prediction by each head (maivar.evaluation).
 """
 
 from maivar.core.params import load_params
@@ -11,11 +11,12 @@ from maivar.evaluation import evaluate_heads
 
 def main() -> None:
     args = stage_args(__doc__, "manifest", "audio", "video", "audio-model", "video-model", "fusion-model",
-                      "metrics", "per-class", "confusion")
+                      "metrics", "per-class", "confusion", "predictions")
     params = load_params(args.params)
     evaluate_heads(manifest_path=args.manifest, audio_path=args.audio, video_path=args.video,
                    model_paths={"audio": args.audio_model, "video": args.video_model, "fusion": args.fusion_model},
                    metrics_path=args.metrics, per_class_path=args.per_class, confusion_path=args.confusion,
+                   predictions_path=args.predictions,
                    seed=params["train"]["seed"], threads=params["train"]["threads"])
 
 

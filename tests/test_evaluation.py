@@ -13,6 +13,10 @@ from maivar.evaluation import (
     per_class_accuracy,
     per_class_csv,
     predictions,
+    predictions_csv,
+    probabilities,
+    probability_text,
+    ranked,
     topk_accuracy,
 )
 
@@ -60,6 +64,30 @@ def test_confusion_csv_rows_sorted_by_id_with_class_names():
     text = confusion_csv(["b", "a"], np.array([1, 0]), np.array([0, 0]), ["X", "Y"])
     rows = list(csv.DictReader(io.StringIO(text)))
     assert rows == [{"id": "a", "actual": "X", "predicted": "X"}, {"id": "b", "actual": "Y", "predicted": "X"}]
+
+
+def test_ranked_orders_by_logit_with_ties_to_the_lower_label_and_gives_softmax_probabilities():
+    logits = np.array([[0.0, 2.0, 2.0, -1.0], [3.0, 1.0, 0.0, 0.0]], dtype=np.float32)
+    labels, probs = ranked(logits, 3)
+    assert labels.tolist() == [[1, 2, 0], [0, 1, 2]]
+    p = probabilities(logits)
+    assert np.allclose(p.sum(axis=1), 1.0) and p.dtype == np.float64
+    assert np.array_equal(probs, np.take_along_axis(p, labels, axis=1))
+    assert labels[:, 0].tolist() == predictions(logits).tolist()  # top-1 is the accuracies' prediction
+    assert ranked(logits, 10)[0].shape == (2, 4)  # k is capped at the number of classes
+    assert probability_text(probs[1, 0]) == f"{np.exp(3) / (np.exp(3) + np.exp(1) + 2):.4f}"
+
+
+def test_predictions_csv_has_one_row_per_test_clip_with_each_heads_class_and_probability():
+    logits = {"audio": np.array([[2.0, 0.0], [0.0, 0.0]]), "video": np.array([[0.0, 1.0], [0.0, 5.0]]),
+              "fusion": np.array([[1.0, 1.0], [-1.0, 1.0]])}
+    rows = list(csv.DictReader(io.StringIO(predictions_csv(["b", "a"], np.array([0, 1]), logits, ["X", "Y"]))))
+    assert list(rows[0]) == ["id", "label", "audio_pred", "video_pred", "fusion_pred", "audio_prob", "video_prob",
+                             "fusion_prob"]
+    assert rows[0] == {"id": "a", "label": "Y", "audio_pred": "X", "video_pred": "Y", "fusion_pred": "Y",
+                       "audio_prob": "0.5000", "video_prob": f"{1 / (1 + np.exp(-5)):.4f}",
+                       "fusion_prob": f"{1 / (1 + np.exp(-2)):.4f}"}
+    assert rows[1]["id"] == "b" and rows[1]["fusion_pred"] == "X" and rows[1]["fusion_prob"] == "0.5000"
 
 
 # ---------------------------------------------------------------------------- Table II and plots

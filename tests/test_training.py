@@ -8,6 +8,7 @@ from pathlib import Path
 from unittest import mock
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -347,6 +348,10 @@ def test_stages_end_to_end_metric_keys_and_fusion_starts_from_video(tmp_path, mo
         assert len(loss.read_text().splitlines()) == 1 + len(saved["history"])
     confusion = Path("metrics/confusion.csv").read_text().splitlines()
     assert confusion[0] == "id,actual,predicted" and len(confusion) == 1 + metrics["test_clips"]
+    predicted = pd.read_csv("metrics/predictions.csv")
+    assert len(predicted) == metrics["test_clips"] and predicted["id"].is_monotonic_increasing
+    fusion_top1 = (predicted["fusion_pred"] == predicted["label"]).mean() * 100
+    assert fusion_top1 == pytest.approx(metrics["fusion"]["top1"], abs=1e-3)
 
     # determinism: the same features give the same metrics and weights on a rerun
     first = Path("metrics/metrics.json").read_bytes()

@@ -1,0 +1,264 @@
+"""What a trained run recorded: its three heads, and everything that made the features they were trained on.
+
+A *run* is the workspace (what ``dvc repro`` left there) or a revision: a git commit, branch or tag, or a DVC
+experiment's name (``dvc exp show``), read through DVC's file system (git for the code and dvc.lock, the local
+DVC cache for the models and stores).
+
+Nothing is re-read from today's params.yaml. The settings come from the run's own records:
+
+- the models (``models/*_mlp.pt``): weights, normalisation, classes, how the video features enter
+  (``segments``); the audio and video models also carry the attributes of the features they were trained on,
+  which must be those of the stores (else the models are stale: an error);
+- the stores' attributes: ``images.h5`` the representation and every ``render.*`` setting, ``audio.h5`` the
+  audio backbone, input size, mean/std and weights, ``video.h5`` the TSN config, segments, short side, crop,
+  mean/std, channel order and weights (docs/CONTRACTS.md);
+- the run's ``dvc.lock`` for what no store records: how ``prepare`` demuxed and checked the audio (sample
+  rate, channels, silence threshold, minimum coverage, frame check), the random-initialisation seeds of the
+  backbones, the decoding limits of ``extract_video`` and the heads' thread count (``train.threads``).
+
+The backbones rebuilt from these must hash (:func:`~maivar.extraction.backbones.weights_sha256`) to the
+``weights_sha256`` their store records: a run can only be used with the very weights that made its features.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+import yaml
+
+from maivar.core.errors import PipelineError
+from maivar.core.params import ParamsLoader
+from maivar.evaluation import HEADS
+from maivar.heads.mlp import MLP
+from maivar.heads.model_files import load_model
+from maivar.runs import RunFiles, read_paths
+
+LOCKED_STAGES = ("prepare", "extract_audio", "extract_video")  # what made the features: required
+OPTIONAL_STAGES = ("evaluate", "train_fusion")  # where train.threads is read (evaluate's first), else 1
+
+
+@dataclass(frozen=True)
+class AudioRecipe:
+    """How the run turned a video's sound into audio features (prepare, render, extract_audio)."""
+
+    # prepare: the demux and the audio-subset checks (maivar.data.subset.examine_video)
+    sample_rate: int
+    channels: int
+    silence_dbfs: float
+    min_audio_coverage: float
+    min_decoded_share: float
+    frame_check: str
+    timeout_s: float
+    # render: maivar.audio.render.render_clip's keywords (the style as a dict of params), and its timeout
+    representation: str
+    render: dict
+    render_timeout_s: float
+    librosa_version: str | None
+    # extract_audio
+    backbone: str
+    input_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    weights: str  # random | timm-pretrained | checkpoint:<path>
+    sha256: str
+    seed: int
+    folded: int  # BatchNorm layers the stage folded into convolutions (0: none)
+
+
+@dataclass(frozen=True)
+class VideoRecipe:
+    """How the run turned a video's picture into TSN segment features (extract_video)."""
+
+    config: str  # the MMAction2 config as the store records it (a path relative to the repository)
+    num_segments: int
+    short_side: int
+    crop_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    channel_order: str
+    weights: str
+    sha256: str
+    seed: int
+    folded: int
+    timeout_s: float
+    min_decoded_share: float
+
+
+@dataclass
+class TrainedRun:
+    """A run's heads (eval mode) and recipes; ``files`` fetches the code and weights files the backbones need."""
+
+    name: str  # "workspace" or the revision as given
+    heads: dict[str, MLP]
+    saved: dict[str, dict]  # the whole saved dict of each model file
+    classes: list[str]
+    segments: str  # how the video features enter the video and fusion heads (mean | flatten)
+    audio: AudioRecipe
+    video: VideoRecipe
+    threads: int  # train.threads of the run's evaluate: the heads run with it, as evaluate did
+    files: RunFiles = field(repr=False)
+
+    def close(self) -> None:
+        self.files.close()
+
+
+def _decode_attr(value):
+    """A store attribute as it was given to the writer (lists, dicts and None are stored as JSON text)."""
+    if isinstance(value, bytes):
+        value = value.decode()
+    if isinstance(value, str) and (value == "null" or value[:1] in "[{"):
+        with contextlib.suppress(ValueError):
+            return json.loads(value)
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def read_locked_params(files: RunFiles) -> dict[str, dict]:
+    """``{stage: params}`` of the run's dvc.lock (params.yaml's sections as each stage last ran with them), for the
+    stages of :data:`LOCKED_STAGES` (required) and those of :data:`OPTIONAL_STAGES` that it records."""
+    text = files.read_text("dvc.lock")
+    where = "workspace" if files.rev is None else f"revision {files.rev}"
+    if not text:
+        raise PipelineError(f"the {where} has no dvc.lock: run the pipeline (dvc repro) before predicting with it")
+    stages = (yaml.load(text, Loader=ParamsLoader) or {}).get("stages") or {}
+    locked = {}
+    for stage in (*LOCKED_STAGES, *OPTIONAL_STAGES):
+        if stage not in stages:
+            if stage in LOCKED_STAGES:
+                raise PipelineError(f"dvc.lock of the {where} records no run of stage {stage}: run dvc repro first")
+            continue
+        params = (stages[stage].get("params") or {}).get("params.yaml") or {}
+        flat: dict = {}
+        for key, value in params.items():  # "train.threads: 1" and "prepare: {...}" alike
+            node = flat
+            *parents, last = key.split(".")
+            for p in parents:
+                node = node.setdefault(p, {})
+            node[last] = value
+        locked[stage] = flat
+    return locked
+
+
+def read_store_attrs(files: RunFiles, path: str) -> dict:
+    """A store's attributes (decoded); a missing or incomplete store is a one-line error."""
+    if not files.exists(path):
+        where = "" if files.rev is None else f" in revision {files.rev}"
+        raise PipelineError(f"{path} does not exist{where}: run the pipeline (dvc repro) first")
+    try:
+        with files.open(path) as f, h5py.File(f, "r") as h5:
+            attrs = {k: _decode_attr(v) for k, v in h5.attrs.items()}
+    except OSError as exc:
+        raise PipelineError(f"{path} is not a readable HDF5 store ({exc})") from None
+    if not attrs.get("complete", False):
+        raise PipelineError(f"{path} is incomplete (its writer was interrupted): rerun dvc repro")
+    return attrs
+
+
+def _load_head(files: RunFiles, path: str) -> tuple[MLP, dict]:
+    if not files.exists(path):
+        where = "" if files.rev is None else f" in revision {files.rev}"
+        raise PipelineError(f"{path} does not exist{where}: train the heads first (dvc repro)")
+    return load_model(files.local(path))
+
+
+def _section(locked: dict, stage: str, name: str) -> dict:
+    section = locked[stage].get(name)
+    if not isinstance(section, dict):
+        raise PipelineError(f"dvc.lock records no {name} parameters for stage {stage}: rerun dvc repro")
+    return section
+
+
+def _need(attrs: dict, key: str, path: str):
+    if key not in attrs:
+        raise PipelineError(f"{path} does not record {key!r}: it was made by an older maivar, rerun dvc repro")
+    return attrs[key]
+
+
+def audio_recipe(images: dict, features: dict, locked: dict, paths: dict) -> AudioRecipe:
+    p = _section(locked, "prepare", "prepare")
+    ea = _section(locked, "extract_audio", "extract_audio")
+    ip, fp = paths["images"], paths["audio_features"]
+    representation = _need(images, "representation", ip)
+    if features.get("representation") != representation:
+        raise PipelineError(f"{fp} holds features of {features.get('representation')!r} images but {ip} holds "
+                            f"{representation!r} images: the stores are out of step, rerun dvc repro")
+    r = {k.removeprefix("render."): v for k, v in images.items() if k.startswith("render.")}
+    render = {
+        "representation": representation, "sample_rate": int(_need(r, "sample_rate", ip)), "size": int(r["size"]),
+        "n_fft": int(r["n_fft"]), "hop_length": int(r["hop_length"]), "n_mfcc": int(r["n_mfcc"]),
+        "chroma_tuning": None if r.get("chroma_tuning") is None else float(r["chroma_tuning"]),
+        "style": {"colormaps": r["colormaps"], "colors": r["colors"], "faded_alpha": r["faded_alpha"],
+                  "line_width": r["line_width"]},
+        "pixel_mapping": str(r["pixel_mapping"]), "recipe": str(r.get("recipe", "corrected")),
+    }
+    return AudioRecipe(
+        sample_rate=int(p["sample_rate"]), channels=int(p["channels"]), silence_dbfs=float(p["silence_dbfs"]),
+        min_audio_coverage=float(p.get("min_audio_coverage", 0.0)), min_decoded_share=float(p["min_decoded_share"]),
+        frame_check=str(p.get("frame_check", "packets")), timeout_s=float(p["timeout_s"]),
+        representation=representation, render=render, render_timeout_s=float(r.get("timeout_s", 60)),
+        librosa_version=images.get("librosa_version"),
+        backbone=str(_need(features, "backbone", fp)), input_size=int(_need(features, "input_size", fp)),
+        mean=tuple(map(float, _need(features, "mean", fp))), std=tuple(map(float, _need(features, "std", fp))),
+        weights=str(_need(features, "weights", fp)), sha256=str(_need(features, "weights_sha256", fp)),
+        seed=int(ea.get("seed", 0)), folded=int(features.get("conv_bn_folded", 0)),
+    )
+
+
+def video_recipe(features: dict, locked: dict, paths: dict) -> VideoRecipe:
+    ev = _section(locked, "extract_video", "extract_video")
+    fp = paths["video_features"]
+    return VideoRecipe(
+        config=str(_need(features, "config", fp)), num_segments=int(_need(features, "num_segments", fp)),
+        short_side=int(_need(features, "short_side", fp)), crop_size=int(_need(features, "input_size", fp)),
+        mean=tuple(map(float, _need(features, "mean", fp))), std=tuple(map(float, _need(features, "std", fp))),
+        channel_order=str(features.get("channel_order", "RGB")), weights=str(_need(features, "weights", fp)),
+        sha256=str(_need(features, "weights_sha256", fp)), seed=int(ev.get("seed", 0)),
+        folded=int(features.get("conv_bn_folded", 0)), timeout_s=float(ev.get("timeout_s", 120)),
+        min_decoded_share=float(ev.get("min_decoded_share", 0.0)),
+    )
+
+
+def _check_trained_on(saved: dict, store_attrs: dict, model_path: str, store_path: str) -> None:
+    """A head file records the attributes of the store it was trained on: its weights must be the store's."""
+    trained_on = saved.get("features_attrs") or {}
+    if trained_on and trained_on.get("weights_sha256") != str(store_attrs.get("weights_sha256")):
+        raise PipelineError(f"{model_path} was trained on features of other backbone weights than {store_path} "
+                            "records: the run is out of step, rerun dvc repro")
+
+
+def load_run(root: str | Path = ".", rev: str | None = None) -> TrainedRun:
+    """The run of the workspace at ``root`` (``rev`` None) or of revision ``rev`` (see the module docstring)."""
+    files = RunFiles(root, rev)
+    try:
+        paths = read_paths(files)
+        locked = read_locked_params(files)
+        heads, saved = {}, {}
+        for head in HEADS:
+            heads[head], saved[head] = _load_head(files, paths[f"{head}_mlp"])
+        classes = [saved["fusion"]["classes"][i] for i in range(len(saved["fusion"]["classes"]))]
+        for head in HEADS:
+            names = [saved[head]["classes"][i] for i in range(len(saved[head]["classes"]))]
+            if names != classes or heads[head].config["num_classes"] != len(classes):
+                raise PipelineError(f"{paths[f'{head}_mlp']} predicts other classes than {paths['fusion_mlp']}: "
+                                    "the heads are out of step, rerun dvc repro")
+        images = read_store_attrs(files, paths["images"])
+        audio_attrs = read_store_attrs(files, paths["audio_features"])
+        video_attrs = read_store_attrs(files, paths["video_features"])
+        _check_trained_on(saved["audio"], audio_attrs, paths["audio_mlp"], paths["audio_features"])
+        _check_trained_on(saved["video"], video_attrs, paths["video_mlp"], paths["video_features"])
+        segments = str(saved["video"].get("segments", "mean"))
+        if str(saved["fusion"].get("segments", segments)) != segments:
+            raise PipelineError(f"{paths['fusion_mlp']} and {paths['video_mlp']} take the video features in "
+                                "different ways (video_mlp.segments): rerun dvc repro")
+        threads = next((int(locked[s]["train"]["threads"]) for s in OPTIONAL_STAGES
+                        if "threads" in (locked.get(s, {}).get("train") or {})), 1)
+        return TrainedRun("workspace" if rev is None else rev, heads, saved, classes, segments,
+                          audio_recipe(images, audio_attrs, locked, paths), video_recipe(video_attrs, locked, paths),
+                          threads, files)
+    except BaseException:
+        files.close()
+        raise
