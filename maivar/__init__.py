@@ -10,7 +10,11 @@ The library behind the stages in ``stages/`` (thin entry points, one per DVC sta
 - ``maivar.video``       TSN frame sampling and decoding, the MMAction2 backbone (stage extract_video)
 - ``maivar.extraction``  what both extraction stages share: weights, devices, BatchNorm folding, resuming
 - ``maivar.heads``       the MLPs, Algorithm 1 and their training (stages train_audio, train_video, train_fusion)
-- ``maivar.evaluation``  test-set metrics (stage evaluate)
+- ``maivar.evaluation``  test-set metrics and per-clip predictions (stage evaluate)
+
+Around the stages (the ``maivar`` command, :mod:`maivar.cli`): ``maivar.predict`` (the trained heads on new
+videos), ``maivar.report`` (the report of a run), ``maivar.runs`` (what a run recorded, at any revision),
+``maivar.presets`` (params overlays run as DVC experiments), ``maivar.stage_deps`` (``maivar check-deps``).
 
 dvc.yaml lists, for each stage, the modules it imports (``maivar check-deps`` verifies it), so that a change
 to the code of one stage reruns that stage and those after it, and no other.
