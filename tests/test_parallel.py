@@ -1,3 +1,4 @@
+import functools
 import os
 import signal
 import time
@@ -5,7 +6,7 @@ import time
 import pytest
 
 from maivar.core import rejections
-from maivar.core.parallel import START_METHODS, guarded_imap, guarded_map
+from maivar.core.parallel import START_METHODS, PoolStats, guarded_imap, guarded_map, reorder_window
 from maivar.core.rejections import ClipFailure
 
 
@@ -114,6 +115,47 @@ def test_start_method_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv("MAIVAR_START_METHOD", "threads")
     with pytest.raises(PipelineError, match="MAIVAR_START_METHOD"):
         default_start_method()
+
+
+def _finish_and_log(log: str, x):
+    """Hang on "hang"; else note in ``log`` that the item finished (a record the parent cannot influence)."""
+    if x == "hang":
+        time.sleep(60)
+    with open(log, "a") as fh:
+        fh.write(f"{x}\n")
+    return x
+
+
+@pytest.mark.parametrize("window", [None, 1000])
+def test_a_hung_item_holds_back_at_most_the_window(tmp_path, window):
+    """While the oldest item hangs (until its timeout), the pool stops dispatching once ``window`` items are
+    outstanding, instead of running every later item and holding all their results. Without the window (1000
+    here) nearly all of the 60 fast items finish during the hang."""
+    log = tmp_path / "finished.txt"
+    log.touch()
+    items = [0, "hang", *range(1, 61)]
+    stats = PoolStats()
+    finished_during_hang = None
+    out = []
+    for result in guarded_imap(functools.partial(_finish_and_log, str(log)), items, workers=2, timeout_s=3,
+                               window=window, stats=stats):
+        if isinstance(result, ClipFailure):  # the hung item, resolved: what ran meanwhile is on record
+            finished_during_hang = len(log.read_text().split()) - 1  # item 0 finished before the hang began
+        out.append(result)
+    assert out[0] == 0 and out[1].reason == rejections.TIMEOUT and out[2:] == list(range(1, 61))
+    if window is None:
+        assert stats.window == reorder_window(2) == 5
+        assert finished_during_hang <= stats.window - 1  # the items after the hung one, inside its window
+        assert stats.max_held <= stats.window and stats.max_outstanding <= stats.window
+    else:
+        assert finished_during_hang >= 55 and stats.max_held >= 55  # the unbounded behaviour, for contrast
+
+
+def test_a_window_of_one_runs_one_item_at_a_time_in_order():
+    stats = PoolStats()
+    assert guarded_map(_work, [1, "hang", 2, "segv", 3], workers=3, timeout_s=2, window=1, stats=stats) [::2] \
+        == [2, 4, 6]
+    assert stats.max_outstanding == 1 and stats.max_held == 1
 
 
 ORPHAN = """import os, sys, time

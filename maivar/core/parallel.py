@@ -10,24 +10,35 @@ results in input order as they become ready (``guarded_map`` collects them in a 
 - an item's worker dies (a segfault in a decoder, ``os._exit``, the OOM killer): ``ClipFailure(CRASHED)``;
 - ``fn`` raises any other exception: ``ClipFailure(CRASHED)`` with the exception in the detail.
 
-Dead and killed workers are replaced, and every worker is recycled after ``recycle_after`` items so that
-leaks in native decoders stay bounded.
+Dead and killed workers are replaced (the items queued behind the one that failed go to another worker), and
+every worker is recycled after ``recycle_after`` items so that leaks in native decoders stay bounded.
+
+Memory. Items are dispatched in input order, and never more than ``window`` past the oldest item not yet
+yielded (:func:`reorder_window`: by default each worker's running and prefetched items plus one). A result
+that finishes before an earlier, slower item is held until that one is yielded, so at most ``window`` results
+are held at once, whatever the number of items and however long an item hangs: when the oldest item hangs, the
+workers finish what they hold and wait (up to ``timeout_s``, counted from when it started) instead of
+piling up results behind it. The consumer sets the pace too: nothing is dispatched or collected while it
+works on a result (the generator is suspended), beyond what the workers already hold.
 
 Workers are started with an explicit multiprocessing start method (:func:`default_start_method`): ``fork`` where
 the platform has it (the workers inherit the parent's imports and warm-up instead of paying for them
 again), else ``spawn``; ``MAIVAR_START_METHOD=fork|forkserver|spawn`` chooses another. The results do not
 depend on it: the pool is tested under all three. ``fn`` and the items must be picklable (module-level
-functions, ``functools.partial`` of them) for ``spawn`` and ``forkserver``.
+functions, ``functools.partial`` of them) for ``spawn`` and ``forkserver``. Workers end by themselves when
+their parent dies.
 """
 
 from __future__ import annotations
 
 import faulthandler
+import heapq
 import multiprocessing as mp
 import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from multiprocessing.connection import wait
 from typing import Any
 
@@ -55,6 +66,21 @@ def default_start_method() -> str:
             raise PipelineError(f"MAIVAR_START_METHOD is {chosen!r}: this platform offers {', '.join(available)}")
         return chosen
     return "fork" if "fork" in available else "spawn"
+
+
+def reorder_window(workers: int, *, prefetch: int = 1, batch: int = 1) -> int:
+    """The default ``window`` of :func:`guarded_imap`: what the workers hold (each its running item and
+    ``prefetch`` more) plus ``batch`` (a consumer that gathers results into batches passes its batch size)."""
+    return max(1, workers) * (max(0, prefetch) + 1) + max(1, batch)
+
+
+@dataclass
+class PoolStats:
+    """What a :func:`guarded_imap` run held at most (pass one as ``stats`` to have it filled)."""
+
+    max_held: int = 0  # results received and not yet yielded, at once
+    max_outstanding: int = 0  # items dispatched and not yet yielded (the window), at once
+    window: int = 0
 
 
 def _parent_alive(parent_pid: int, method: str) -> bool:
@@ -105,8 +131,8 @@ class _Worker:
 
     def __init__(self, ctx, fn):
         parent, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_loop, args=(child, parent, fn, os.getpid(), ctx.get_start_method()),
-                                daemon=True)
+        self.proc = ctx.Process(target=_worker_loop,
+                                args=(child, parent, fn, os.getpid(), ctx.get_start_method()), daemon=True)
         self.proc.start()
         child.close()
         self.conn = parent
@@ -143,48 +169,66 @@ def guarded_imap(
     timeout_s: float = 120.0,
     recycle_after: int = 1000,
     prefetch: int = 1,
+    window: int | None = None,
     start_method: str | None = None,
     desc: str | None = None,
+    stats: PoolStats | None = None,
 ) -> Iterator[Any]:
     """Yield ``fn(item)`` or a :class:`ClipFailure` for each item, in the order of ``items``, as soon as each is ready.
 
     Each worker holds up to ``prefetch`` items beyond the one it runs, so that it never waits for the
     parent (which may be busy, e.g. running a model on the previous results). ``timeout_s`` counts from
-    when an item starts running. Only results that wait for an earlier, slower item are held, so memory
-    stays bounded by the work in flight, not by the number of items (see the module docstring).
+    when an item starts running. No item is dispatched ``window`` or more places after the oldest one not yet
+    yielded (default :func:`reorder_window`), so at most ``window`` results are held however long an item
+    hangs. ``stats``, when given, is filled with what was held at most.
     """
     items = list(items)
+    recycle_after = max(1, recycle_after)
     n_workers = max(1, min(workers or default_workers(), len(items) or 1))
+    window = max(1, min(window or reorder_window(n_workers, prefetch=prefetch), len(items) or 1))
     ctx = mp.get_context(start_method or default_start_method())
+    stats = stats if stats is not None else PoolStats()
+    stats.window = window
     ready: dict[int, Any] = {}
     next_out = 0
-    pending = deque(range(len(items)))
+    pending = list(range(len(items)))  # a heap: the earliest item goes first, re-queued ones included
+    dispatched = 0  # one past the latest item dispatched
     pool: list[_Worker] = []
     bar = tqdm(total=len(items), desc=desc, unit="file", disable=desc is None, mininterval=1.0)
 
     def drop(w: _Worker, failure: ClipFailure) -> None:
-        """The running item fails; the worker is killed; the items queued behind it go back to the front."""
+        """The running item fails; the worker is killed; the items queued behind it go back to be dispatched."""
         ready[w.tasks.popleft()] = failure
-        pending.extendleft(reversed(w.tasks))
+        for i in w.tasks:
+            heapq.heappush(pending, i)
         w.stop(kill=True)
         pool.remove(w)
 
     try:
-        while pending or any(w.tasks for w in pool):
+        while True:
+            stats.max_held = max(stats.max_held, len(ready))
+            while next_out in ready:
+                yield ready.pop(next_out)
+                next_out += 1
+            if next_out >= len(items):
+                break
             while len(pool) < n_workers and pending:
                 pool.append(_Worker(ctx, fn))
             for w in list(pool):
-                while pending and len(w.tasks) <= prefetch and w.done + len(w.tasks) < recycle_after:
-                    i = pending.popleft()
+                while (pending and pending[0] < next_out + window and len(w.tasks) <= prefetch
+                       and w.done + len(w.tasks) < recycle_after):
+                    i = heapq.heappop(pending)
                     try:
                         w.send(i, items[i])
                     except OSError:  # the worker died since the last look (BrokenPipeError)
                         w.tasks.pop()
-                        pending.appendleft(i)
+                        heapq.heappush(pending, i)
                         if not w.tasks:  # nothing ran there to blame: replace it
                             w.stop(kill=True)
                             pool.remove(w)
                         break  # else its death is seen below and blamed on its running item
+                    dispatched = max(dispatched, i + 1)
+                    stats.max_outstanding = max(stats.max_outstanding, dispatched - next_out)
             busy = [w for w in pool if w.tasks]
             if not busy:
                 continue  # a dead worker was replaced before it got work: fill again
@@ -217,9 +261,6 @@ def guarded_imap(
                     if w in pool and not w.tasks and w.done >= recycle_after:
                         w.stop()
                         pool.remove(w)
-            while next_out in ready:
-                yield ready.pop(next_out)
-                next_out += 1
     finally:
         for w in pool:
             w.stop(kill=bool(w.tasks))
