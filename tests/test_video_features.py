@@ -15,7 +15,9 @@ from maivar.core.feature_store import open_store
 from maivar.core.rejections import ClipFailure
 from maivar.video.features import (
     VideoClip,
+    decode_clip,
     extract_video_features,
+    frame_batches,
     pooled_segment_features,
     preprocessing_from_config,
 )
@@ -167,6 +169,27 @@ def test_extract_video_features_shapes_alignment_determinism(tiny_tsn, tmp_path)
     with torch.inference_mode():
         alone = pooled_segment_features(model, x.contiguous())[0].numpy()
     np.testing.assert_allclose(feats[1], alone, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared", "pipes"])
+def test_frame_batches_deliver_each_video_once_in_order(tmp_path, shared):
+    """The feed of extract_video: batches of the decoded videos in order (indices from ``start``), the failures
+    since the previous batch, one reused buffer; through shared memory or pickled, the same frames."""
+    import functools
+
+    clips = _clips(tmp_path)  # a, b, bad, c
+    worker = functools.partial(decode_clip, num_segments=4, short_side=40, crop_size=32, timeout_s=30,
+                               min_decoded_share=0.0)
+    got = [(stop, rows, frames.clone(), [(i, f.reason) for i, f in failures]) for stop, rows, frames, failures
+           in frame_batches(worker, clips, frame_shape=(4, 32, 32, 3), batch_videos=2, workers=2, timeout_s=30,
+                            start=10, shared_memory=shared)]
+    assert [(stop, rows, failures) for stop, rows, _, failures in got] == [
+        (12, [10, 11], []), (14, [13], [(12, rejections.DECODE_FAILED)])]
+    for (_, rows, frames, _) in got:
+        assert frames.dtype == torch.uint8 and frames.shape == (len(rows), 4, 32, 32, 3)
+        for row, video in zip(rows, frames, strict=True):
+            clip = clips[row - 10]
+            assert np.array_equal(video.numpy(), decode(clip.path, num_segments=4, expected=clip.expected_frames))
 
 
 def _stage_dir(tmp_path, config, manifest_rows):

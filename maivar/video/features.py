@@ -3,11 +3,14 @@
 Videos are decoded in guarded worker processes (:func:`maivar.core.parallel.guarded_imap` over
 :func:`maivar.video.frames.decode_segments`: PyAV, RGB conversion of the kept frames only, short side +
 centre crop; a hung decoder is killed after ``timeout_s``, a crashed one fails only its video) and batched
-across videos; the uint8 frames go to the device (pinned memory on CUDA), are put in the network's channel
-order and normalised there as the MMAction2 config's data preprocessor does (:class:`Preprocessing`), and
-run through the recognizer's ``extract_feat(stage='backbone')``; the feature maps are average-pooled over
-space. A video that fails to decode becomes a :class:`~maivar.core.rejections.Rejection`; the other rows
-keep the input order.
+across videos (:func:`frame_batches`): each worker writes a video's T x C x C x 3 uint8 frames into a slot of
+shared memory, the parent copies them from there into one reused batch buffer (pinned memory on CUDA) and
+the slot goes back to the ring; no frame travels pickled through a pipe, and at most ``2 x workers +
+batch_videos`` decoded videos wait in memory however long a decoder hangs. The batch goes to the device, is
+put in the network's channel order and normalised there as the MMAction2 config's data preprocessor does
+(:class:`Preprocessing`), and run through the recognizer's ``extract_feat(stage='backbone')``; the feature
+maps are average-pooled over space. A video that fails to decode becomes a
+:class:`~maivar.core.rejections.Rejection`; the other rows keep the input order.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +32,7 @@ from tqdm import tqdm
 from maivar.core.errors import PipelineError
 from maivar.core.feature_store import create_store
 from maivar.core.manifest import read_manifest
-from maivar.core.parallel import default_workers, guarded_imap
+from maivar.core.parallel import default_workers, guarded_imap, reorder_window, shared_array
 from maivar.core.params import resolve_workers
 from maivar.core.rejections import ClipFailure, Rejection, check_rejected_share
 from maivar.extraction.backbones import (
@@ -109,12 +112,69 @@ def preprocessing_from_config(cfg) -> Preprocessing:
 
 def decode_clip(clip: VideoClip, *, num_segments: int, short_side: int, crop_size: int, timeout_s: float,
                 min_decoded_share: float) -> np.ndarray:
-    """Worker (:func:`~maivar.core.parallel.guarded_imap`): one video's T x C x C x 3 uint8 frames; raises
+    """Worker (:func:`~maivar.core.parallel.guarded_imap`): one video's T x C x C x 3 uint8 frames, written
+    straight into the video's shared-memory slot when the pool has one; raises
     :class:`~maivar.core.rejections.ClipFailure`."""
     cv2.setNumThreads(1)  # one decoding process per core: no nested thread pools
     return decode_segments(clip.path, num_segments=num_segments, expected_frames=clip.expected_frames,
                            short_side=short_side, crop_size=crop_size, timeout_s=timeout_s,
-                           min_decoded_share=min_decoded_share, start_s=clip.start_s, end_s=clip.end_s)
+                           min_decoded_share=min_decoded_share, start_s=clip.start_s, end_s=clip.end_s,
+                           out=shared_array((num_segments, crop_size, crop_size, 3), np.uint8))
+
+
+def frame_batches(
+    decode: Callable[[object], np.ndarray],
+    items: Sequence,
+    *,
+    frame_shape: tuple[int, ...],
+    batch_videos: int,
+    workers: int | None,
+    timeout_s: float,
+    recycle_after: int = 1000,
+    start: int = 0,
+    pin_memory: bool = False,
+    shared_memory: bool = True,
+) -> Iterator[tuple[int, list[int], torch.Tensor, list[tuple[int, ClipFailure]]]]:
+    """Run ``decode`` (a :func:`~maivar.core.parallel.guarded_imap` worker giving one ``frame_shape`` uint8
+    array, or raising :class:`ClipFailure`) over ``items`` and yield ``(stop, rows, frames, failures)`` per batch:
+
+    - ``rows``: the indices (counted from ``start``) of the up to ``batch_videos`` items in the batch, in order;
+    - ``frames``: their ``len(rows) x frame_shape`` uint8 frames, a view of one buffer (pinned with
+      ``pin_memory``) that every batch reuses: use it (or copy it, or wait for a non-blocking copy from it)
+      before asking for the next batch;
+    - ``failures``: ``(index, failure)`` for the items that failed since the previous batch;
+    - ``stop``: one past the last item the batch accounts for (``start + len(items)`` for the last one, which may
+      be short, or hold only failures).
+
+    The arrays come from the workers through shared memory (``shared_memory``; pickled through pipes without
+    it, or when the machine has no room for the ring) and are copied once, into the buffer; at most
+    :func:`~maivar.core.parallel.reorder_window` (``workers``, ``batch=batch_videos``) decoded items wait at
+    once. Memory: that window of videos in the ring, reserved when the run starts (16 workers, batches of 32,
+    25 x 224 x 224 x 3: 64 x 3.6 MiB = 230 MiB), plus the batch buffer.
+    """
+    batch_videos = max(1, int(batch_videos))
+    buffer = torch.empty((batch_videos, *frame_shape), dtype=torch.uint8, pin_memory=pin_memory)
+    slots = buffer.numpy()
+    n_workers = max(1, min(workers or default_workers(), len(items) or 1))
+    results = guarded_imap(decode, items, workers=n_workers, timeout_s=timeout_s, recycle_after=recycle_after,
+                           window=reorder_window(n_workers, batch=batch_videos),
+                           shared_bytes=slots[0].nbytes if shared_memory else 0)
+    rows: list[int] = []
+    failures: list[tuple[int, ClipFailure]] = []
+    try:
+        for i, result in enumerate(results, start=start):
+            if isinstance(result, ClipFailure):  # from the decoder, or a worker that hung or crashed
+                failures.append((i, result))
+                continue
+            slots[len(rows)] = result  # out of its shared-memory slot, which goes back when the next one comes
+            rows.append(i)
+            if len(rows) == batch_videos:
+                yield i + 1, rows, buffer, failures
+                rows, failures = [], []
+        if rows or failures:
+            yield start + len(items), rows, buffer[: len(rows)], failures
+    finally:
+        results.close()  # stop the workers also when the consumer leaves early
 
 
 def pooled_segment_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -171,8 +231,9 @@ def extract_video_features(
     # ``timeout_s`` and one that crashes its process (a segfault) becomes that video's rejection, not the run's.
     worker = functools.partial(decode_clip, num_segments=num_segments, short_side=pre.short_side,
                                crop_size=pre.crop_size, timeout_s=0.9 * timeout_s, min_decoded_share=min_decoded_share)
-    decoded = guarded_imap(worker, clips[done.stop :], workers=workers or None, timeout_s=timeout_s,
-                           recycle_after=recycle_after)
+    batches = frame_batches(worker, clips[done.stop :], frame_shape=(num_segments, pre.crop_size, pre.crop_size, 3),
+                            batch_videos=batch_videos, workers=workers or None, timeout_s=timeout_s,
+                            recycle_after=recycle_after, start=done.stop, pin_memory=on_cuda)
     mean = torch.tensor(pre.mean, dtype=torch.float32, device=device)
     std = torch.tensor(pre.std, dtype=torch.float32, device=device)
     bgr = pre.channel_order == "BGR"
@@ -191,41 +252,29 @@ def extract_video_features(
     rows: list[int] = list(done.rows)
     chunks: list[np.ndarray] = list(done.features)
     rejected: list[Rejection] = list(done.rejected)
-    batch: list[int] = []
-    batch_frames: list[np.ndarray] = []
     journaled_stop, journaled_rejected = done.stop, len(rejected)  # what the journal has seen
-
-    def flush(stop: int) -> None:
-        nonlocal journaled_stop, journaled_rejected
-        frames = torch.from_numpy(np.stack(batch_frames))
-        if on_cuda:
-            frames = frames.pin_memory()
-        feats = guard(forward, frames.to(device, non_blocking=on_cuda)).cpu().numpy()
-        chunks.append(feats)
-        rows.extend(batch)
-        if journal is not None:  # clips [journaled_stop, stop): this batch and the rejections since the last
-            journal.add(journaled_stop, stop, batch, feats, rejected[journaled_rejected:])
-            journaled_stop, journaled_rejected = stop, len(rejected)
-        batch.clear()
-        batch_frames.clear()
+    seen = done.stop  # clips accounted for (the progress bar)
 
     try:
         with tqdm(total=len(clips), initial=done.stop, desc="video features", unit="video", disable=not progress,
                   mininterval=1.0) as bar:
-            for i, result in enumerate(decoded, start=done.stop):
-                if isinstance(result, ClipFailure):  # from the decoder, or a worker that hung or crashed
-                    log.warning("rejected %s: %s (%s)", clips[i].id, result.reason, result.detail)
-                    rejected.append(result.rejection(clips[i].id))
-                else:
-                    batch.append(i)
-                    batch_frames.append(result)
-                    if len(batch) == batch_videos:
-                        flush(i + 1)
-                bar.update(1)
-            if batch:
-                flush(len(clips))
+            for stop, batch, frames, failures in batches:
+                for i, failure in failures:  # from the decoder, or a worker that hung or crashed
+                    log.warning("rejected %s: %s (%s)", clips[i].id, failure.reason, failure.detail)
+                    rejected.append(failure.rejection(clips[i].id))
+                if batch:
+                    # The frames' buffer is refilled only when the next batch is asked for: after .cpu() below,
+                    # which waits for the (non-blocking) copy to the device too.
+                    feats = guard(forward, frames.to(device, non_blocking=on_cuda)).cpu().numpy()
+                    chunks.append(feats)
+                    rows.extend(batch)
+                    if journal is not None:  # clips [journaled_stop, stop): this batch, the rejections since
+                        journal.add(journaled_stop, stop, batch, feats, rejected[journaled_rejected:])
+                        journaled_stop, journaled_rejected = stop, len(rejected)
+                bar.update(stop - seen)
+                seen = stop
     finally:
-        decoded.close()  # stop the decoding workers also when the loop is left by an exception
+        batches.close()  # stop the decoding workers also when the loop is left by an exception
         if journal is not None:
             journal.write_quietly()  # the finished batches survive an interruption
     if chunks:

@@ -109,8 +109,12 @@ def decode_segments(
     min_decoded_share: float = 0.0,
     start_s: float | None = None,
     end_s: float | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """``num_segments`` x ``crop_size`` x ``crop_size`` x 3 uint8 RGB frames; raises :class:`ClipFailure`.
+
+    ``out``, when given, is the array of that shape and dtype to fill and return (e.g. a shared-memory slot:
+    :func:`maivar.core.parallel.shared_array`); it is written only once every kept frame has decoded.
 
     A video that decodes (without an error) fewer than ``min_decoded_share`` x ``expected_frames`` frames is
     ``truncated``: a damaged file is never featurised as if it were whole. With a window ``[start_s, end_s)``
@@ -118,6 +122,9 @@ def decode_segments(
     """
     import av
 
+    shape = (num_segments, crop_size, crop_size, 3)
+    if out is not None and (out.shape != shape or out.dtype != np.uint8):
+        raise ValueError(f"out is {out.shape} {out.dtype}, not {shape} uint8")  # a caller's mistake, not the clip's
     deadline = time.monotonic() + timeout_s
     guess = int(expected_frames) if expected_frames and expected_frames > 0 else None
     try:
@@ -136,7 +143,7 @@ def decode_segments(
             count2, kept = _decode(path, set(indices.tolist()), deadline, start_s, end_s)
             if count2 != count:
                 raise ClipFailure(rejections.DECODE_FAILED, f"decoded {count} then {count2} frames")
-        frames = np.empty((num_segments, crop_size, crop_size, 3), dtype=np.uint8)
+        frames = np.empty(shape, dtype=np.uint8) if out is None else out
         for t, index in enumerate(indices):
             frames[t] = centre_crop(resize_short_side(kept[int(index)], short_side), crop_size)
         return frames
