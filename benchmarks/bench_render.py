@@ -266,7 +266,7 @@ def main() -> None:
 
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
     render_params = params["render"]
-    print(f"{args.clips} clips of {args.duration} s at {SR} Hz, image {render_params['size']} px, one core, "
+    print(f"{args.clips} clips of {args.duration} s at {SR} Hz, image {render_params['image_size']} px, one core, "
           f"pixel_mapping {render_params['pixel_mapping']}, {'interleaved calls' if args.interleaved else 'loops'}; "
           f"median of {args.clips * args.repeats if args.interleaved else args.repeats} timings each, in ms per clip; "
           f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)

@@ -261,7 +261,7 @@ def test_dvc_exp_run_on_a_csv_dataset(csv_example, tmp_path):
     sets = {"dataset.format": "csv", "dataset.root": str(root), "dataset.annotations": "annotations.csv",
             "synthesize.classes": 2, "synthesize.classes_without_audio": 0, "synthesize.groups": 8,
             "synthesize.duration_s": 1.0, "synthesize.width": 64, "synthesize.height": 48,
-            "render.size": 32, "extract_audio.backbone": "resnet18", "extract_audio.input_size": 32,
+            "render.image_size": 32, "extract_audio.backbone": "resnet18", "extract_audio.input_size": 32,
             "extract_video.config": "configs/tiny_tsn.py", "extract_video.num_segments": 3,
             "audio_mlp.epochs": 3, "video_mlp.epochs": 3, "fusion_mlp.epochs": 3}
     args = [a for k, v in sets.items() for a in ("-S", f"{k}={v}")]

@@ -74,7 +74,7 @@ def tiny_run(tmp_path_factory):
 
     def tiny(params):
         params["synthesize"].update(TINY)
-        params["render"]["size"] = 64
+        params["render"]["image_size"] = 64
         params["extract_audio"].update(backbone="resnet18", input_size=32)
         params["extract_video"].update(config="configs/tsn_tiny.py", num_segments=5)
         for head in ("audio_mlp", "video_mlp"):

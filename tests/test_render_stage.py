@@ -230,6 +230,17 @@ def test_stage_with_an_unknown_recipe_fails_with_one_line(tmp_path, capsys):
     assert "render.recipe must be one of corrected, pymaivar, not 'matplotlib'" in _one_line_error(tmp_path, capsys)
 
 
+def test_a_render_setting_that_does_not_exist_fails_with_one_line(tmp_path, capsys):
+    """A key the render stage does not read would be recorded in images.h5 and change nothing (an old
+    params.yaml's render.size once made predict draw its images at the wrong size): it is an error."""
+    make_dataset(tmp_path)
+    _params(tmp_path, "chromagram", size=64)
+    line = _one_line_error(tmp_path, capsys)
+    assert line.startswith("error: params.yaml render.size is not a render setting (renamed render.image_size")
+    _params(tmp_path, "chromagram", colour="red")
+    assert "render.colour is not a render setting; the settings are" in _one_line_error(tmp_path, capsys)
+
+
 def test_recipe_pymaivar_is_recorded_and_reads_each_wav_at_its_own_rate(tmp_path):
     from maivar.audio import images as ai
 

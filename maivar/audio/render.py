@@ -37,6 +37,12 @@ class Rendered:
     non_finite: int  # samples that were NaN/inf and were replaced by 0
 
 
+# The render section's settings: any other key would be recorded in images.h5 but change nothing.
+RENDER_KEYS = frozenset({"recipe", "image_size", "sample_rate", "n_fft", "hop_length", "n_mfcc", "pixel_mapping",
+                         "chroma_tuning", "colormaps", "colors", "faded_alpha", "line_width", "previews_per_class",
+                         "timeout_s", "max_rejected_share"})
+
+
 def render_clip(audio_path: str, *, representation: str, sample_rate: int, size: int, n_fft: int,
                 hop_length: int, n_mfcc: int, chroma_tuning, style: audio_images.Style, pixel_mapping: str,
                 recipe: str = "corrected") -> Rendered:
@@ -98,6 +104,11 @@ def render_manifest(manifest: pd.DataFrame, *, representation: str, render_param
     """
     check_representation(representation)
     p = render_params
+    unknown = sorted(set(p) - RENDER_KEYS, key=lambda k: k != "size")
+    if unknown:
+        hint = " (renamed render.image_size: DVC's run-cache ignores parameters named size)" if "size" in p else ""
+        raise PipelineError(f"params.yaml render.{unknown[0]} is not a render setting{hint}; the settings are "
+                            f"{', '.join(sorted(RENDER_KEYS))}")
     try:
         style = audio_images.style_from_params(p)
     except (KeyError, ValueError) as exc:

@@ -188,7 +188,8 @@ def audio_recipe(images: dict, features: dict, locked: dict, paths: dict) -> Aud
                             f"{representation!r} images: the stores are out of step, rerun dvc repro")
     r = {k.removeprefix("render."): v for k, v in images.items() if k.startswith("render.")}
     render = {
-        "representation": representation, "sample_rate": int(_need(r, "sample_rate", ip)), "size": int(r["size"]),
+        "representation": representation, "sample_rate": int(_need(r, "sample_rate", ip)),
+        "size": int(r["image_size"] if "image_size" in r else _need(r, "size", ip)),  # runs before the rename: size
         "n_fft": int(r["n_fft"]), "hop_length": int(r["hop_length"]), "n_mfcc": int(r["n_mfcc"]),
         "chroma_tuning": None if r.get("chroma_tuning") is None else float(r["chroma_tuning"]),
         "style": {"colormaps": r["colormaps"], "colors": r["colors"], "faded_alpha": r["faded_alpha"],
