@@ -71,8 +71,8 @@ class NoOpModel:
 
 
 def new_route(fn, items, *, shape, batch: int, workers: int, model: NoOpModel) -> None:
-    for _, rows, frames, _ in frame_batches(fn, items, frame_shape=shape, batch_videos=batch, workers=workers,
-                                            timeout_s=120, pin_memory=model.device.type == "cuda"):
+    for _, _, rows, frames, _ in frame_batches(fn, items, frame_shape=shape, batch_videos=batch, workers=workers,
+                                               timeout_s=120, pin_memory=model.device.type == "cuda"):
         if rows:
             model(frames)
 

@@ -5,7 +5,7 @@
 #
 #   1. tests/test_cuda.py (`pytest -m cuda`): bf16 against fp32 and against the CPU, a real CUDA out-of-memory
 #      halving the batch (OomGuard), torch.compile against eager, video features GPU against CPU, heads
-#      training deterministically on the GPU;
+#      training deterministically on the GPU, and data-parallel extract_audio on two GPUs (skipped with one);
 #   2. bench_extract.py at UCF101 scale for the audio branch (6837 images, IRv2 299 px, batch 256, bf16) and
 #      1500 videos for the video branch (TSN R50 224 px, 25 segments, 16 videos a batch, bf16), both against
 #      the reference routes (MMAction2's pipeline, the authors' notebook) in the same run, with GPU use;

@@ -5,7 +5,8 @@ stage. ``maivar predict PATH...`` runs a trained run (the workspace's, or a revi
 videos with the pipeline's own preprocessing (:mod:`maivar.predict`); ``maivar report`` prints the heads'
 accuracies and writes the report page (Fig. 6, confusion matrices, previews: :mod:`maivar.report`);
 ``maivar preset FILE`` runs a params overlay (e.g. presets/paper.yaml) as a named DVC experiment;
-``maivar check-deps`` checks that dvc.yaml declares every module each stage imports;
+``maivar check-deps`` checks that dvc.yaml declares every module each stage imports; ``maivar stage-cmd STAGE``
+prints a stage's command from dvc.yaml (``--script``: for torchrun, docs/SCALING.md);
 ``maivar convert-bninception SRC DST`` turns public BN-Inception weights (the PyTorch port's layout, or a
 tsn-pytorch checkpoint) into a checkpoint that ``extract_video.checkpoint`` can point at
 (:mod:`maivar.video.bninception`).
@@ -27,6 +28,30 @@ def _version() -> str:
         return metadata.version("maivar")
     except metadata.PackageNotFoundError:  # run from a checkout that was not installed
         return "unknown (not installed)"
+
+
+def stage_cmd(args: argparse.Namespace) -> int:
+    """Print a stage's command from dvc.yaml, its paths filled in; ``--script`` leaves out the interpreter, for a
+    launcher that takes the script (``torchrun ... $(maivar stage-cmd --script extract_video)``)."""
+    from .stage_deps import read_stages
+
+    try:
+        stages = read_stages(args.root, args.dvc_yaml)
+    except (OSError, KeyError) as exc:
+        print(f"error: cannot read {args.dvc_yaml}: {exc}", file=sys.stderr)
+        return 2
+    if args.stage not in stages:
+        print(f"error: no stage {args.stage!r} in {args.dvc_yaml} (stages: {', '.join(stages)})", file=sys.stderr)
+        return 2
+    words = shlex.split(stages[args.stage].cmd)
+    if args.script:
+        if not words or words[0] != "python":
+            print(f"error: the command of {args.stage} does not start with python: {stages[args.stage].cmd}",
+                  file=sys.stderr)
+            return 2
+        words = words[1:]
+    print(shlex.join(words))
+    return 0
 
 
 def check_deps(args: argparse.Namespace) -> int:
@@ -184,6 +209,14 @@ def build_parser() -> argparse.ArgumentParser:
     deps.add_argument("--root", default=".", help="the repository (default: the current folder)")
     deps.add_argument("--dvc-yaml", default="dvc.yaml", help="the pipeline file, relative to --root")
     deps.set_defaults(func=check_deps)
+    cmd = commands.add_parser("stage-cmd", help="print a stage's command from dvc.yaml (e.g. for torchrun)",
+                              description="Print the stage's command as dvc.yaml declares it, paths filled in.")
+    cmd.add_argument("stage", help="a stage of dvc.yaml, e.g. extract_video")
+    cmd.add_argument("--script", action="store_true",
+                     help="without the leading python: the script and its arguments, as torchrun takes them")
+    cmd.add_argument("--root", default=".", help="the repository (default: the current folder)")
+    cmd.add_argument("--dvc-yaml", default="dvc.yaml", help="the pipeline file, relative to --root")
+    cmd.set_defaults(func=stage_cmd)
     pre = commands.add_parser("preset", help="run a params overlay (e.g. presets/paper.yaml) as a DVC experiment",
                               description="Check a preset's keys against params.yaml and run `dvc exp run -n NAME "
                                           "-S key=value ...` with its values (printed first).")

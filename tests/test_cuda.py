@@ -115,3 +115,30 @@ def test_heads_train_on_the_gpu_deterministically():
     (a, ha), (b, hb) = train(), train()
     assert all(torch.equal(a[k], b[k]) for k in a) and ha == hb
     assert next(iter(a.values())).device.type == "cpu"  # the model comes back where it was
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_two_gpu_data_parallel_extract_audio_matches_one_gpu(tmp_path):
+    """runtime.processes: 2 on two GPUs (NCCL process group, spawned ranks, cuda:0 and cuda:1): the ids of the
+    one-GPU store, the features within bf16/TF32 rounding of it."""
+    import yaml
+
+    from maivar.core.feature_store import open_store
+
+    from stage_cmd import run_stage_in_process, stage_path
+    from test_audio_features import _stage_dir, images
+
+    work = _stage_dir(tmp_path, images(40, seed=5), [f"v{i:02d}" for i in range(40)], [i % 3 for i in range(40)], [])
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["runtime"].update(device="cuda")
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    out = work / stage_path("extract_audio", "features")
+    assert run_stage_in_process("extract_audio", work) == 0
+    one = open_store(out, "features")
+    out.unlink()
+    params["runtime"].update(processes=2)
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    assert run_stage_in_process("extract_audio", work) == 0
+    two = open_store(out, "features")
+    assert two.ids == one.ids and two.attrs["device"] == "cuda"
+    assert cosine(two.data, one.data).min() > 0.9999

@@ -173,23 +173,33 @@ def test_extract_video_features_shapes_alignment_determinism(tiny_tsn, tmp_path)
 
 @pytest.mark.parametrize("shared", [True, False], ids=["shared", "pipes"])
 def test_frame_batches_deliver_each_video_once_in_order(tmp_path, shared):
-    """The feed of extract_video: batches of the decoded videos in order (indices from ``start``), the failures
-    since the previous batch, one reused buffer; through shared memory or pickled, the same frames."""
+    """The feed of extract_video: batches of the decoded videos in order, the failures since the previous
+    batch, the inputs each accounts for, one reused buffer; through shared memory or pickled, the same frames."""
     import functools
 
     clips = _clips(tmp_path)  # a, b, bad, c
     worker = functools.partial(decode_clip, num_segments=4, short_side=40, crop_size=32, timeout_s=30,
                                min_decoded_share=0.0)
-    got = [(stop, rows, frames.clone(), [(i, f.reason) for i, f in failures]) for stop, rows, frames, failures
-           in frame_batches(worker, clips, frame_shape=(4, 32, 32, 3), batch_videos=2, workers=2, timeout_s=30,
-                            start=10, shared_memory=shared)]
-    assert [(stop, rows, failures) for stop, rows, _, failures in got] == [
-        (12, [10, 11], []), (14, [13], [(12, rejections.DECODE_FAILED)])]
-    for (_, rows, frames, _) in got:
+
+    def batches(spans=None):
+        return [(start, stop, rows, frames.clone(), [(i, f.reason) for i, f in failures])
+                for start, stop, rows, frames, failures
+                in frame_batches(worker, clips, frame_shape=(4, 32, 32, 3), batch_videos=2, workers=2,
+                                 timeout_s=30, spans=spans, shared_memory=shared)]
+
+    got = batches()
+    assert [(start, stop, rows, failures) for start, stop, rows, _, failures in got] == [
+        (0, 2, [0, 1], []), (2, 4, [3], [(2, rejections.DECODE_FAILED)])]
+    for (_, _, rows, frames, _) in got:
         assert frames.dtype == torch.uint8 and frames.shape == (len(rows), 4, 32, 32, 3)
         for row, video in zip(rows, frames, strict=True):
-            clip = clips[row - 10]
+            clip = clips[row]
             assert np.array_equal(video.numpy(), decode(clip.path, num_segments=4, expected=clip.expected_frames))
+    # blocks (a rank's share, or what a journal left to do): a batch never spans two, one pool serves all
+    blocks = batches([range(0, 1), range(2, 4)])
+    assert [(start, stop, rows, failures) for start, stop, rows, _, failures in blocks] == [
+        (0, 1, [0], []), (2, 4, [3], [(2, rejections.DECODE_FAILED)])]
+    assert torch.equal(blocks[1][3], got[1][3])
 
 
 def _stage_dir(tmp_path, config, manifest_rows):

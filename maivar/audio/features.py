@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from tqdm import tqdm
 
 from maivar.core.errors import PipelineError
 from maivar.core.feature_store import LazyRows, create_store, open_store
-from maivar.core.parallel import default_start_method, default_workers
+from maivar.core.parallel import default_start_method
 from maivar.core.params import resolve_workers
 from maivar.extraction.backbones import (
     OomGuard,
@@ -36,7 +37,20 @@ from maivar.extraction.backbones import (
     warn_random_weights,
     weights_sha256,
 )
-from maivar.extraction.resume import Journal, Resumed, file_identity
+from maivar.extraction.data_parallel import (
+    World,
+    gather,
+    launch,
+    log_summaries,
+    process_group,
+    processes,
+    rank_blocks,
+    rank_device,
+    rank_setup,
+    rank_threads,
+    rank_workers,
+)
+from maivar.extraction.resume import Journal, Resumed, blocks, file_identity
 
 log = logging.getLogger(__name__)
 
@@ -103,15 +117,14 @@ def normalization(model: nn.Module, name: str) -> tuple[tuple[float, ...], tuple
 
 
 class _Rows(Dataset):
-    def __init__(self, rows: Sequence[np.ndarray], start: int = 0):
+    def __init__(self, rows: Sequence[np.ndarray]):
         self.rows = rows
-        self.start = start
 
     def __len__(self) -> int:
-        return len(self.rows) - self.start
+        return len(self.rows)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(self.rows[self.start + i]))
+        return torch.from_numpy(np.ascontiguousarray(self.rows[i]))
 
 
 def flip_variants(images: torch.Tensor) -> torch.Tensor:
@@ -143,6 +156,7 @@ def extract_audio_features(
     journal: Journal | None = None,
     flips: bool = False,
     precision: str = "fp32",
+    spans: Sequence[range] | None = None,
 ) -> np.ndarray:
     """N x D float32 pooled features of ``images`` (any row-indexable N x S x S x 3 uint8 source); with
     ``flips``, N x 4 x D: the features of each image's four flip variants (:data:`FLIPS`, variant 0 unflipped).
@@ -150,21 +164,34 @@ def extract_audio_features(
     With a frozen backbone, storing the four variants once is exactly the paper's random flips: the heads draw
     one variant per clip per epoch (:mod:`maivar.heads.training`) instead of the backbone seeing a new flip.
 
-    With a ``journal`` (:mod:`maivar.extraction.resume`), finished batches are journaled and the images an
-    interrupted run already finished are taken from it.
+    ``spans``: the blocks of ``images`` to extract (ascending, disjoint ranges; default: all, one block): the
+    result has their rows, in order; batches never span two blocks. With a ``journal``
+    (:mod:`maivar.extraction.resume`), finished batches are journaled (and each block once it is finished),
+    and the images an interrupted run already finished are taken from it.
     """
-    n = len(images)
+    spans = [range(0, len(images))] if spans is None else list(spans)
+    n = sum(map(len, spans))
     dim = int(model.num_features)
     out = np.empty((n, len(FLIPS), dim) if flips else (n, dim), dtype=np.float32)
     if n == 0:
         return out
-    done = journal.load() if journal is not None else Resumed()
-    if done.stop:
-        log.info("resuming: %d of %d images were done by an interrupted run (%s)", done.stop, n, journal.dir)
-        out[: done.stop] = np.concatenate(done.features)
+    # where each block's rows go in ``out``, what the journal gave back, and the batches still to run
+    offsets = np.cumsum([0] + [len(span) for span in spans]).tolist()
+    batches: list[list[int]] = []
+    resumed = 0
+    for span, offset in zip(spans, offsets, strict=False):
+        done = journal.load(span) if journal is not None else Resumed(stop=span.start, start=span.start)
+        if done.stop > span.start:
+            out[offset : offset + done.stop - span.start] = np.concatenate(done.features)
+            resumed += done.stop - span.start
+        batches += [list(range(b, min(b + batch_size, span.stop))) for b in range(done.stop, span.stop, batch_size)]
+    if resumed:
+        log.info("resuming: %d of %d images were done by an interrupted run (%s)", resumed, n, journal.dir)
+    block_stops = {span.stop for span in spans}
+    position = {i: offset + i - span.start for span, offset in zip(spans, offsets, strict=False) for i in span}
     on_cuda = device.type == "cuda"
     loader = DataLoader(
-        _Rows(images, done.stop), batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=on_cuda,
+        _Rows(images), batch_sampler=batches, num_workers=workers, pin_memory=on_cuda,
         persistent_workers=False, multiprocessing_context=default_start_method() if workers else None,
     )
     mean_t = torch.tensor(mean, dtype=torch.float32, device=device)
@@ -179,16 +206,17 @@ def extract_audio_features(
             feats = model(x).float()
         return feats.reshape(len(FLIPS), b, -1).transpose(0, 1) if flips else feats
 
-    row = done.stop
     try:
-        with tqdm(total=n, initial=row, desc="audio features", unit="img", disable=not progress,
+        with tqdm(total=n, initial=resumed, desc="audio features", unit="img", disable=not progress,
                   mininterval=1.0) as bar:
-            for batch in loader:
+            for indices, batch in zip(batches, loader, strict=True):
                 feats = guard(forward, batch.to(device, non_blocking=on_cuda)).cpu().numpy()
-                out[row : row + len(batch)] = feats
+                start, stop = indices[0], indices[-1] + 1
+                out[position[start] : position[start] + len(batch)] = feats
                 if journal is not None:
-                    journal.add(row, row + len(batch), list(range(row, row + len(batch))), feats, [])
-                row += len(batch)
+                    journal.add(start, stop, indices, feats, [])
+                    if stop in block_stops:
+                        journal.write()  # a finished block is on disk at once
                 bar.update(len(batch))
     finally:
         if journal is not None:
@@ -196,17 +224,29 @@ def extract_audio_features(
     return out
 
 
-def extract_audio_stage(images_path: str | Path, out_path: str | Path, p: dict, runtime: dict) -> None:
-    """Stage extract_audio: the image store at ``images_path`` -> the feature store at ``out_path``.
+@dataclass
+class _AudioJob:
+    """What extract_audio computes with, set up once per process (:func:`_audio_job`)."""
 
-    ``p`` is the ``extract_audio`` params section, ``runtime`` its machine settings (``device``, ``workers``,
-    ``batch_size``, ``compile``: :func:`maivar.core.params.runtime_settings`). The output holds ``features``
-    N x D float32, ids/labels
-    aligned with the images, the input's rejections carried over, and attributes recording the backbone,
-    input size, normalisation and weights (source, sha256).
-    """
+    images_path: str | Path
+    source: object  # the image store's ids, labels, rejections and attributes (open_store, no data)
+    model: nn.Module
+    device: torch.device
+    precision: str
+    mean: tuple
+    std: tuple
+    flips: bool
+    attrs: dict
+    journal: Journal
+    spans: list[range]
+    p: dict
+    runtime: dict
+    weights_source: str
+
+
+def _audio_job(images_path: str | Path, out_path: str | Path, p: dict, runtime: dict, world: World) -> _AudioJob:
     source = open_store(images_path, "images", load_data=False)
-    device = select_device(str(runtime["device"]))
+    device = rank_device(select_device(str(runtime["device"])), world)
     model, weights = create_audio_backbone(
         str(p["backbone"]), pretrained=bool(p["pretrained"]), checkpoint=p["checkpoint"], seed=int(p["seed"])
     )
@@ -223,24 +263,113 @@ def extract_audio_stage(images_path: str | Path, out_path: str | Path, p: dict, 
         # only with flips: a store without them is N x D, as it was before the option existed
         **({"flips": list(FLIPS)} if flips else {}),
     }
-    # finished batches of an interrupted run with the same images and settings are reused (maivar.extraction.resume)
-    journal = Journal(out_path, {"attrs": attrs, "batch_size": int(runtime["batch_size"]),
-                                 "images": file_identity(images_path), "ids": source.ids})
-    images = LazyRows(images_path, "images")
-    log.info("%d audio images -> %s at %d px on %s", len(images), p["backbone"], p["input_size"], device)
+    batch_size = int(runtime["batch_size"])
+    # finished batches of an interrupted run (or of other ranks, other machines) with the same images and
+    # settings are reused (maivar.extraction.resume); the device is not part of what they depend on
+    journal = Journal(out_path, {"attrs": {k: v for k, v in attrs.items() if k != "device"}, "batch_size": batch_size,
+                                 "images": file_identity(images_path), "ids": source.ids}, device=device.type)
+    return _AudioJob(images_path, source, model, device, precision, mean, std, flips, attrs, journal,
+                     blocks(len(source.ids), batch_size), p, runtime, weights.source)
+
+
+def _fill_audio(job: _AudioJob, world: World, threads: int) -> dict:
+    """Compute this rank's unfinished blocks into the journal; a summary for the log."""
+    mine = rank_blocks(job.spans, world)
+    todo = job.journal.todo(mine)
+    finished = sum(map(len, mine)) - sum(map(len, todo))
+    if finished:
+        log.info("resuming: %d of %d images were done by an interrupted run (%s)", finished, sum(map(len, mine)),
+                 job.journal.dir)
+    if world.rank == 0:
+        log.info("%d audio images -> %s at %d px on %s, %d blocks", len(job.source.ids), job.p["backbone"],
+                 job.p["input_size"], job.device, len(job.spans))
+    images = LazyRows(job.images_path, "images")
     try:
-        feats = extract_audio_features(
-            model, images, input_size=int(p["input_size"]), mean=mean, std=std,
-            batch_size=int(runtime["batch_size"]), workers=resolve_workers(runtime["workers"]) or default_workers(),
-            device=device, journal=journal, flips=flips, precision=precision,
+        extract_audio_features(
+            job.model, images, input_size=int(job.p["input_size"]), mean=job.mean, std=job.std,
+            batch_size=int(job.runtime["batch_size"]),
+            workers=rank_workers(resolve_workers(job.runtime["workers"]), world), device=job.device,
+            journal=job.journal, flips=job.flips, precision=job.precision, spans=todo, progress=world.rank == 0,
         )
     finally:
         images.close()
+    job.journal.write()
+    return {"rank": world.rank, "blocks": len(mine), "computed_blocks": len(todo), "items": sum(map(len, todo)),
+            "device": str(job.device), "threads": threads, "rejected": 0}
+
+
+def _audio_rank(images_path: str | Path, out_path: str | Path, p: dict, runtime: dict) -> dict:
+    """One rank of a data-parallel extract_audio (:mod:`maivar.extraction.data_parallel`): its blocks into the
+    journal. Returns its summary, or ``{"error": message}``."""
+    rank_setup()
+    world = World.from_env()
+    try:
+        threads = rank_threads(runtime.get("threads"), world)
+        job = _audio_job(images_path, out_path, p, runtime, world)
+        with process_group(world, job.device):
+            summaries = gather(_fill_audio(job, world, threads))
+        if world.rank == 0:
+            log_summaries("images", summaries)
+        return summaries[0] if len(summaries) == 1 else summaries[world.rank]
+    except PipelineError as exc:
+        return {"error": str(exc)}
+
+
+def extract_audio_stage(images_path: str | Path, out_path: str | Path, p: dict, runtime: dict) -> None:
+    """Stage extract_audio: the image store at ``images_path`` -> the feature store at ``out_path``.
+
+    ``p`` is the ``extract_audio`` params section, ``runtime`` its machine settings (``device``, ``workers``,
+    ``threads``, ``processes``, ``batch_size``, ``compile``: :func:`maivar.core.params.runtime_settings`).
+    The output holds ``features`` N x D float32, ids/labels
+    aligned with the images, the input's rejections carried over, and attributes recording the backbone,
+    input size, normalisation, the device and weights (source, sha256). With ``runtime.processes`` > 1, or
+    under torchrun, data parallel (:mod:`maivar.extraction.data_parallel`).
+    """
+    world = World.from_env()
+    if world.launched:  # torchrun on each machine: fill the journal; `dvc repro` assembles the output
+        result = _audio_rank(images_path, out_path, p, runtime)
+        if "error" in result:
+            raise PipelineError(result["error"])
+        log.info("%s: its blocks are journaled in %s.partial; once every rank is done, `dvc repro` assembles "
+                 "%s", world, out_path, out_path)
+        return
+    nprocs = processes(runtime)
+    n_blocks = len(blocks(len(open_store(images_path, "images", load_data=False).ids), int(runtime["batch_size"])))
+    threads = rank_threads(runtime.get("threads"), World())
+    if nprocs > 1 and n_blocks > 1:
+        device = select_device(str(runtime["device"]))
+        launch(_audio_rank, (images_path, out_path, p, runtime), min(nprocs, n_blocks), device_type=device.type)
+        job = _audio_job(images_path, out_path, p, runtime, World())
+    else:
+        job = _audio_job(images_path, out_path, p, runtime, World())
+        _fill_audio(job, World(), threads)
+    _assemble_audio(job, out_path, threads)
+
+
+def _assemble_audio(job: _AudioJob, out_path: str | Path, threads: int) -> None:
+    """The store, from the journal: every block, in the images' order."""
+    done, unfinished = job.journal.collect(job.spans)
+    if unfinished:  # a chunk that could not be read (and is removed): those blocks again, here
+        log.warning("%d of %d blocks of images are missing from the journal: computing them again", len(unfinished),
+                    len(job.spans))
+        _fill_audio(job, World(), threads)
+        done, unfinished = job.journal.collect(job.spans)
+    if unfinished:
+        raise PipelineError(f"{len(unfinished)} of {len(job.spans)} blocks of images are not in the journal "
+                            f"{job.journal.dir} (first: images {unfinished[0].start}-{unfinished[0].stop - 1}): "
+                            "rerun to compute them")
+    dim = int(job.model.num_features)
+    if done.features:
+        feats = np.concatenate(done.features)
+    else:
+        feats = np.empty((0, len(FLIPS), dim) if job.flips else (0, dim), dtype=np.float32)
+    source = job.source
+    attrs = {**job.attrs, "device": ",".join(sorted(done.devices)) or job.device.type}
     with create_store(out_path, data_name="features", n=len(feats), item_shape=feats.shape[1:],
                       dtype=np.float32) as w:
         if len(feats):
             w.write_rows(0, feats)
         w.finish(source.ids, source.labels, source.rejected, attrs)
-    journal.discard()
+    job.journal.discard()
     log.info("wrote %s: %s features (weights: %s), %d rejected upstream", out_path, " x ".join(map(str, feats.shape)),
-             weights.source, len(source.rejected))
+             job.weights_source, len(source.rejected))

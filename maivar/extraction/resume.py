@@ -5,16 +5,22 @@ must not cost them. While ``extract_audio`` / ``extract_video`` run, their finis
 beside the output, in ``<output>.partial/<key>/``:
 
 - a chunk file ``chunk-<start>-<stop>.npz`` holds the results of inputs ``[start, stop)``: the rows that
-  gave features, those features, and the inputs rejected on the way (with their reasons). It is written
-  atomically (temporary name, then rename) every ``every_s`` seconds and when the run stops for any
-  reason, always at a batch boundary;
+  gave features, those features, the inputs rejected on the way (with their reasons) and the device that
+  computed them. It is written atomically (temporary name, then rename) every ``every_s`` seconds, at the
+  end of every block (below), and when the run stops for any reason, always at a batch boundary;
 - ``key`` hashes everything the results depend on (the inputs' identity, the stage's settings, the
-  weights' sha256): a journal made from other inputs or settings is never reused, and is removed.
+  weights' sha256), but not the machine (device, processes, threads): a journal made from other inputs or
+  settings is never reused, and is removed, while one filled on other machines (many GPUs, many nodes:
+  :mod:`maivar.extraction.data_parallel`) is assembled anywhere.
 
-A rerun takes the longest run of chunks from input 0, says so in the log, and starts after it. Because a
-chunk ends at a batch boundary, the rerun forms the same batches as an uninterrupted run would, so the
-final output is the same, byte for byte. The journal is deleted once the output is in place. It is not a
-DVC output: DVC never sees a partial result.
+The inputs are cut into **blocks** of a fixed number of batches (:func:`blocks`), the unit of work of a
+process (data parallelism gives each rank its own blocks); batches never span two blocks and chunks never
+span two blocks. :meth:`Journal.load` gives back, for one block (or the whole input), the longest run of
+chunks from its start; a rerun starts after it. Because a chunk ends at a batch boundary, the rerun forms
+the same batches as an uninterrupted run would, so the final output is the same, byte for byte
+(:meth:`Journal.collect` assembles it, block by block in input order, whatever process filled which
+block). The journal is deleted once the output is in place. It is not a DVC output: DVC never sees a
+partial result.
 """
 
 from __future__ import annotations
@@ -36,37 +42,59 @@ from maivar.core.rejections import Rejection
 log = logging.getLogger(__name__)
 
 
+BATCHES_PER_BLOCK = 8
+
+
+def blocks(n: int, batch: int) -> list[range]:
+    """The blocks of ``n`` inputs: ``BATCHES_PER_BLOCK`` batches of ``batch`` each (the last one shorter)."""
+    size = max(1, int(batch)) * BATCHES_PER_BLOCK
+    return [range(start, min(start + size, n)) for start in range(0, n, size)]
+
+
 @dataclass
 class Resumed:
-    """What a journal gives back: inputs ``[0, stop)`` are done."""
+    """What a journal gives back: inputs ``[start, stop)`` are done."""
 
     stop: int = 0
     rows: list[int] = field(default_factory=list)
     features: list[np.ndarray] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
+    devices: set[str] = field(default_factory=set)
+    start: int = 0
+
+    def extend(self, other: Resumed) -> None:
+        self.rows.extend(other.rows)
+        self.features.extend(other.features)
+        self.rejected.extend(other.rejected)
+        self.devices |= other.devices
+        self.stop = other.stop
 
 
 class Journal:
     """The journal of one output (``out_path``) for one set of inputs and settings (``identity``)."""
 
-    def __init__(self, out_path: str | os.PathLike, identity: dict, *, every_s: float = 30.0):
+    def __init__(self, out_path: str | os.PathLike, identity: dict, *, every_s: float = 30.0, device: str = ""):
         self.root = Path(f"{out_path}.partial")
         self.key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
         self.dir = self.root / self.key
         self.every_s = float(every_s)
+        self.device = str(device)  # recorded in each chunk: the store says what computed its features
         self._pending: list[tuple[int, int, list[int], np.ndarray, list[Rejection]]] = []
         self._last_write = time.monotonic()
+        self._removed_others = False
 
     # ------------------------------------------------------------------------------------- reading
 
-    def load(self) -> Resumed:
-        """The finished prefix of an earlier, interrupted run with the same key (empty when there is none);
-        journals of other keys are removed."""
-        if self.root.is_dir():
-            for other in sorted(self.root.iterdir()):
-                if other.name != self.key:
-                    log.info("removing %s: an interrupted run's journal for other inputs or settings", other)
-                    shutil.rmtree(other, ignore_errors=True)
+    def _remove_others(self) -> None:
+        if self._removed_others or not self.root.is_dir():
+            return
+        self._removed_others = True
+        for other in sorted(self.root.iterdir()):
+            if other.is_dir() and other.name != self.key:
+                log.warning("removing %s: an interrupted run's journal for other inputs or settings", other)
+                shutil.rmtree(other, ignore_errors=True)
+
+    def _chunks(self) -> list[tuple[int, int, Path]]:
         chunks = []
         if self.dir.is_dir():
             for path in self.dir.glob("chunk-*-*.npz"):
@@ -75,30 +103,72 @@ class Journal:
                 except ValueError:
                     continue
                 chunks.append((start, stop, path))
-        resumed = Resumed()
-        for start, stop, path in sorted(chunks):
-            if start != resumed.stop:
-                break  # a gap: only the prefix from input 0 is used
+        return sorted(chunks)
+
+    def load(self, span: range | None = None, *, chunks: list[tuple[int, int, Path]] | None = None) -> Resumed:
+        """The finished prefix of ``span`` (default: the whole input, from 0) that an earlier, interrupted run
+        with the same key journaled (empty when there is none); journals of other keys are removed."""
+        self._remove_others()
+        start = span.start if span is not None else 0
+        end = span.stop if span is not None else None
+        resumed = Resumed(stop=start, start=start)
+        for c_start, c_stop, path in chunks if chunks is not None else self._chunks():
+            if c_start < resumed.stop:
+                continue
+            if c_start != resumed.stop or (end is not None and c_stop > end):
+                break  # a gap, or past the span: only the prefix from the span's start is used
             try:
                 with np.load(path, allow_pickle=False) as z:
                     rows = z["rows"].astype(np.int64).tolist()
                     features = np.array(z["features"])
                     rejected = [Rejection(*r) for r in json.loads(str(z["rejected"]))]
+                    device = str(z["device"]) if "device" in z.files else ""
             except Exception as exc:  # noqa: BLE001 - an unreadable chunk ends the usable prefix
-                log.warning("ignoring journal chunk %s (%s): recomputing from input %d", path.name, exc, start)
+                log.warning("ignoring journal chunk %s (%s): recomputing from input %d", path.name, exc, c_start)
+                path.unlink(missing_ok=True)
                 break
             resumed.rows.extend(rows)
             if len(features):
                 resumed.features.append(features)
             resumed.rejected.extend(rejected)
-            resumed.stop = stop
+            if device:
+                resumed.devices.add(device)
+            resumed.stop = c_stop
         return resumed
+
+    def todo(self, spans: list[range]) -> list[range]:
+        """What is left of each of ``spans`` after its journaled prefix (judged by the chunks' names, not read:
+        :meth:`load` removes a chunk it cannot read); finished spans are left out."""
+        self._remove_others()
+        stops: dict[int, int] = {start: stop for start, stop, _ in self._chunks()}
+        out = []
+        for span in spans:
+            at = span.start
+            while at in stops and at < stops[at] <= span.stop:
+                at = stops[at]
+            if at != span.stop:
+                out.append(range(at, span.stop))
+        return out
+
+    def collect(self, spans: list[range]) -> tuple[Resumed, list[range]]:
+        """The journaled results of ``spans`` (blocks), in order, and the spans that are not finished."""
+        chunks = self._chunks()
+        whole, unfinished = Resumed(), []
+        for span in spans:
+            done = self.load(span, chunks=chunks)
+            if done.stop != span.stop:
+                unfinished.append(span)
+            whole.extend(done)
+        return whole, unfinished
 
     # ------------------------------------------------------------------------------------- writing
 
     def add(self, start: int, stop: int, rows: list[int], features: np.ndarray, rejected: list[Rejection]) -> None:
         """Record the results of inputs ``[start, stop)`` (one batch); written with the next :meth:`write`,
-        which happens here once ``every_s`` seconds have passed since the last one."""
+        which happens here once ``every_s`` seconds have passed since the last one (and before a batch that
+        does not follow on from the pending ones: a chunk covers contiguous inputs)."""
+        if self._pending and self._pending[-1][1] != start:
+            self.write()
         self._pending.append((start, stop, list(rows), np.asarray(features, dtype=np.float32), list(rejected)))
         if time.monotonic() - self._last_write >= self.every_s:
             self.write()
@@ -117,7 +187,7 @@ class Journal:
             with open(tmp, "wb") as fh:
                 np.savez(fh, rows=np.asarray(rows, dtype=np.int64),
                          features=np.concatenate(feats) if feats else np.empty((0,), np.float32),
-                         rejected=np.asarray(json.dumps(rejected)))
+                         rejected=np.asarray(json.dumps(rejected)), device=np.asarray(self.device))
         self._pending.clear()
 
     def write_quietly(self) -> None:

@@ -15,12 +15,14 @@ maps are average-pooled over space. A video that fails to decode becomes a
 
 from __future__ import annotations
 
+import bisect
 import functools
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -44,7 +46,20 @@ from maivar.extraction.backbones import (
     select_device,
     warn_if_emulated,
 )
-from maivar.extraction.resume import Journal, Resumed, file_identity
+from maivar.extraction.data_parallel import (
+    World,
+    gather,
+    launch,
+    log_summaries,
+    process_group,
+    processes,
+    rank_blocks,
+    rank_device,
+    rank_setup,
+    rank_threads,
+    rank_workers,
+)
+from maivar.extraction.resume import Journal, Resumed, blocks, file_identity
 
 from .frames import decode_segments
 from .tsn import build_tsn
@@ -122,6 +137,16 @@ def decode_clip(clip: VideoClip, *, num_segments: int, short_side: int, crop_siz
                            out=shared_array((num_segments, crop_size, crop_size, 3), np.uint8))
 
 
+class FrameBatch(NamedTuple):
+    """One batch of :func:`frame_batches`: it accounts for the items ``[start, stop)``."""
+
+    start: int
+    stop: int
+    rows: list[int]
+    frames: torch.Tensor
+    failures: list[tuple[int, ClipFailure]]
+
+
 def frame_batches(
     decode: Callable[[object], np.ndarray],
     items: Sequence,
@@ -131,48 +156,53 @@ def frame_batches(
     workers: int | None,
     timeout_s: float,
     recycle_after: int = 1000,
-    start: int = 0,
+    spans: Sequence[range] | None = None,
     pin_memory: bool = False,
     shared_memory: bool = True,
-) -> Iterator[tuple[int, list[int], torch.Tensor, list[tuple[int, ClipFailure]]]]:
+) -> Iterator[FrameBatch]:
     """Run ``decode`` (a :func:`~maivar.core.parallel.guarded_imap` worker giving one ``frame_shape`` uint8
-    array, or raising :class:`ClipFailure`) over ``items`` and yield ``(stop, rows, frames, failures)`` per batch:
+    array, or raising :class:`ClipFailure`) over the ``items`` of ``spans`` (default: all; ascending, disjoint
+    ranges of indices, e.g. a rank's blocks) and yield a :class:`FrameBatch` per batch:
 
-    - ``rows``: the indices (counted from ``start``) of the up to ``batch_videos`` items in the batch, in order;
+    - ``rows``: the indices of the up to ``batch_videos`` items in the batch, in order;
     - ``frames``: their ``len(rows) x frame_shape`` uint8 frames, a view of one buffer (pinned with
       ``pin_memory``) that every batch reuses: use it (or copy it, or wait for a non-blocking copy from it)
       before asking for the next batch;
     - ``failures``: ``(index, failure)`` for the items that failed since the previous batch;
-    - ``stop``: one past the last item the batch accounts for (``start + len(items)`` for the last one, which may
-      be short, or hold only failures).
+    - ``start``, ``stop``: the items the batch accounts for. A batch never spans two spans: the last one of
+      a span ends at the span's end (it may be short, or hold only failures).
 
-    The arrays come from the workers through shared memory (``shared_memory``; pickled through pipes without
+    One pool of decoding workers serves all the spans. The arrays come from the workers through shared memory
+    (``shared_memory``; pickled through pipes without
     it, or when the machine has no room for the ring) and are copied once, into the buffer; at most
     :func:`~maivar.core.parallel.reorder_window` (``workers``, ``batch=batch_videos``) decoded items wait at
     once. Memory: that window of videos in the ring, reserved when the run starts (16 workers, batches of 32,
     25 x 224 x 224 x 3: 64 x 3.6 MiB = 230 MiB), plus the batch buffer.
     """
     batch_videos = max(1, int(batch_videos))
+    spans = [range(0, len(items))] if spans is None else [s for s in spans if len(s)]
+    order = [i for span in spans for i in span]
+    span_stop = [span.stop for span in spans for _ in span]
     buffer = torch.empty((batch_videos, *frame_shape), dtype=torch.uint8, pin_memory=pin_memory)
     slots = buffer.numpy()
-    n_workers = max(1, min(workers or default_workers(), len(items) or 1))
-    results = guarded_imap(decode, items, workers=n_workers, timeout_s=timeout_s, recycle_after=recycle_after,
-                           window=reorder_window(n_workers, batch=batch_videos),
+    n_workers = max(1, min(workers or default_workers(), len(order) or 1))
+    results = guarded_imap(decode, [items[i] for i in order], workers=n_workers, timeout_s=timeout_s,
+                           recycle_after=recycle_after, window=reorder_window(n_workers, batch=batch_videos),
                            shared_bytes=slots[0].nbytes if shared_memory else 0)
     rows: list[int] = []
     failures: list[tuple[int, ClipFailure]] = []
+    start = None
     try:
-        for i, result in enumerate(results, start=start):
+        for i, stop_of_span, result in zip(order, span_stop, results, strict=True):
+            start = i if start is None else start
             if isinstance(result, ClipFailure):  # from the decoder, or a worker that hung or crashed
                 failures.append((i, result))
-                continue
-            slots[len(rows)] = result  # out of its shared-memory slot, which goes back when the next one comes
-            rows.append(i)
-            if len(rows) == batch_videos:
-                yield i + 1, rows, buffer, failures
-                rows, failures = [], []
-        if rows or failures:
-            yield start + len(items), rows, buffer[: len(rows)], failures
+            else:
+                slots[len(rows)] = result  # out of its shared-memory slot, which goes back when the next one comes
+                rows.append(i)
+            if len(rows) == batch_videos or i + 1 == stop_of_span:
+                yield FrameBatch(start, i + 1, rows, buffer[: len(rows)], failures)
+                start, rows, failures = None, [], []
     finally:
         results.close()  # stop the workers also when the consumer leaves early
 
@@ -214,26 +244,33 @@ def extract_video_features(
     progress: bool = True,
     journal: Journal | None = None,
     precision: str = "fp32",
+    spans: Sequence[range] | None = None,
 ) -> tuple[list[int], np.ndarray, list[Rejection]]:
     """``(rows, features, rejections)``: the indices of ``clips`` that decoded (in order), their
     ``len(rows) x num_segments x D`` float32 features, and a rejection for every clip that did not (including
     one that decodes fewer than ``min_decoded_share`` x its expected frames, or hangs, or crashes its worker).
 
-    With a ``journal`` (:mod:`maivar.resume`), finished batches are journaled and the clips an interrupted
-    run already finished are taken from it instead of being decoded and run again.
+    ``spans``: the blocks of ``clips`` to extract (ascending, disjoint ranges; default: all the clips, one
+    block); batches never span two blocks. With a ``journal`` (:mod:`maivar.extraction.resume`), finished
+    batches are journaled (and each block once it is finished), and the clips an interrupted run already
+    finished are taken from it instead of being decoded and run again.
     """
     on_cuda = device.type == "cuda"
-    done = journal.load() if journal is not None else Resumed()
-    if done.stop:
-        log.info("resuming: %d of %d videos were done by an interrupted run (%s)", done.stop, len(clips),
-                 journal.dir)
+    spans = [range(0, len(clips))] if spans is None else list(spans)
+    dones = [journal.load(span) if journal is not None else Resumed(stop=span.start, start=span.start)
+             for span in spans]
+    resumed = sum(d.stop - d.start for d in dones)
+    if resumed:
+        log.info("resuming: %d of %d videos were done by an interrupted run (%s)", resumed,
+                 sum(map(len, spans)), journal.dir)
     # Decoding runs in guarded worker processes: a video whose demuxer or decoder hangs is killed after
     # ``timeout_s`` and one that crashes its process (a segfault) becomes that video's rejection, not the run's.
     worker = functools.partial(decode_clip, num_segments=num_segments, short_side=pre.short_side,
                                crop_size=pre.crop_size, timeout_s=0.9 * timeout_s, min_decoded_share=min_decoded_share)
-    batches = frame_batches(worker, clips[done.stop :], frame_shape=(num_segments, pre.crop_size, pre.crop_size, 3),
+    todo = [range(d.stop, span.stop) for d, span in zip(dones, spans, strict=True)]
+    batches = frame_batches(worker, clips, frame_shape=(num_segments, pre.crop_size, pre.crop_size, 3),
                             batch_videos=batch_videos, workers=workers or None, timeout_s=timeout_s,
-                            recycle_after=recycle_after, start=done.stop, pin_memory=on_cuda)
+                            recycle_after=recycle_after, spans=todo, pin_memory=on_cuda)
     mean = torch.tensor(pre.mean, dtype=torch.float32, device=device)
     std = torch.tensor(pre.std, dtype=torch.float32, device=device)
     bgr = pre.channel_order == "BGR"
@@ -249,34 +286,40 @@ def extract_video_features(
         with autocast(device, precision):
             return pooled_segment_features(model, x).float()
 
-    rows: list[int] = list(done.rows)
-    chunks: list[np.ndarray] = list(done.features)
-    rejected: list[Rejection] = list(done.rejected)
-    journaled_stop, journaled_rejected = done.stop, len(rejected)  # what the journal has seen
-    seen = done.stop  # clips accounted for (the progress bar)
+    # per block: what the journal gave back, then what is computed now (the output keeps the blocks' order)
+    results: list[tuple[list[int], list[np.ndarray], list[Rejection]]] = [
+        (list(d.rows), list(d.features), list(d.rejected)) for d in dones]
+    block_of = {span.stop: k for k, span in enumerate(spans)}
+    block_stops = sorted(block_of)
 
     try:
-        with tqdm(total=len(clips), initial=done.stop, desc="video features", unit="video", disable=not progress,
-                  mininterval=1.0) as bar:
-            for stop, batch, frames, failures in batches:
+        with tqdm(total=sum(map(len, spans)), initial=resumed, desc="video features", unit="video",
+                  disable=not progress, mininterval=1.0) as bar:
+            for start, stop, batch, frames, failures in batches:
+                rows, chunks, rejected = results[block_of[block_stops[bisect.bisect_left(block_stops, stop)]]]
+                new_rejected = [failure.rejection(clips[i].id) for i, failure in failures]
                 for i, failure in failures:  # from the decoder, or a worker that hung or crashed
                     log.warning("rejected %s: %s (%s)", clips[i].id, failure.reason, failure.detail)
-                    rejected.append(failure.rejection(clips[i].id))
+                rejected.extend(new_rejected)
+                feats = np.empty((0,), np.float32)
                 if batch:
                     # The frames' buffer is refilled only when the next batch is asked for: after .cpu() below,
                     # which waits for the (non-blocking) copy to the device too.
                     feats = guard(forward, frames.to(device, non_blocking=on_cuda)).cpu().numpy()
                     chunks.append(feats)
                     rows.extend(batch)
-                    if journal is not None:  # clips [journaled_stop, stop): this batch, the rejections since
-                        journal.add(journaled_stop, stop, batch, feats, rejected[journaled_rejected:])
-                        journaled_stop, journaled_rejected = stop, len(rejected)
-                bar.update(stop - seen)
-                seen = stop
+                if journal is not None:  # clips [start, stop): this batch and the rejections among them
+                    journal.add(start, stop, batch, feats, new_rejected)
+                    if stop in block_of:
+                        journal.write()  # a finished block is on disk at once
+                bar.update(stop - start)
     finally:
         batches.close()  # stop the decoding workers also when the loop is left by an exception
         if journal is not None:
             journal.write_quietly()  # the finished batches survive an interruption
+    rows = [r for block in results for r in block[0]]
+    chunks = [c for block in results for c in block[1]]
+    rejected = [r for block in results for r in block[2]]
     if chunks:
         features = np.concatenate(chunks)
     else:
@@ -300,23 +343,30 @@ def read_clips(manifest_path: str | Path) -> tuple[list[VideoClip], dict[str, in
     return clips, dict(zip(df["id"], df["label"].astype(int), strict=True))
 
 
-def extract_video_stage(manifest_path: str | Path, out_path: str | Path, p: dict, runtime: dict) -> None:
-    """Stage extract_video: the manifest's videos -> TSN per-segment features at ``out_path``.
+@dataclass
+class _VideoJob:
+    """What extract_video computes with, set up once per process (:func:`_video_job`)."""
 
-    ``p`` is the ``extract_video`` params section, ``runtime`` its machine settings (``device``, ``workers``,
-    ``batch_videos``, ``compile``: :func:`maivar.core.params.runtime_settings`). The output holds ``features``
-    N x num_segments x D
-    float32, ids/labels in manifest order, a rejection for every manifest clip that fails to decode, and
-    attributes recording the config, backbone (type; depth, or null for a backbone without one such as
-    BNInception), input size, mean/std (and the channel order when it is not RGB), num_segments and weights
-    (source, sha256).
-    Independent of ``representation``.
-    """
+    clips: list[VideoClip]
+    labels: dict[str, int]
+    model: nn.Module
+    pre: Preprocessing
+    device: torch.device
+    precision: str
+    attrs: dict
+    journal: Journal
+    spans: list[range]
+    p: dict
+    runtime: dict
+    weights_source: str
+
+
+def _video_job(manifest_path: str | Path, out_path: str | Path, p: dict, runtime: dict, world: World) -> _VideoJob:
     clips, labels = read_clips(manifest_path)
     num_segments = int(p["num_segments"])
     if num_segments < 1:
         raise PipelineError("extract_video.num_segments must be at least 1")
-    device = select_device(str(runtime["device"]))
+    device = rank_device(select_device(str(runtime["device"])), world)
     precision = check_precision(p["precision"], "extract_video.precision")
     warn_if_emulated(device, precision, "extract_video.precision")
     model, weights, cfg = build_tsn(p["config"], checkpoint=p["checkpoint"], seed=int(p["seed"]))
@@ -333,35 +383,128 @@ def extract_video_stage(manifest_path: str | Path, out_path: str | Path, p: dict
     }
     if pre.channel_order != "RGB":  # recorded only when not RGB: the outputs of RGB configs stay as they were
         attrs["channel_order"] = pre.channel_order
-    # finished batches of an interrupted run with the same videos and settings are reused (maivar.extraction.resume)
+    batch_videos = int(runtime["batch_videos"])
+    # finished batches of an interrupted run (or of other ranks, other machines) with the same videos and
+    # settings are reused (maivar.extraction.resume); the device is not part of what they depend on
     journal = Journal(out_path, {
-        "attrs": attrs, "batch_videos": int(runtime["batch_videos"]),
+        "attrs": {k: v for k, v in attrs.items() if k != "device"}, "batch_videos": batch_videos,
         "min_decoded_share": float(p["min_decoded_share"]),
         "timeout_s": float(p["timeout_s"]),
         "clips": [(c.id, c.expected_frames, *file_identity(c.path), *((c.start_s, c.end_s) if c.start_s is not None
                                                                         else ())) for c in clips],
-    })
-    log.info("%d videos x %d segments -> %s (short side %d, crop %d) on %s", len(clips), num_segments,
-             p["config"], pre.short_side, pre.crop_size, device)
-    rows, feats, rejected = extract_video_features(
-        model, clips, num_segments=num_segments, pre=pre, batch_videos=int(runtime["batch_videos"]),
-        workers=resolve_workers(runtime["workers"]) or default_workers(), device=device,
-        timeout_s=float(p["timeout_s"]),
-        min_decoded_share=float(p["min_decoded_share"]), journal=journal, precision=precision,
+    }, device=device.type)
+    return _VideoJob(clips, labels, model, pre, device, precision, attrs, journal, blocks(len(clips), batch_videos),
+                     p, runtime, weights.source)
+
+
+def _fill_video(job: _VideoJob, world: World, threads: int) -> dict:
+    """Compute this rank's unfinished blocks into the journal; a summary for the log."""
+    mine = rank_blocks(job.spans, world)
+    todo = job.journal.todo(mine)
+    finished = sum(map(len, mine)) - sum(map(len, todo))
+    if finished:
+        log.info("resuming: %d of %d videos were done by an interrupted run (%s)", finished, sum(map(len, mine)),
+                 job.journal.dir)
+    if world.rank == 0:
+        log.info("%d videos x %d segments -> %s (short side %d, crop %d) on %s, %d blocks", len(job.clips),
+                 int(job.p["num_segments"]), job.p["config"], job.pre.short_side, job.pre.crop_size, job.device,
+                 len(job.spans))
+    _, _, rejected = extract_video_features(
+        job.model, job.clips, num_segments=int(job.p["num_segments"]), pre=job.pre,
+        batch_videos=int(job.runtime["batch_videos"]), workers=rank_workers(resolve_workers(job.runtime["workers"]),
+                                                                          world),
+        device=job.device, timeout_s=float(job.p["timeout_s"]), min_decoded_share=float(job.p["min_decoded_share"]),
+        journal=job.journal, precision=job.precision, spans=todo, progress=world.rank == 0,
     )
+    job.journal.write()
+    return {"rank": world.rank, "blocks": len(mine), "computed_blocks": len(todo), "items": sum(map(len, todo)),
+            "device": str(job.device), "threads": threads, "rejected": len(rejected)}
+
+
+def _video_rank(manifest_path: str | Path, out_path: str | Path, p: dict, runtime: dict) -> dict:
+    """One rank of a data-parallel extract_video (:mod:`maivar.extraction.data_parallel`): its blocks into the
+    journal. Returns its summary, or ``{"error": message}``."""
+    rank_setup()
+    world = World.from_env()
+    try:
+        threads = rank_threads(runtime.get("threads"), world)
+        job = _video_job(manifest_path, out_path, p, runtime, world)
+        with process_group(world, job.device):
+            summaries = gather(_fill_video(job, world, threads))
+        if world.rank == 0:
+            log_summaries("videos", summaries)
+        return summaries[0] if len(summaries) == 1 else summaries[world.rank]
+    except PipelineError as exc:
+        return {"error": str(exc)}
+
+
+def extract_video_stage(manifest_path: str | Path, out_path: str | Path, p: dict, runtime: dict) -> None:
+    """Stage extract_video: the manifest's videos -> TSN per-segment features at ``out_path``.
+
+    ``p`` is the ``extract_video`` params section, ``runtime`` its machine settings (``device``, ``workers``,
+    ``threads``, ``processes``, ``batch_videos``, ``compile``: :func:`maivar.core.params.runtime_settings`).
+    The output holds ``features`` N x num_segments x D
+    float32, ids/labels in manifest order, a rejection for every manifest clip that fails to decode, and
+    attributes recording the config, backbone (type; depth, or null for a backbone without one such as
+    BNInception), input size, mean/std (and the channel order when it is not RGB), num_segments, the device
+    and weights (source, sha256).
+    Independent of ``representation``. With ``runtime.processes`` > 1, or under torchrun, data parallel
+    (:mod:`maivar.extraction.data_parallel`).
+    """
+    world = World.from_env()
+    if world.launched:  # torchrun on each machine: fill the journal; `dvc repro` assembles the output
+        result = _video_rank(manifest_path, out_path, p, runtime)
+        if "error" in result:
+            raise PipelineError(result["error"])
+        log.info("%s: its blocks are journaled in %s.partial; once every rank is done, `dvc repro` assembles "
+                 "%s", world, out_path, out_path)
+        return
+    nprocs = processes(runtime)
+    n_blocks = len(blocks(len(read_clips(manifest_path)[0]), int(runtime["batch_videos"])))
+    threads = rank_threads(runtime.get("threads"), World())
+    if nprocs > 1 and n_blocks > 1:
+        device = select_device(str(runtime["device"]))
+        launch(_video_rank, (manifest_path, out_path, p, runtime), min(nprocs, n_blocks), device_type=device.type)
+        job = _video_job(manifest_path, out_path, p, runtime, World())
+    else:
+        job = _video_job(manifest_path, out_path, p, runtime, World())
+        _fill_video(job, World(), threads)
+    _assemble_video(job, out_path, threads)
+
+
+def _assemble_video(job: _VideoJob, out_path: str | Path, threads: int) -> None:
+    """The store, from the journal: every block, in manifest order."""
+    clips = job.clips
+    done, unfinished = job.journal.collect(job.spans)
+    if unfinished:  # a chunk that could not be read (and is removed): those blocks again, here
+        log.warning("%d of %d blocks of videos are missing from the journal: computing them again", len(unfinished),
+                    len(job.spans))
+        _fill_video(job, World(), threads)
+        done, unfinished = job.journal.collect(job.spans)
+    if unfinished:
+        raise PipelineError(f"{len(unfinished)} of {len(job.spans)} blocks of videos are not in the journal "
+                            f"{job.journal.dir} (first: videos {unfinished[0].start}-{unfinished[0].stop - 1}): "
+                            "rerun to compute them")
+    rows, rejected = done.rows, done.rejected
+    if done.features:
+        feats = np.concatenate(done.features)
+    else:
+        feats = np.empty((0, int(job.p["num_segments"]), feature_dim(job.model, job.pre, job.device, job.precision)),
+                         dtype=np.float32)
     if clips and not rows:
         raise PipelineError(f"none of the {len(clips)} videos decoded (first: {rejected[0].reason}: "
                             f"{rejected[0].detail})")
-    check_rejected_share(rejected, len(clips), float(p["max_rejected_share"]), what="videos could not be decoded",
+    check_rejected_share(rejected, len(clips), float(job.p["max_rejected_share"]), what="videos could not be decoded",
                          param="extract_video.max_rejected_share")
     if rejected:
         log.warning("rejected %d of %d videos: %s", len(rejected), len(clips),
                     ", ".join(f"{k} {v}" for k, v in sorted(Counter(r.reason for r in rejected).items())))
+    attrs = {**job.attrs, "device": ",".join(sorted(done.devices)) or job.device.type}
     ids = [clips[r].id for r in rows]
     with create_store(out_path, data_name="features", n=len(ids), item_shape=feats.shape[1:],
                       dtype=np.float32) as w:
         if len(ids):
             w.write_rows(0, feats)
-        w.finish(ids, [labels[i] for i in ids], rejected, attrs)
-    journal.discard()
-    log.info("wrote %s: %d x %d x %d features (weights: %s)", out_path, *feats.shape, weights.source)
+        w.finish(ids, [job.labels[i] for i in ids], rejected, attrs)
+    job.journal.discard()
+    log.info("wrote %s: %d x %d x %d features (weights: %s)", out_path, *feats.shape, job.weights_source)
