@@ -14,13 +14,15 @@ and whether a lossless compact format (FLAC) would pay for the demuxed audio.
    paper``; ``dvc repro prepare``, then ``dvc repro render`` (timed). ``du`` of the outputs (data/, metrics/)
    and of the outputs together with ``.dvc/cache``: on-disk blocks and apparent sizes, each inode counted once
    as ``du`` does, and with ``-l`` (a hard link counted again: what a tool that ignores links would report).
+   Then the run is committed in the clone and ``dvc exp run -S representation=mfcc render`` changes a parameter:
+   ``du`` again (the cache now holds both image stores, the WAVs still once).
 3. **FLAC** on ``--flac-sample`` of the run's WAVs, evenly spaced: libsndfile's FLAC (16-bit, level 5) size
    ratio, its samples equal to the WAV's (int16) and render's reader (``read_audio``) returning the same array;
    render's read time per clip, WAV vs FLAC, taking turns, median of 3 passes; the demux (ffmpeg to WAV vs to
    FLAC) on 40 source videos. The same on the sample after an MP3 round trip at 128 kbit/s (ffmpeg), since real
    videos carry lossy audio, whose decoded samples compress differently from this synthetic audio.
 4. **Copy**: the dataset is deleted (to make room), ``dvc config cache.type copy`` and ``dvc checkout --relink``
-   turn every output into a copy of its cache file; ``du`` again.
+   turn every output of prepare and render into a copy of its cache file; ``du`` again.
 
 Everything under ``--dir`` is deleted at the end unless ``--keep``. Needs ~2.2x the WAVs' size free at its peak
 (~20 GB at the defaults).
@@ -70,6 +72,11 @@ def build(root: Path, duration: float, workers: int | None, limit: int = 0) -> i
     train = [v.id for v in videos if v.split == "train"]
     silent = set(train[len(train) // (2 * SILENT)::max(1, len(train) // SILENT)][:SILENT])
     shutil.copytree(LISTS, root / "ucfTrainTestlist")
+    if limit:  # only the kept videos' lines
+        keep = {v.rel_path for v in videos}
+        for name in ("trainlist01.txt", "testlist01.txt"):
+            lines = (LISTS / name).read_text().splitlines(keepends=True)
+            (root / "ucfTrainTestlist" / name).write_text("".join(ln for ln in lines if ln.split()[0] in keep))
     tasks = []
     for i, v in enumerate(videos):
         dst = root / "UCF-101" / v.rel_path
@@ -138,7 +145,8 @@ def flac_check(wavs: list[Path], work: Path, label: str) -> None:
         flac_bytes += f.stat().st_size
     encode = (time.perf_counter() - t0) / len(wavs)
     exact = all(np.array_equal(sf.read(w, dtype="int16")[0], sf.read(f, dtype="int16")[0])
-                and np.array_equal(read_audio(str(w))[0], read_audio(str(f))[0]) for w, f in zip(wavs, flacs))
+                and np.array_equal(read_audio(str(w))[0], read_audio(str(f))[0])
+                for w, f in zip(wavs, flacs, strict=True))
     passes = {"wav": [], "flac": []}
     for _ in range(3):
         for kind, files in (("wav", wavs), ("flac", flacs)):
@@ -218,6 +226,13 @@ def main() -> None:
             print(f"dvc repro {stage}: {dvc(repo, env, 'repro', '-s', stage):.0f} s (load {os.getloadavg()[0]:.1f})")
         print("subset:", (repo / "metrics" / "subset.json").read_text().replace("\n", " ")[:300])
         footprint(repo, "cache.type hardlink,copy")
+        git_env = {**env, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@b", "GIT_COMMITTER_NAME": "b",
+                   "GIT_COMMITTER_EMAIL": "b@b"}
+        for cmd in (["git", "add", "-A"], ["git", "commit", "-qm", "UCF-sized run"]):
+            subprocess.run(cmd, cwd=repo, env=git_env, check=True, capture_output=True)
+        took = dvc(repo, git_env, "exp", "run", "-S", "representation=mfcc", "render")
+        print(f"dvc exp run -S representation=mfcc render: {took:.0f} s")
+        footprint(repo, "hardlink,copy, after the experiment")
 
         if args.flac_sample:
             with open(repo / "data" / "prepared" / "manifest.csv") as f:
@@ -234,7 +249,7 @@ def main() -> None:
         if not args.skip_copy:
             shutil.rmtree(data)  # make room; the outputs no longer need it
             dvc(repo, env, "config", "cache.type", "copy")
-            print(f"dvc checkout --relink (copy): {dvc(repo, env, 'checkout', '--relink'):.0f} s")
+            print(f"dvc checkout --relink (copy): {dvc(repo, env, 'checkout', '--relink', 'prepare', 'render'):.0f} s")
             footprint(repo, "cache.type copy")
         print(f"uptime: {os.getloadavg()}")
     finally:
