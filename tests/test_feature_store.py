@@ -108,3 +108,41 @@ def test_rows_past_the_ids_are_a_misalignment(tmp_path):
             w.write(0, np.array([1, 2]))
             w.write(2, np.array([3, 4]))
             w.finish(["a"], [0], [], {})
+
+
+def test_lzf_is_refused_its_bytes_are_not_deterministic(tmp_path):
+    """h5py's LZF leaves its hash table uninitialised: equal rows could be written as other bytes, and DVC,
+    hashing bytes, would see a changed output and rerun every stage after it."""
+    with pytest.raises(ValueError, match="lzf.*bytes must depend only on its contents"):
+        with create_store(tmp_path / "f.h5", data_name="images", n=1, item_shape=(3,), dtype=np.uint8,
+                          compression="lzf"):
+            pass
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_gzip_store_is_smaller_reads_back_equal_and_its_bytes_do_not_depend_on_the_process(tmp_path):
+    import subprocess
+    import sys
+
+    script = """
+import sys, numpy as np
+from maivar.core.feature_store import create_store
+rng = np.random.default_rng(0)
+if sys.argv[2] == "busy":  # other compression work first: nothing of it may show in the file
+    with create_store(sys.argv[1] + ".other", data_name="images", n=4, item_shape=(32, 32, 3), dtype=np.uint8,
+                      compression="gzip", compression_opts=1) as w:
+        w.write_rows(0, rng.integers(0, 255, (4, 32, 32, 3), dtype=np.uint8))
+        w.finish(list("abcd"), [0] * 4, [], {})
+images = np.repeat(np.arange(32, dtype=np.uint8)[None, :, None, None], 6, axis=0).repeat(32, 2).repeat(3, 3)
+with create_store(sys.argv[1], data_name="images", n=6, item_shape=(32, 32, 3), dtype=np.uint8,
+                  compression="gzip", compression_opts=1) as w:
+    for i in range(6):
+        w.write(i, images[i])
+    w.finish(list("abcdef"), [0] * 6, [], {})
+"""
+    for name, state in (("a.h5", "fresh"), ("b.h5", "busy")):
+        subprocess.run([sys.executable, "-c", script, str(tmp_path / name), state], check=True)
+    assert (tmp_path / "a.h5").read_bytes() == (tmp_path / "b.h5").read_bytes()
+    store = open_store(tmp_path / "a.h5", "images")
+    assert store.data.shape == (6, 32, 32, 3) and (store.data[:, :, 0, 0] == np.arange(32)).all()
+    assert (tmp_path / "a.h5").stat().st_size < 6 * 32 * 32 * 3

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -103,6 +104,8 @@ def test_store_holds_every_renderable_clip_in_id_order_and_rejects_the_rest(tmp_
     assert store.attrs["render.n_fft"] == 2048 and store.attrs["librosa_version"] == "x"
     assert summary["rendered"] == len(expected_ids) and summary["non_finite_clips"] == 1
     assert sum(summary["rejected"].values()) == len(EXPECTED_REJECTED)
+    with h5py.File(out) as h5:  # deterministic compression (never LZF: maivar/core/feature_store.py)
+        assert (h5["images"].compression, h5["images"].compression_opts) == ("gzip", 1)
 
 
 def test_previews_are_the_first_clips_of_each_class_and_match_the_store(tmp_path):

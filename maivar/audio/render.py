@@ -151,7 +151,7 @@ def render_manifest(manifest: pd.DataFrame, *, representation: str, render_param
                            desc=f"render {representation}")
     # Images stream into the store as they arrive (in manifest order): memory stays bounded on UCF101.
     with create_store(out_path, data_name="images", n=len(manifest), item_shape=(size, size, 3),
-                      dtype=np.uint8) as w:
+                      dtype=np.uint8, compression="gzip", compression_opts=1) as w:
         for row, result in zip(manifest.itertuples(index=False), results, strict=True):
             if isinstance(result, ClipFailure):  # an unreadable WAV, a worker that hung or crashed
                 rejected.append(result.rejection(row.id))

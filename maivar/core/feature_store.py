@@ -14,6 +14,13 @@ Layout of every store (``images.h5``, ``audio.h5``, ``video.h5``)::
 (:mod:`maivar.atomic`), so a reader that finds the file finds it whole; :func:`open_store` still checks
 the attribute and refuses a file without it. Datasets are created with ``track_times=False`` so that the
 same inputs give byte-identical files.
+
+Compression must be deterministic too (DVC hashes the bytes): never h5py's LZF, whose bundled liblzf is built
+with ``INIT_HTAB 0`` (its hash table left uninitialised on the stack), so the same rows can compress to other
+bytes depending on what ran before: seen here, 3 of 6 two-process ``extract_audio`` runs wrote a chunk 3 bytes
+longer, the data equal. Audio images use gzip level 1 (zlib: the same bytes for the same input; on the
+embedded default smaller and as fast as LZF was, 0.98 vs 1.50 MB); features are stored uncompressed (LZF
+saved 1% of TSN's features and 28% of IRv2's small ones; gzip costs 3x LZF's time on them).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from .errors import PipelineError
 from .rejections import Rejection
 
 STR = h5py.string_dtype("utf-8")
+DETERMINISTIC_COMPRESSION = (None, "gzip")
 
 
 @dataclass
@@ -66,14 +74,15 @@ class StoreWriter:
     0, 1, 2, ... and ``finish`` trims the store to the number of ids it is given.
     """
 
-    def __init__(self, h5: h5py.File, data_name: str, n: int, item_shape: Sequence[int], dtype, compression):
+    def __init__(self, h5: h5py.File, data_name: str, n: int, item_shape: Sequence[int], dtype, compression,
+                 compression_opts):
         self._h5 = h5
         self.n = n
         # Chunked (one row a chunk) and resizable, so that ``finish`` can drop the unused tail when fewer
         # rows than planned were kept (clips rejected on the way).
         self.data = h5.create_dataset(
             data_name, shape=(n, *item_shape), maxshape=(None, *item_shape), dtype=dtype,
-            chunks=(1, *item_shape), compression=compression, track_times=False,
+            chunks=(1, *item_shape), compression=compression, compression_opts=compression_opts, track_times=False,
         )
         self._written = np.zeros(n, dtype=bool)
 
@@ -120,12 +129,19 @@ def create_store(
     n: int,
     item_shape: Sequence[int],
     dtype,
-    compression: str | None = "lzf",
+    compression: str | None = None,
+    compression_opts: int | None = None,
 ) -> Iterator[StoreWriter]:
-    """Create a store atomically: the file appears at ``path`` only after ``finish`` and a clean exit."""
+    """Create a store atomically: the file appears at ``path`` only after ``finish`` and a clean exit.
+
+    ``compression``: ``None`` or ``"gzip"`` (with its level in ``compression_opts``); LZF is refused, its output
+    is not deterministic (see the module's docstring)."""
+    if compression not in DETERMINISTIC_COMPRESSION:
+        raise ValueError(f"compression {compression!r}: use one of {sorted(map(str, DETERMINISTIC_COMPRESSION))} "
+                         "(a store's bytes must depend only on its contents)")
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w", track_order=True) as h5:
-            writer = StoreWriter(h5, data_name, n, item_shape, dtype, compression)
+            writer = StoreWriter(h5, data_name, n, item_shape, dtype, compression, compression_opts)
             yield writer
             if not h5.attrs.get("complete", False):
                 raise RuntimeError(f"store {path} was not finished (StoreWriter.finish was not called)")
