@@ -38,17 +38,12 @@ from maivar.extraction.backbones import (
     weights_sha256,
 )
 from maivar.extraction.data_parallel import (
+    Extraction,
     World,
-    gather,
-    launch,
-    log_summaries,
-    process_group,
-    processes,
     rank_blocks,
     rank_device,
-    rank_setup,
-    rank_threads,
     rank_workers,
+    run_stage,
 )
 from maivar.extraction.resume import Journal, Resumed, blocks, file_identity
 
@@ -298,23 +293,6 @@ def _fill_audio(job: _AudioJob, world: World, threads: int) -> dict:
             "device": str(job.device), "threads": threads, "rejected": 0}
 
 
-def _audio_rank(images_path: str | Path, out_path: str | Path, p: dict, runtime: dict) -> dict:
-    """One rank of a data-parallel extract_audio (:mod:`maivar.extraction.data_parallel`): its blocks into the
-    journal. Returns its summary, or ``{"error": message}``."""
-    rank_setup()
-    world = World.from_env()
-    try:
-        threads = rank_threads(runtime.get("threads"), world)
-        job = _audio_job(images_path, out_path, p, runtime, world)
-        with process_group(world, job.device):
-            summaries = gather(_fill_audio(job, world, threads))
-        if world.rank == 0:
-            log_summaries("images", summaries)
-        return summaries[0] if len(summaries) == 1 else summaries[world.rank]
-    except PipelineError as exc:
-        return {"error": str(exc)}
-
-
 def extract_audio_stage(images_path: str | Path, out_path: str | Path, p: dict, runtime: dict) -> None:
     """Stage extract_audio: the image store at ``images_path`` -> the feature store at ``out_path``.
 
@@ -325,25 +303,9 @@ def extract_audio_stage(images_path: str | Path, out_path: str | Path, p: dict, 
     input size, normalisation, the device and weights (source, sha256). With ``runtime.processes`` > 1, or
     under torchrun, data parallel (:mod:`maivar.extraction.data_parallel`).
     """
-    world = World.from_env()
-    if world.launched:  # torchrun on each machine: fill the journal; `dvc repro` assembles the output
-        result = _audio_rank(images_path, out_path, p, runtime)
-        if "error" in result:
-            raise PipelineError(result["error"])
-        log.info("%s: its blocks are journaled in %s.partial; once every rank is done, `dvc repro` assembles "
-                 "%s", world, out_path, out_path)
-        return
-    nprocs = processes(runtime)
-    n_blocks = len(blocks(len(open_store(images_path, "images", load_data=False).ids), int(runtime["batch_size"])))
-    threads = rank_threads(runtime.get("threads"), World())
-    if nprocs > 1 and n_blocks > 1:
-        device = select_device(str(runtime["device"]))
-        launch(_audio_rank, (images_path, out_path, p, runtime), min(nprocs, n_blocks), device_type=device.type)
-        job = _audio_job(images_path, out_path, p, runtime, World())
-    else:
-        job = _audio_job(images_path, out_path, p, runtime, World())
-        _fill_audio(job, World(), threads)
-    _assemble_audio(job, out_path, threads)
+    n_images = len(open_store(images_path, "images", load_data=False).ids)
+    run_stage(EXTRACT_AUDIO, (images_path, out_path, p, runtime), len(blocks(n_images, int(runtime["batch_size"]))),
+              select_device(str(runtime["device"])).type)
 
 
 def _assemble_audio(job: _AudioJob, out_path: str | Path, threads: int) -> None:
@@ -373,3 +335,6 @@ def _assemble_audio(job: _AudioJob, out_path: str | Path, threads: int) -> None:
     job.journal.discard()
     log.info("wrote %s: %s features (weights: %s), %d rejected upstream", out_path, " x ".join(map(str, feats.shape)),
              job.weights_source, len(source.rejected))
+
+
+EXTRACT_AUDIO = Extraction("images", _audio_job, _fill_audio, _assemble_audio)

@@ -35,6 +35,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -202,3 +204,60 @@ def launch(entry: Callable[..., dict], args: tuple, nprocs: int, *, device_type:
     log.info("the %d ranks computed %d of the %d blocks%s", nprocs, computed, blocks_all,
              "" if computed == blocks_all else "; the others were journaled by an interrupted run")
     return ordered
+
+
+@dataclass(frozen=True)
+class Extraction:
+    """An extract stage as the data-parallel runner sees it: module-level functions (so that a spawned rank
+    can unpickle them) of the stage's ``args`` = ``(input path, output path, params section, runtime)``.
+
+    ``make_job(*args, world)`` sets up what the stage computes with (weights, inputs, journal; ``.device``);
+    ``fill(job, world, threads)`` computes the rank's unjournaled blocks into the journal and returns its
+    summary (:func:`log_summaries`); ``assemble(job, out_path, threads)`` writes the store from the journal.
+    """
+
+    what: str  # the items, for the log: "images", "videos"
+    make_job: Callable[..., Any]
+    fill: Callable[[Any, World, int], dict]
+    assemble: Callable[[Any, str | Path, int], None]
+
+
+def run_rank(stage: Extraction, args: tuple) -> dict:
+    """One rank (launched here or by torchrun): its blocks into the journal; every rank's summary gathered and
+    logged by rank 0. Returns this rank's summary, or ``{"error": message}`` for a :class:`PipelineError`."""
+    rank_setup()
+    world = World.from_env()
+    try:
+        threads = rank_threads(args[3].get("threads"), world)
+        job = stage.make_job(*args, world)
+        with process_group(world, job.device):
+            summaries = gather(stage.fill(job, world, threads))
+        if world.rank == 0:
+            log_summaries(stage.what, summaries)
+        return summaries[0] if len(summaries) == 1 else summaries[world.rank]
+    except PipelineError as exc:
+        return {"error": str(exc)}
+
+
+def run_stage(stage: Extraction, args: tuple, n_blocks: int, device_type: str) -> None:
+    """Run an extract stage the way this process was started: under torchrun, as one rank that only fills the
+    journal; with ``runtime.processes`` > 1 (and more than one block), N ranks launched here, then the store
+    assembled; else in this process alone. ``device_type``: where the backbone runs (``cuda``: ranks spawned)."""
+    world = World.from_env()
+    out_path, runtime = args[1], args[3]
+    if world.launched:  # torchrun on each machine: fill the journal; `dvc repro` assembles the output
+        result = run_rank(stage, args)
+        if "error" in result:
+            raise PipelineError(result["error"])
+        log.info("%s: its blocks are journaled in %s.partial; once every rank is done, `dvc repro` assembles "
+                 "%s", world, out_path, out_path)
+        return
+    nprocs = processes(runtime)
+    threads = rank_threads(runtime.get("threads"), World())
+    if nprocs > 1 and n_blocks > 1:
+        launch(run_rank, (stage, args), min(nprocs, n_blocks), device_type=device_type)
+        job = stage.make_job(*args, World())
+    else:
+        job = stage.make_job(*args, World())
+        stage.fill(job, World(), threads)
+    stage.assemble(job, out_path, threads)

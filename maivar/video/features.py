@@ -47,17 +47,12 @@ from maivar.extraction.backbones import (
     warn_if_emulated,
 )
 from maivar.extraction.data_parallel import (
+    Extraction,
     World,
-    gather,
-    launch,
-    log_summaries,
-    process_group,
-    processes,
     rank_blocks,
     rank_device,
-    rank_setup,
-    rank_threads,
     rank_workers,
+    run_stage,
 )
 from maivar.extraction.resume import Journal, Resumed, blocks, file_identity
 
@@ -421,23 +416,6 @@ def _fill_video(job: _VideoJob, world: World, threads: int) -> dict:
             "device": str(job.device), "threads": threads, "rejected": len(rejected)}
 
 
-def _video_rank(manifest_path: str | Path, out_path: str | Path, p: dict, runtime: dict) -> dict:
-    """One rank of a data-parallel extract_video (:mod:`maivar.extraction.data_parallel`): its blocks into the
-    journal. Returns its summary, or ``{"error": message}``."""
-    rank_setup()
-    world = World.from_env()
-    try:
-        threads = rank_threads(runtime.get("threads"), world)
-        job = _video_job(manifest_path, out_path, p, runtime, world)
-        with process_group(world, job.device):
-            summaries = gather(_fill_video(job, world, threads))
-        if world.rank == 0:
-            log_summaries("videos", summaries)
-        return summaries[0] if len(summaries) == 1 else summaries[world.rank]
-    except PipelineError as exc:
-        return {"error": str(exc)}
-
-
 def extract_video_stage(manifest_path: str | Path, out_path: str | Path, p: dict, runtime: dict) -> None:
     """Stage extract_video: the manifest's videos -> TSN per-segment features at ``out_path``.
 
@@ -451,25 +429,9 @@ def extract_video_stage(manifest_path: str | Path, out_path: str | Path, p: dict
     Independent of ``representation``. With ``runtime.processes`` > 1, or under torchrun, data parallel
     (:mod:`maivar.extraction.data_parallel`).
     """
-    world = World.from_env()
-    if world.launched:  # torchrun on each machine: fill the journal; `dvc repro` assembles the output
-        result = _video_rank(manifest_path, out_path, p, runtime)
-        if "error" in result:
-            raise PipelineError(result["error"])
-        log.info("%s: its blocks are journaled in %s.partial; once every rank is done, `dvc repro` assembles "
-                 "%s", world, out_path, out_path)
-        return
-    nprocs = processes(runtime)
-    n_blocks = len(blocks(len(read_clips(manifest_path)[0]), int(runtime["batch_videos"])))
-    threads = rank_threads(runtime.get("threads"), World())
-    if nprocs > 1 and n_blocks > 1:
-        device = select_device(str(runtime["device"]))
-        launch(_video_rank, (manifest_path, out_path, p, runtime), min(nprocs, n_blocks), device_type=device.type)
-        job = _video_job(manifest_path, out_path, p, runtime, World())
-    else:
-        job = _video_job(manifest_path, out_path, p, runtime, World())
-        _fill_video(job, World(), threads)
-    _assemble_video(job, out_path, threads)
+    n_videos = len(read_clips(manifest_path)[0])
+    run_stage(EXTRACT_VIDEO, (manifest_path, out_path, p, runtime), len(blocks(n_videos, int(runtime["batch_videos"]))),
+              select_device(str(runtime["device"])).type)
 
 
 def _assemble_video(job: _VideoJob, out_path: str | Path, threads: int) -> None:
@@ -508,3 +470,6 @@ def _assemble_video(job: _VideoJob, out_path: str | Path, threads: int) -> None:
         w.finish(ids, [job.labels[i] for i in ids], rejected, attrs)
     job.journal.discard()
     log.info("wrote %s: %d x %d x %d features (weights: %s)", out_path, *feats.shape, job.weights_source)
+
+
+EXTRACT_VIDEO = Extraction("videos", _video_job, _fill_video, _assemble_video)
