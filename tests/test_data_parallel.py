@@ -19,8 +19,17 @@ import pytest
 import yaml
 
 from maivar.core import rejections
+from maivar.core.errors import PipelineError
 from maivar.core.feature_store import open_store
-from maivar.extraction.data_parallel import World, processes, rank_blocks
+from maivar.extraction.data_parallel import (
+    Extraction,
+    World,
+    processes,
+    rank_blocks,
+    rank_summary,
+    rank_todo,
+    run_stage,
+)
 from maivar.extraction.resume import BATCHES_PER_BLOCK, Journal, blocks
 
 from conftest import REPO as ROOT
@@ -247,3 +256,58 @@ def test_stage_cmd_prints_what_torchrun_takes(capsys):
     assert words == [os.path.relpath(argv[1], ROOT), *argv[2:]]
     assert main(["stage-cmd", "no_such_stage", "--root", str(ROOT)]) == 2
     assert capsys.readouterr().err.startswith("error: no stage 'no_such_stage' in dvc.yaml (stages: synthesize,")
+
+
+# ------------------------------------------------------------------------------- the runner, on a toy stage
+
+
+class _ToyJob:
+    """Squares of 0..n-1 in blocks (of 8 batches of 1), journaled; ``damage``: chunks made unreadable right after
+    the first ``fill`` (a disk error between computing and assembling)."""
+
+    def __init__(self, out, n, damage):
+        self.device, self.spans, self.damage, self.fills = "cpu", blocks(n, 1), damage, 0
+        self.journal = Journal(out, {"toy": n}, every_s=0.0)
+
+
+_JOBS: dict = {}
+
+
+def _toy_job(inp, out, p, runtime, world):
+    return _JOBS[str(out)]
+
+
+def _toy_fill(job, world, threads):
+    mine, todo = rank_todo(job.journal, job.spans, world, "squares")
+    for span in todo:
+        rows = list(span)
+        job.journal.add(span.start, span.stop, rows, np.array([[r * r] for r in rows], dtype=np.float32), [])
+    job.journal.write()
+    job.fills += 1
+    if job.damage and (job.fills == 1 or job.damage == "always"):
+        for chunk in sorted(job.journal.dir.glob("chunk-*"))[:1]:
+            chunk.write_bytes(b"not a chunk")
+    return rank_summary(world, mine, todo, job.device, threads, rejected=0)
+
+
+def _toy_assemble(job, out, done):
+    job.assembled = (list(done.rows), np.concatenate(done.features).ravel().tolist())
+
+
+TOY = Extraction("squares", _toy_job, _toy_fill, _toy_assemble)
+
+
+@pytest.mark.parametrize("damage", [None, "once", "always"])
+def test_the_runner_assembles_every_block_and_computes_an_unreadable_one_again(tmp_path, caplog, damage):
+    out = tmp_path / "toy.h5"
+    job = _JOBS[str(out)] = _ToyJob(out, 20, damage)  # 3 blocks: 8 + 8 + 4
+    args = (tmp_path / "in", out, {}, {"processes": 1, "threads": 1})
+    if damage == "always":  # the block cannot be read back even after computing it again: one line, rerun
+        with pytest.raises(PipelineError, match=r"^\d of 3 blocks of squares are not in the journal .*rerun"):
+            run_stage(TOY, args, len(job.spans), "cpu")
+        return
+    with caplog.at_level(logging.WARNING):
+        run_stage(TOY, args, len(job.spans), "cpu")
+    assert job.assembled == (list(range(20)), [float(r * r) for r in range(20)])
+    assert job.fills == (2 if damage else 1)
+    assert ("of 3 blocks of squares are missing from the journal: computing them again" in caplog.text) == bool(damage)

@@ -40,8 +40,9 @@ from maivar.extraction.backbones import (
 from maivar.extraction.data_parallel import (
     Extraction,
     World,
-    rank_blocks,
     rank_device,
+    rank_summary,
+    rank_todo,
     rank_workers,
     run_stage,
 )
@@ -269,12 +270,7 @@ def _audio_job(images_path: str | Path, out_path: str | Path, p: dict, runtime: 
 
 def _fill_audio(job: _AudioJob, world: World, threads: int) -> dict:
     """Compute this rank's unfinished blocks into the journal; a summary for the log."""
-    mine = rank_blocks(job.spans, world)
-    todo = job.journal.todo(mine)
-    finished = sum(map(len, mine)) - sum(map(len, todo))
-    if finished:
-        log.info("resuming: %d of %d images were done by an interrupted run (%s)", finished, sum(map(len, mine)),
-                 job.journal.dir)
+    mine, todo = rank_todo(job.journal, job.spans, world, "images")
     if world.rank == 0:
         log.info("%d audio images -> %s at %d px on %s, %d blocks", len(job.source.ids), job.p["backbone"],
                  job.p["input_size"], job.device, len(job.spans))
@@ -289,8 +285,7 @@ def _fill_audio(job: _AudioJob, world: World, threads: int) -> dict:
     finally:
         images.close()
     job.journal.write()
-    return {"rank": world.rank, "blocks": len(mine), "computed_blocks": len(todo), "items": sum(map(len, todo)),
-            "device": str(job.device), "threads": threads, "rejected": 0}
+    return rank_summary(world, mine, todo, job.device, threads, rejected=0)
 
 
 def extract_audio_stage(images_path: str | Path, out_path: str | Path, p: dict, runtime: dict) -> None:
@@ -308,18 +303,8 @@ def extract_audio_stage(images_path: str | Path, out_path: str | Path, p: dict, 
               select_device(str(runtime["device"])).type)
 
 
-def _assemble_audio(job: _AudioJob, out_path: str | Path, threads: int) -> None:
-    """The store, from the journal: every block, in the images' order."""
-    done, unfinished = job.journal.collect(job.spans)
-    if unfinished:  # a chunk that could not be read (and is removed): those blocks again, here
-        log.warning("%d of %d blocks of images are missing from the journal: computing them again", len(unfinished),
-                    len(job.spans))
-        _fill_audio(job, World(), threads)
-        done, unfinished = job.journal.collect(job.spans)
-    if unfinished:
-        raise PipelineError(f"{len(unfinished)} of {len(job.spans)} blocks of images are not in the journal "
-                            f"{job.journal.dir} (first: images {unfinished[0].start}-{unfinished[0].stop - 1}): "
-                            "rerun to compute them")
+def _assemble_audio(job: _AudioJob, out_path: str | Path, done: Resumed) -> None:
+    """The store, from every block's journaled features, in the images' order."""
     dim = int(job.model.num_features)
     if done.features:
         feats = np.concatenate(done.features)

@@ -42,6 +42,7 @@ import torch
 
 from maivar.core.errors import PipelineError
 from maivar.core.parallel import default_start_method, default_workers
+from maivar.extraction.resume import Journal, Resumed
 
 log = logging.getLogger(__name__)
 
@@ -206,20 +207,39 @@ def launch(entry: Callable[..., dict], args: tuple, nprocs: int, *, device_type:
     return ordered
 
 
+def rank_todo(journal: Journal, spans: Sequence[range], world: World, what: str) -> tuple[list[range], list[range]]:
+    """This rank's blocks, and those of them not journaled yet (saying what an interrupted run had finished)."""
+    mine = rank_blocks(spans, world)
+    todo = journal.todo(mine)
+    finished = sum(map(len, mine)) - sum(map(len, todo))
+    if finished:
+        log.info("resuming: %d of %d %s were done by an interrupted run (%s)", finished, sum(map(len, mine)), what,
+                 journal.dir)
+    return mine, todo
+
+
+def rank_summary(world: World, mine: Sequence[range], todo: Sequence[range], device: torch.device, threads: int,
+                 rejected: int) -> dict:
+    """What a rank did, for :func:`log_summaries` and :func:`launch`."""
+    return {"rank": world.rank, "blocks": len(mine), "computed_blocks": len(todo), "items": sum(map(len, todo)),
+            "device": str(device), "threads": threads, "rejected": rejected}
+
+
 @dataclass(frozen=True)
 class Extraction:
     """An extract stage as the data-parallel runner sees it: module-level functions (so that a spawned rank
     can unpickle them) of the stage's ``args`` = ``(input path, output path, params section, runtime)``.
 
-    ``make_job(*args, world)`` sets up what the stage computes with (weights, inputs, journal; ``.device``);
-    ``fill(job, world, threads)`` computes the rank's unjournaled blocks into the journal and returns its
-    summary (:func:`log_summaries`); ``assemble(job, out_path, threads)`` writes the store from the journal.
+    ``make_job(*args, world)`` sets up what the stage computes with: a job with ``.device``, ``.journal`` and
+    ``.spans`` (the blocks); ``fill(job, world, threads)`` computes the rank's unjournaled blocks into the journal
+    and returns its :func:`rank_summary`; ``assemble(job, out_path, done)`` writes the store from every block's
+    journaled results (``done``, in input order).
     """
 
     what: str  # the items, for the log: "images", "videos"
     make_job: Callable[..., Any]
     fill: Callable[[Any, World, int], dict]
-    assemble: Callable[[Any, str | Path, int], None]
+    assemble: Callable[[Any, str | Path, Resumed], None]
 
 
 def run_rank(stage: Extraction, args: tuple) -> dict:
@@ -260,4 +280,20 @@ def run_stage(stage: Extraction, args: tuple, n_blocks: int, device_type: str) -
     else:
         job = stage.make_job(*args, World())
         stage.fill(job, World(), threads)
-    stage.assemble(job, out_path, threads)
+    stage.assemble(job, out_path, _collect(stage, job, threads))
+
+
+def _collect(stage: Extraction, job, threads: int) -> Resumed:
+    """Every block's results from the journal; a block whose chunk could not be read (it is removed) is
+    computed again here, and one still missing is a one-line error."""
+    done, unfinished = job.journal.collect(job.spans)
+    if unfinished:
+        log.warning("%d of %d blocks of %s are missing from the journal: computing them again", len(unfinished),
+                    len(job.spans), stage.what)
+        stage.fill(job, World(), threads)
+        done, unfinished = job.journal.collect(job.spans)
+    if unfinished:
+        raise PipelineError(f"{len(unfinished)} of {len(job.spans)} blocks of {stage.what} are not in the journal "
+                            f"{job.journal.dir} (first: {stage.what} {unfinished[0].start}-{unfinished[0].stop - 1}): "
+                            "rerun to compute them")
+    return done

@@ -49,8 +49,9 @@ from maivar.extraction.backbones import (
 from maivar.extraction.data_parallel import (
     Extraction,
     World,
-    rank_blocks,
     rank_device,
+    rank_summary,
+    rank_todo,
     rank_workers,
     run_stage,
 )
@@ -394,12 +395,7 @@ def _video_job(manifest_path: str | Path, out_path: str | Path, p: dict, runtime
 
 def _fill_video(job: _VideoJob, world: World, threads: int) -> dict:
     """Compute this rank's unfinished blocks into the journal; a summary for the log."""
-    mine = rank_blocks(job.spans, world)
-    todo = job.journal.todo(mine)
-    finished = sum(map(len, mine)) - sum(map(len, todo))
-    if finished:
-        log.info("resuming: %d of %d videos were done by an interrupted run (%s)", finished, sum(map(len, mine)),
-                 job.journal.dir)
+    mine, todo = rank_todo(job.journal, job.spans, world, "videos")
     if world.rank == 0:
         log.info("%d videos x %d segments -> %s (short side %d, crop %d) on %s, %d blocks", len(job.clips),
                  int(job.p["num_segments"]), job.p["config"], job.pre.short_side, job.pre.crop_size, job.device,
@@ -412,8 +408,7 @@ def _fill_video(job: _VideoJob, world: World, threads: int) -> dict:
         journal=job.journal, precision=job.precision, spans=todo, progress=world.rank == 0,
     )
     job.journal.write()
-    return {"rank": world.rank, "blocks": len(mine), "computed_blocks": len(todo), "items": sum(map(len, todo)),
-            "device": str(job.device), "threads": threads, "rejected": len(rejected)}
+    return rank_summary(world, mine, todo, job.device, threads, rejected=len(rejected))
 
 
 def extract_video_stage(manifest_path: str | Path, out_path: str | Path, p: dict, runtime: dict) -> None:
@@ -434,19 +429,9 @@ def extract_video_stage(manifest_path: str | Path, out_path: str | Path, p: dict
               select_device(str(runtime["device"])).type)
 
 
-def _assemble_video(job: _VideoJob, out_path: str | Path, threads: int) -> None:
-    """The store, from the journal: every block, in manifest order."""
+def _assemble_video(job: _VideoJob, out_path: str | Path, done: Resumed) -> None:
+    """The store, from every block's journaled results, in manifest order."""
     clips = job.clips
-    done, unfinished = job.journal.collect(job.spans)
-    if unfinished:  # a chunk that could not be read (and is removed): those blocks again, here
-        log.warning("%d of %d blocks of videos are missing from the journal: computing them again", len(unfinished),
-                    len(job.spans))
-        _fill_video(job, World(), threads)
-        done, unfinished = job.journal.collect(job.spans)
-    if unfinished:
-        raise PipelineError(f"{len(unfinished)} of {len(job.spans)} blocks of videos are not in the journal "
-                            f"{job.journal.dir} (first: videos {unfinished[0].start}-{unfinished[0].stop - 1}): "
-                            "rerun to compute them")
     rows, rejected = done.rows, done.rejected
     if done.features:
         feats = np.concatenate(done.features)
