@@ -9,7 +9,7 @@ batches. Output rows are in input order.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,7 +152,6 @@ def extract_audio_features(
     journal: Journal | None = None,
     flips: bool = False,
     precision: str = "fp32",
-    spans: Sequence[range] | None = None,
 ) -> np.ndarray:
     """N x D float32 pooled features of ``images`` (any row-indexable N x S x S x 3 uint8 source); with
     ``flips``, N x 4 x D: the features of each image's four flip variants (:data:`FLIPS`, variant 0 unflipped).
@@ -160,31 +159,55 @@ def extract_audio_features(
     With a frozen backbone, storing the four variants once is exactly the paper's random flips: the heads draw
     one variant per clip per epoch (:mod:`maivar.heads.training`) instead of the backbone seeing a new flip.
 
-    ``spans``: the blocks of ``images`` to extract (ascending, disjoint ranges; default: all, one block): the
-    result has their rows, in order; batches never span two blocks. With a ``journal``
-    (:mod:`maivar.extraction.resume`), finished batches are journaled (and each block once it is finished),
-    and the images an interrupted run already finished are taken from it.
+    With a ``journal`` (:mod:`maivar.extraction.resume`), finished batches are journaled, and the images an
+    interrupted run already finished are taken from it.
     """
-    spans = [range(0, len(images))] if spans is None else list(spans)
-    n = sum(map(len, spans))
-    dim = int(model.num_features)
-    out = np.empty((n, len(FLIPS), dim) if flips else (n, dim), dtype=np.float32)
+    n = len(images)
+    out = np.empty((n, len(FLIPS), int(model.num_features)) if flips else (n, int(model.num_features)),
+                   dtype=np.float32)
     if n == 0:
         return out
-    # where each block's rows go in ``out``, what the journal gave back, and the batches still to run
-    offsets = np.cumsum([0] + [len(span) for span in spans]).tolist()
-    batches: list[list[int]] = []
-    resumed = 0
-    for span, offset in zip(spans, offsets, strict=False):
-        done = journal.load(span) if journal is not None else Resumed(stop=span.start, start=span.start)
-        if done.stop > span.start:
-            out[offset : offset + done.stop - span.start] = np.concatenate(done.features)
-            resumed += done.stop - span.start
-        batches += [list(range(b, min(b + batch_size, span.stop))) for b in range(done.stop, span.stop, batch_size)]
-    if resumed:
-        log.info("resuming: %d of %d images were done by an interrupted run (%s)", resumed, n, journal.dir)
-    block_stops = {span.stop for span in spans}
-    position = {i: offset + i - span.start for span, offset in zip(spans, offsets, strict=False) for i in span}
+    done = journal.load(range(0, n)) if journal is not None else Resumed()
+    if done.stop:
+        out[: done.stop] = np.concatenate(done.features)
+        log.info("resuming: %d of %d images were done by an interrupted run (%s)", done.stop, n, journal.dir)
+    for indices, feats in _feature_batches(
+        model, images, [range(done.stop, n)], input_size=input_size, mean=mean, std=std, batch_size=batch_size,
+        workers=workers, device=device, journal=journal, flips=flips, precision=precision, progress=progress,
+        total=n, initial=done.stop,
+    ):
+        out[indices[0] : indices[-1] + 1] = feats
+    return out
+
+
+@torch.inference_mode()
+def _feature_batches(
+    model: nn.Module,
+    images: Sequence[np.ndarray],
+    spans: Sequence[range],
+    *,
+    input_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    batch_size: int,
+    workers: int,
+    device: torch.device,
+    journal: Journal | None,
+    flips: bool,
+    precision: str,
+    progress: bool,
+    total: int,
+    initial: int,
+) -> Iterator[tuple[list[int], np.ndarray]]:
+    """The features of the images of ``spans`` (ascending, disjoint ranges: the whole input, or a rank's
+    unfinished blocks), a batch at a time: ``(indices, features)``; a batch never spans two spans. With a
+    ``journal``, every batch is journaled, and written at once when it ends a span. ``total`` / ``initial``:
+    the progress bar's."""
+    batches = [list(range(b, min(b + batch_size, span.stop))) for span in spans
+               for b in range(span.start, span.stop, batch_size)]
+    if not batches:
+        return
+    span_stops = {span.stop for span in spans}
     on_cuda = device.type == "cuda"
     loader = DataLoader(
         _Rows(images), batch_sampler=batches, num_workers=workers, pin_memory=on_cuda,
@@ -203,21 +226,19 @@ def extract_audio_features(
         return feats.reshape(len(FLIPS), b, -1).transpose(0, 1) if flips else feats
 
     try:
-        with tqdm(total=n, initial=resumed, desc="audio features", unit="img", disable=not progress,
+        with tqdm(total=total, initial=initial, desc="audio features", unit="img", disable=not progress,
                   mininterval=1.0) as bar:
             for indices, batch in zip(batches, loader, strict=True):
                 feats = guard(forward, batch.to(device, non_blocking=on_cuda)).cpu().numpy()
-                start, stop = indices[0], indices[-1] + 1
-                out[position[start] : position[start] + len(batch)] = feats
                 if journal is not None:
-                    journal.add(start, stop, indices, feats, [])
-                    if stop in block_stops:
+                    journal.add(indices[0], indices[-1] + 1, indices, feats, [])
+                    if indices[-1] + 1 in span_stops:
                         journal.write()  # a finished block is on disk at once
                 bar.update(len(batch))
+                yield indices, feats
     finally:
         if journal is not None:
             journal.write_quietly()  # the finished batches survive an interruption
-    return out
 
 
 @dataclass
@@ -276,12 +297,14 @@ def _fill_audio(job: _AudioJob, world: World, threads: int) -> dict:
                  job.p["input_size"], job.device, len(job.spans))
     images = LazyRows(job.images_path, "images")
     try:
-        extract_audio_features(
-            job.model, images, input_size=int(job.p["input_size"]), mean=job.mean, std=job.std,
+        for _ in _feature_batches(
+            job.model, images, todo, input_size=int(job.p["input_size"]), mean=job.mean, std=job.std,
             batch_size=int(job.runtime["batch_size"]),
             workers=rank_workers(resolve_workers(job.runtime["workers"]), world), device=job.device,
-            journal=job.journal, flips=job.flips, precision=job.precision, spans=todo, progress=world.rank == 0,
-        )
+            journal=job.journal, flips=job.flips, precision=job.precision, progress=world.rank == 0,
+            total=sum(map(len, todo)), initial=0,
+        ):
+            pass  # journaled as they come: the store is assembled from the journal
     finally:
         images.close()
     job.journal.write()

@@ -53,14 +53,13 @@ def blocks(n: int, batch: int) -> list[range]:
 
 @dataclass
 class Resumed:
-    """What a journal gives back: inputs ``[start, stop)`` are done."""
+    """What a journal gives back: the inputs from the span's start (0 without one) up to ``stop`` are done."""
 
     stop: int = 0
     rows: list[int] = field(default_factory=list)
     features: list[np.ndarray] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     devices: set[str] = field(default_factory=set)
-    start: int = 0
 
     def extend(self, other: Resumed) -> None:
         self.rows.extend(other.rows)
@@ -111,7 +110,7 @@ class Journal:
         self._remove_others()
         start = span.start if span is not None else 0
         end = span.stop if span is not None else None
-        resumed = Resumed(stop=start, start=start)
+        resumed = Resumed(stop=start)
         for c_start, c_stop, path in chunks if chunks is not None else self._chunks():
             if c_start < resumed.stop:
                 continue

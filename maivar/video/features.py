@@ -15,7 +15,6 @@ maps are average-pooled over space. A video that fails to decode becomes a
 
 from __future__ import annotations
 
-import bisect
 import functools
 import logging
 from collections import Counter
@@ -181,9 +180,9 @@ def frame_batches(
     span_stop = [span.stop for span in spans for _ in span]
     buffer = torch.empty((batch_videos, *frame_shape), dtype=torch.uint8, pin_memory=pin_memory)
     slots = buffer.numpy()
-    n_workers = max(1, min(workers or default_workers(), len(order) or 1))
-    results = guarded_imap(decode, [items[i] for i in order], workers=n_workers, timeout_s=timeout_s,
-                           recycle_after=recycle_after, window=reorder_window(n_workers, batch=batch_videos),
+    results = guarded_imap(decode, [items[i] for i in order], workers=workers, timeout_s=timeout_s,
+                           recycle_after=recycle_after,
+                           window=reorder_window(workers or default_workers(), batch=batch_videos),
                            shared_bytes=slots[0].nbytes if shared_memory else 0)
     rows: list[int] = []
     failures: list[tuple[int, ClipFailure]] = []
@@ -240,37 +239,76 @@ def extract_video_features(
     progress: bool = True,
     journal: Journal | None = None,
     precision: str = "fp32",
-    spans: Sequence[range] | None = None,
 ) -> tuple[list[int], np.ndarray, list[Rejection]]:
     """``(rows, features, rejections)``: the indices of ``clips`` that decoded (in order), their
     ``len(rows) x num_segments x D`` float32 features, and a rejection for every clip that did not (including
     one that decodes fewer than ``min_decoded_share`` x its expected frames, or hangs, or crashes its worker).
 
-    ``spans``: the blocks of ``clips`` to extract (ascending, disjoint ranges; default: all the clips, one
-    block); batches never span two blocks. With a ``journal`` (:mod:`maivar.extraction.resume`), finished
-    batches are journaled (and each block once it is finished), and the clips an interrupted run already
-    finished are taken from it instead of being decoded and run again.
+    With a ``journal`` (:mod:`maivar.extraction.resume`), finished batches are journaled, and the clips an
+    interrupted run already finished are taken from it instead of being decoded and run again.
     """
+    n = len(clips)
+    done = journal.load(range(0, n)) if journal is not None else Resumed()
+    if done.stop:
+        log.info("resuming: %d of %d videos were done by an interrupted run (%s)", done.stop, n, journal.dir)
+    rows, chunks, rejected = list(done.rows), list(done.features), list(done.rejected)
+    for batch, feats, new_rejected in _feature_batches(
+        model, clips, [range(done.stop, n)], num_segments=num_segments, pre=pre, batch_videos=batch_videos,
+        workers=workers, device=device, timeout_s=timeout_s, min_decoded_share=min_decoded_share,
+        recycle_after=recycle_after, journal=journal, precision=precision, progress=progress, total=n,
+        initial=done.stop,
+    ):
+        rows.extend(batch)
+        rejected.extend(new_rejected)
+        if batch:
+            chunks.append(feats)
+    if chunks:
+        features = np.concatenate(chunks)
+    else:
+        features = np.empty((0, num_segments, feature_dim(model, pre, device, precision)), dtype=np.float32)
+    return rows, features, rejected
+
+
+@torch.inference_mode()
+def _feature_batches(
+    model: nn.Module,
+    clips: Sequence[VideoClip],
+    spans: Sequence[range],
+    *,
+    num_segments: int,
+    pre: Preprocessing,
+    batch_videos: int,
+    workers: int,
+    device: torch.device,
+    timeout_s: float,
+    min_decoded_share: float,
+    journal: Journal | None,
+    precision: str,
+    progress: bool,
+    total: int,
+    initial: int,
+    recycle_after: int = 1000,
+) -> Iterator[tuple[list[int], np.ndarray, list[Rejection]]]:
+    """The features of the clips of ``spans`` (ascending, disjoint ranges: all the clips, or a rank's unfinished
+    blocks), a batch at a time: ``(rows, features, rejections)`` (the clips of the batch that decoded, their
+    features, a rejection for each of the others); a batch never spans two spans. With a ``journal``, every
+    batch is journaled, and written at once when it ends a span. ``total`` / ``initial``: the progress bar's."""
+    spans = [span for span in spans if len(span)]
+    if not spans:
+        return
     on_cuda = device.type == "cuda"
-    spans = [range(0, len(clips))] if spans is None else list(spans)
-    dones = [journal.load(span) if journal is not None else Resumed(stop=span.start, start=span.start)
-             for span in spans]
-    resumed = sum(d.stop - d.start for d in dones)
-    if resumed:
-        log.info("resuming: %d of %d videos were done by an interrupted run (%s)", resumed,
-                 sum(map(len, spans)), journal.dir)
     # Decoding runs in guarded worker processes: a video whose demuxer or decoder hangs is killed after
     # ``timeout_s`` and one that crashes its process (a segfault) becomes that video's rejection, not the run's.
     worker = functools.partial(decode_clip, num_segments=num_segments, short_side=pre.short_side,
                                crop_size=pre.crop_size, timeout_s=0.9 * timeout_s, min_decoded_share=min_decoded_share)
-    todo = [range(d.stop, span.stop) for d, span in zip(dones, spans, strict=True)]
     batches = frame_batches(worker, clips, frame_shape=(num_segments, pre.crop_size, pre.crop_size, 3),
                             batch_videos=batch_videos, workers=workers or None, timeout_s=timeout_s,
-                            recycle_after=recycle_after, spans=todo, pin_memory=on_cuda)
+                            recycle_after=recycle_after, spans=spans, pin_memory=on_cuda)
     mean = torch.tensor(pre.mean, dtype=torch.float32, device=device)
     std = torch.tensor(pre.std, dtype=torch.float32, device=device)
     bgr = pre.channel_order == "BGR"
     guard = OomGuard(batch_videos)
+    span_stops = {span.stop for span in spans}
 
     def forward(frames: torch.Tensor) -> torch.Tensor:
         # B x T x H x W x 3 uint8 RGB -> the network's channel order (ActionDataPreprocessor's to_rgb), normalise
@@ -282,45 +320,28 @@ def extract_video_features(
         with autocast(device, precision):
             return pooled_segment_features(model, x).float()
 
-    # per block: what the journal gave back, then what is computed now (the output keeps the blocks' order)
-    results: list[tuple[list[int], list[np.ndarray], list[Rejection]]] = [
-        (list(d.rows), list(d.features), list(d.rejected)) for d in dones]
-    block_of = {span.stop: k for k, span in enumerate(spans)}
-    block_stops = sorted(block_of)
-
     try:
-        with tqdm(total=sum(map(len, spans)), initial=resumed, desc="video features", unit="video",
-                  disable=not progress, mininterval=1.0) as bar:
+        with tqdm(total=total, initial=initial, desc="video features", unit="video", disable=not progress,
+                  mininterval=1.0) as bar:
             for start, stop, batch, frames, failures in batches:
-                rows, chunks, rejected = results[block_of[block_stops[bisect.bisect_left(block_stops, stop)]]]
                 new_rejected = [failure.rejection(clips[i].id) for i, failure in failures]
                 for i, failure in failures:  # from the decoder, or a worker that hung or crashed
                     log.warning("rejected %s: %s (%s)", clips[i].id, failure.reason, failure.detail)
-                rejected.extend(new_rejected)
                 feats = np.empty((0,), np.float32)
                 if batch:
                     # The frames' buffer is refilled only when the next batch is asked for: after .cpu() below,
                     # which waits for the (non-blocking) copy to the device too.
                     feats = guard(forward, frames.to(device, non_blocking=on_cuda)).cpu().numpy()
-                    chunks.append(feats)
-                    rows.extend(batch)
                 if journal is not None:  # clips [start, stop): this batch and the rejections among them
                     journal.add(start, stop, batch, feats, new_rejected)
-                    if stop in block_of:
+                    if stop in span_stops:
                         journal.write()  # a finished block is on disk at once
                 bar.update(stop - start)
+                yield batch, feats, new_rejected
     finally:
         batches.close()  # stop the decoding workers also when the loop is left by an exception
         if journal is not None:
             journal.write_quietly()  # the finished batches survive an interruption
-    rows = [r for block in results for r in block[0]]
-    chunks = [c for block in results for c in block[1]]
-    rejected = [r for block in results for r in block[2]]
-    if chunks:
-        features = np.concatenate(chunks)
-    else:
-        features = np.empty((0, num_segments, feature_dim(model, pre, device, precision)), dtype=np.float32)
-    return rows, features, rejected
 
 
 def read_clips(manifest_path: str | Path) -> tuple[list[VideoClip], dict[str, int]]:
@@ -400,15 +421,17 @@ def _fill_video(job: _VideoJob, world: World, threads: int) -> dict:
         log.info("%d videos x %d segments -> %s (short side %d, crop %d) on %s, %d blocks", len(job.clips),
                  int(job.p["num_segments"]), job.p["config"], job.pre.short_side, job.pre.crop_size, job.device,
                  len(job.spans))
-    _, _, rejected = extract_video_features(
-        job.model, job.clips, num_segments=int(job.p["num_segments"]), pre=job.pre,
-        batch_videos=int(job.runtime["batch_videos"]), workers=rank_workers(resolve_workers(job.runtime["workers"]),
-                                                                          world),
-        device=job.device, timeout_s=float(job.p["timeout_s"]), min_decoded_share=float(job.p["min_decoded_share"]),
-        journal=job.journal, precision=job.precision, spans=todo, progress=world.rank == 0,
-    )
+    rejected = 0
+    for _, _, new_rejected in _feature_batches(
+        job.model, job.clips, todo, num_segments=int(job.p["num_segments"]), pre=job.pre,
+        batch_videos=int(job.runtime["batch_videos"]),
+        workers=rank_workers(resolve_workers(job.runtime["workers"]), world), device=job.device,
+        timeout_s=float(job.p["timeout_s"]), min_decoded_share=float(job.p["min_decoded_share"]), journal=job.journal,
+        precision=job.precision, progress=world.rank == 0, total=sum(map(len, todo)), initial=0,
+    ):
+        rejected += len(new_rejected)  # journaled as they come: the store is assembled from the journal
     job.journal.write()
-    return rank_summary(world, mine, todo, job.device, threads, rejected=len(rejected))
+    return rank_summary(world, mine, todo, job.device, threads, rejected=rejected)
 
 
 def extract_video_stage(manifest_path: str | Path, out_path: str | Path, p: dict, runtime: dict) -> None:

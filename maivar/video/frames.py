@@ -56,19 +56,13 @@ def centre_crop(img: np.ndarray, size: int) -> np.ndarray:
     return img[top : top + size, left : left + size]
 
 
-def _frame_time(frame, stream) -> float | None:
-    """A frame's time in seconds from the start of its stream (as :func:`maivar.data.media.frame_time`
-    measures a packet's: the stage prepare probed the same window)."""
-    if frame.pts is None or stream.time_base is None:
-        return None
-    return float((frame.pts - (stream.start_time or 0)) * stream.time_base)
-
-
 def _decode(path: str, wanted: set[int], deadline: float, start_s: float | None = None,
             end_s: float | None = None) -> tuple[int, dict[int, np.ndarray]]:
     """Decode every frame (of the window ``[start_s, end_s)`` when given), convert the ``wanted`` ones to RGB;
     returns (frames decoded, {index: rgb}), indices counted from the first frame (of the window)."""
     import av
+
+    from maivar.data.media import frame_time  # the times prepare measured the same window in
 
     kept: dict[int, np.ndarray] = {}
     count = 0
@@ -87,7 +81,7 @@ def _decode(path: str, wanted: set[int], deadline: float, start_s: float | None 
             if decoded % 64 == 0 and time.monotonic() > deadline:
                 raise TimeoutError
             if start_s is not None:
-                t = _frame_time(frame, stream)
+                t = frame_time(frame.pts, stream)
                 if t is None or t < start_s:
                     continue
                 if t >= end_s:
