@@ -844,7 +844,7 @@ def style_from_params(render_params: dict) -> Style:
     )
     for colour in (style.waveform, style.curve, style.background):
         hex_rgb(colour)
-    for rep in ("mfcc", "mfcc_scaled", "chromagram"):
+    for rep in MATRIX_REPRESENTATIONS:
         colormap_lut(style.colormaps[rep])
     return style
 

@@ -41,9 +41,6 @@ from maivar.core.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
-FEATURE_DIM = 1024
-MEAN_BGR = (104.0, 117.0, 128.0)  # the Caffe model's per-channel mean, in its B, G, R order; std 1
-
 # The stem: (convolution, input channels, output channels, kernel, stride, padding, its ReLU's name).
 _STEM = (
     ("conv1_7x7_s2", 3, 64, 7, 2, 3, "conv1_relu_7x7"),
