@@ -15,14 +15,13 @@ file and the line. Clip ids: see :mod:`maivar.data.datasets`.
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path, PurePosixPath
 
 from maivar.core.errors import PipelineError
+from maivar.core.manifest import SPLITS
 
-from .datasets import SPLITS, ListedClip, Listing, check_train_classes, check_unique_ids, inside, safe_id
-from .datasets import window_suffix
+from .datasets import ListedClip, Listing, annotation_rows, finish_listing, inside, safe_id, window_suffix
 
 REQUIRED = ("path", "label", "split")
 WINDOW = ("start_s", "end_s")
@@ -51,28 +50,10 @@ def clip_id(rel_path: str, start_s: float | None, end_s: float | None) -> str:
 def read_listing(root: str | Path, annotations: str | Path) -> Listing:
     """The clips ``annotations`` lists (see the module docstring)."""
     root, annotations = Path(root), Path(annotations)
-    try:
-        text = annotations.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise PipelineError(f"{annotations} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    rows = csv.reader(text.splitlines())
-    header = next(rows, None)
-    if header is None:
-        raise PipelineError(f"{annotations} is empty: expected a header with {', '.join(REQUIRED)}")
-    columns = [h.strip() for h in header]
-    missing = [c for c in REQUIRED if c not in columns]
-    if missing:
-        raise PipelineError(f"{annotations} line 1: the header lacks {', '.join(missing)} (it needs "
-                            f"{', '.join(REQUIRED)}; optional {', '.join(WINDOW)})")
-    index = {c: columns.index(c) for c in (*REQUIRED, *WINDOW) if c in columns}
     clips = []
-    for number, row in enumerate(rows, 2):
-        if not any(cell.strip() for cell in row):
-            continue  # a blank line
-        where = f"{annotations.name}:{number}"
-        if len(row) != len(columns):
-            raise PipelineError(f"{where}: {len(row)} fields, the header has {len(columns)} ({row!r})")
-        cell = {c: row[i].strip() for c, i in index.items()}
+    for where, cell in annotation_rows(annotations, REQUIRED, WINDOW, needs=f"it needs {', '.join(REQUIRED)}; "
+                                       f"optional {', '.join(WINDOW)}",
+                                       empty=f"{annotations} is empty: expected a header with {', '.join(REQUIRED)}"):
         rel, label, split = cell["path"].replace("\\", "/"), cell["label"], cell["split"].lower()
         if not rel:
             raise PipelineError(f"{where}: the path is empty")
@@ -89,8 +70,4 @@ def read_listing(root: str | Path, annotations: str | Path) -> Listing:
         if start is not None and not start < end:
             raise PipelineError(f"{where}: start_s {start:g} must be less than end_s {end:g}")
         clips.append(ListedClip(clip_id(rel, start, end), label, split, str(root / rel), where, start, end))
-    if not clips:
-        raise PipelineError(f"{annotations} lists no clips")
-    check_unique_ids(clips)
-    check_train_classes(clips)
-    return Listing(sorted({c.class_name for c in clips}), clips)
+    return finish_listing(clips, f"{annotations} lists no clips")

@@ -28,14 +28,15 @@ match case-insensitively.
 
 from __future__ import annotations
 
+import csv
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from maivar.core.errors import PipelineError
 
 FORMATS = ("ucf101", "csv", "kinetics")
-SPLITS = ("train", "test")
 CLASS_LIST_DIR = Path(__file__).parent / "class_lists"
 PRESETS = {
     "paper": CLASS_LIST_DIR / "paper51.txt",  # UCF101's 51 classes with audio (UCF101 minus UCF50)
@@ -157,6 +158,50 @@ def select_classes(spec, classes: list[str]) -> list[str]:
         raise PipelineError(f"{what} matches none of the dataset's classes: set prepare.classes to 'all' "
                             "(e.g. for the synthetic dataset) or to names of the dataset's classes")
     return selected
+
+
+def read_utf8(path: Path) -> str:
+    """The text of ``path`` (UTF-8, a leading byte order mark dropped); other bytes are a one-line error."""
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise PipelineError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def annotation_rows(annotations: Path, required: tuple[str, ...], optional: tuple[str, ...] = (), *, needs: str,
+                    empty: str | None = None) -> Iterator[tuple[str, dict[str, str]]]:
+    """``(where, cells)`` for each non-blank row after the header of the CSV file ``annotations``: ``where`` is
+    ``<file name>:<line>``, ``cells`` the stripped cells of the ``required`` columns and of those ``optional``
+    columns the header has.
+
+    A header without a ``required`` column is an error ending in ``(<needs>)``; an empty file is the error
+    ``empty`` (``None``: the header-lacks error); a row with more or fewer fields than the header, an error."""
+    rows = csv.reader(read_utf8(annotations).splitlines())
+    header = next(rows, None)
+    if header is None and empty is not None:
+        raise PipelineError(empty)
+    columns = [h.strip() for h in header or []]
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise PipelineError(f"{annotations} line 1: the header lacks {', '.join(missing)} ({needs})")
+    index = {c: columns.index(c) for c in (*required, *optional) if c in columns}
+    for number, row in enumerate(rows, 2):
+        if not any(cell.strip() for cell in row):
+            continue  # a blank line
+        where = f"{annotations.name}:{number}"
+        if len(row) != len(columns):
+            raise PipelineError(f"{where}: {len(row)} fields, the header has {len(columns)} ({row!r})")
+        yield where, {c: row[i].strip() for c, i in index.items()}
+
+
+def finish_listing(clips: list[ListedClip], empty: str) -> Listing:
+    """The :class:`Listing` of an annotation reader's ``clips``: none is the error ``empty``; then ids must be
+    unique and every class with test clips must have train clips. Classes are the distinct labels, sorted."""
+    if not clips:
+        raise PipelineError(empty)
+    check_unique_ids(clips)
+    check_train_classes(clips)
+    return Listing(sorted({c.class_name for c in clips}), clips)
 
 
 def check_train_classes(clips: list[ListedClip]) -> None:

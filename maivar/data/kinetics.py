@@ -27,13 +27,12 @@ comparable. A test checks the list against Kinetics-400's labels as torchvision 
 
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 
 from maivar.core.errors import PipelineError
 
-from .datasets import ListedClip, Listing, check_train_classes, check_unique_ids
+from .datasets import ListedClip, Listing, annotation_rows, finish_listing
 
 REQUIRED = ("label", "youtube_id", "time_start", "time_end", "split")
 SPLIT_MAP = {"train": "train", "val": "test", "validate": "test", "valid": "test", "test": "test"}
@@ -72,25 +71,8 @@ def read_listing(root: str | Path, annotation_files: list[Path]) -> Listing:
     root = Path(root)
     index = video_index(root)
     clips = []
-    for annotations in annotation_files:
-        try:
-            text = annotations.read_bytes().decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise PipelineError(f"{annotations} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-        rows = csv.reader(text.splitlines())
-        header = [h.strip() for h in next(rows, [])]
-        missing = [c for c in REQUIRED if c not in header]
-        if missing:
-            raise PipelineError(f"{annotations} line 1: the header lacks {', '.join(missing)} (Kinetics' CSVs have "
-                                f"{','.join(REQUIRED)})")
-        col = {c: header.index(c) for c in REQUIRED}
-        for number, row in enumerate(rows, 2):
-            if not any(cell.strip() for cell in row):
-                continue
-            where = f"{annotations.name}:{number}"
-            if len(row) != len(header):
-                raise PipelineError(f"{where}: {len(row)} fields, the header has {len(header)} ({row!r})")
-            cell = {c: row[i].strip() for c, i in col.items()}
+    for file in annotation_files:
+        for where, cell in annotation_rows(file, REQUIRED, needs=f"Kinetics' CSVs have {','.join(REQUIRED)}"):
             if not cell["label"]:
                 raise PipelineError(f"{where}: the label is empty (Kinetics' test CSVs held their labels back: "
                                     "use the validation CSV as the test split)")
@@ -109,8 +91,4 @@ def read_listing(root: str | Path, annotation_files: list[Path]) -> Listing:
                                     "keep one")
             path = str(files[0]) if files else str(root / f"{clip}.*")
             clips.append(ListedClip(clip, cell["label"], split, path, where))
-    if not clips:
-        raise PipelineError(f"{', '.join(map(str, annotation_files))} list no clips")
-    check_unique_ids(clips)
-    check_train_classes(clips)
-    return Listing(sorted({c.class_name for c in clips}), clips)
+    return finish_listing(clips, f"{', '.join(map(str, annotation_files))} list no clips")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from maivar.core.errors import PipelineError
 
-from .datasets import ListedClip, Listing, check_unique_ids
+from .datasets import ListedClip, Listing, read_utf8
 
 SPLITS = (1, 2, 3)
 
@@ -50,11 +50,9 @@ class SplitLists:
 
 def _lines(path: Path):
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        text = read_utf8(path)
     except FileNotFoundError:
         raise PipelineError(f"{path} not found: is the dataset root a UCF101 copy with ucfTrainTestlist/?") from None
-    except UnicodeDecodeError as exc:
-        raise PipelineError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if line:
@@ -135,6 +133,4 @@ def read_listing(root: str | Path, split: int) -> Listing:
         return ListedClip(v.id, v.class_name, v.split, str(videos_dir / class_dirs.get(cls.lower(), cls) / name),
                           v.source)
 
-    listing = Listing(lists.classes, [clip(v) for v in lists.videos], [clip(v) for v in lists.unknown])
-    check_unique_ids(listing.clips + listing.unknown)
-    return listing
+    return Listing(lists.classes, [clip(v) for v in lists.videos], [clip(v) for v in lists.unknown])
