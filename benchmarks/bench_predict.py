@@ -22,8 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from maivar.core.params import load_params, runtime_settings
-from maivar.predict.engine import Predictor
+from maivar.predict.engine import Predictor, predictor_settings
 from maivar.predict.run import load_run
 from maivar.synthetic import ClipTask, class_specs, make_clip
 
@@ -57,8 +56,7 @@ def main() -> None:
         if proc.returncode != 0:
             raise SystemExit(f"maivar predict failed: {proc.stderr[-2000:]}")
 
-        settings = {**runtime_settings(load_params(REPO / "params.yaml"), "extract_audio"),
-                    **runtime_settings(load_params(REPO / "params.yaml"), "extract_video")}
+        settings = predictor_settings(REPO / "params.yaml")
         run = load_run(REPO)
         t = time.perf_counter()
         predictor = Predictor(run, device=str(settings["device"]), workers=settings["workers"],

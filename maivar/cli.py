@@ -104,30 +104,11 @@ def convert_bninception(args: argparse.Namespace) -> int:
     return 0
 
 
-def _runtime(params_path: str, device: str | None) -> dict:
-    """The machine settings for predict: params.yaml's ``runtime`` section when there is one (else the defaults:
-    ``auto`` device, all cores, the CPU batch sizes), ``--device`` on top."""
-    from .core.errors import PipelineError
-    from .core.params import load_params, runtime_settings
-
-    settings = {"device": "auto", "workers": 0, "batch_size": 8, "batch_videos": 1}
-    if Path(params_path).is_file():
-        try:
-            params = load_params(params_path)
-            settings.update({k: v for k, v in runtime_settings(params, "extract_audio").items() if k != "compile"})
-            settings.update({k: v for k, v in runtime_settings(params, "extract_video").items() if k != "compile"})
-        except PipelineError:
-            pass  # no runtime section: the defaults
-    if device:
-        settings["device"] = device
-    return settings
-
-
 def predict(args: argparse.Namespace) -> int:
     import logging
 
     from .core.errors import PipelineError
-    from .predict.engine import Predictor
+    from .predict.engine import Predictor, predictor_settings
     from .predict.output import expand_paths, format_json
     from .predict.run import load_run
 
@@ -139,7 +120,7 @@ def predict(args: argparse.Namespace) -> int:
     try:
         run = load_run(args.root, args.rev)
         try:
-            settings = _runtime(args.params or str(Path(args.root) / "params.yaml"), args.device)
+            settings = predictor_settings(args.params or str(Path(args.root) / "params.yaml"), args.device)
             predictor = Predictor(run, device=str(settings["device"]), workers=settings["workers"],
                                   batch_images=settings["batch_size"], batch_videos=settings["batch_videos"])
             print(f"run: {run.name} (audio {run.audio.representation}, {len(run.classes)} classes, on "

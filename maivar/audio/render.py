@@ -61,7 +61,21 @@ def render_clip(audio_path: str, *, representation: str, sample_rate: int, size:
     return Rendered(image, non_finite)
 
 
-def _warm_up(kw: dict) -> None:
+def clip_keywords(representation: str, settings: dict, style: audio_images.Style) -> dict:
+    """:func:`render_clip`'s keywords (all but ``audio_path``) from render settings: params.yaml's ``render``
+    section, or the ``render.*`` attributes a store records (``images.h5``), with ``style`` the :class:`Style` they
+    describe (:func:`~maivar.audio.images.style_from_params`). A missing ``recipe`` is ``corrected``;
+    ``chroma_tuning`` is required (None: estimated)."""
+    s = settings
+    return {
+        "representation": representation, "sample_rate": int(s["sample_rate"]), "size": int(s["image_size"]),
+        "n_fft": int(s["n_fft"]), "hop_length": int(s["hop_length"]), "n_mfcc": int(s["n_mfcc"]),
+        "chroma_tuning": None if s["chroma_tuning"] is None else float(s["chroma_tuning"]), "style": style,
+        "pixel_mapping": str(s["pixel_mapping"]), "recipe": str(s.get("recipe", "corrected")),
+    }
+
+
+def warm_up(kw: dict) -> None:
     """Render one silent clip in the parent: imports, numba compilation (librosa's first chroma/MFCC call
     takes seconds) and filterbanks are then inherited by the forked workers instead of paid by each."""
     import soxr  # noqa: F401 - librosa.resample's backend
@@ -118,19 +132,14 @@ def render_manifest(manifest: pd.DataFrame, *, representation: str, render_param
         recipe = audio_images.check_recipe(p.get("recipe", "corrected"))
     except ValueError as exc:
         raise PipelineError(f"params.yaml render.{exc}") from None
-    worker = functools.partial(
-        render_clip, representation=representation, sample_rate=int(p["sample_rate"]), size=int(p["image_size"]),
-        n_fft=int(p["n_fft"]), hop_length=int(p["hop_length"]), n_mfcc=int(p["n_mfcc"]),
-        chroma_tuning=None if p["chroma_tuning"] is None else float(p["chroma_tuning"]), style=style,
-        pixel_mapping=str(p["pixel_mapping"]), recipe=recipe,
-    )
-    _warm_up(worker.keywords)
+    worker = functools.partial(render_clip, **clip_keywords(representation, p, style))
+    warm_up(worker.keywords)
 
     size = int(p["image_size"])
     attrs = {
         "representation": representation,
         **{f"render.{k}": v for k, v in sorted(p.items())
-           if k not in ("workers", "previews_per_class", "max_rejected_share", "recipe")},
+           if k not in ("previews_per_class", "max_rejected_share", "recipe")},
         "librosa_version": librosa_version,
         # This text is stored in images.h5 as it was first written, when this mapping's code lived in
         # maivar/audio_images.py (now maivar/audio/images.py): kept byte for byte, so that moving the module did

@@ -37,11 +37,12 @@ from tqdm import tqdm
 
 from maivar.audio import images as audio_images
 from maivar.audio.features import create_audio_backbone, extract_audio_features
-from maivar.audio.render import _warm_up as warm_up_render
-from maivar.audio.render import render_clip
+from maivar.audio.render import clip_keywords, render_clip
+from maivar.audio.render import warm_up as warm_up_render
 from maivar.core import rejections as R
 from maivar.core.errors import PipelineError
 from maivar.core.parallel import default_workers, guarded_imap
+from maivar.core.params import load_params, runtime_settings
 from maivar.core.rejections import ClipFailure
 from maivar.data.subset import ExamineTask, examine_video
 from maivar.evaluation import HEADS, ranked
@@ -92,12 +93,11 @@ class Prediction:
 
 def render_keywords(recipe: AudioRecipe) -> dict:
     """:func:`~maivar.audio.render.render_clip`'s keywords for the run's recorded render settings."""
-    r = dict(recipe.render)
     try:
-        r["style"] = audio_images.style_from_params(r["style"])
+        style = audio_images.style_from_params(recipe.render)
     except (KeyError, ValueError, TypeError) as exc:
         raise PipelineError(f"the run's images.h5 records an unusable drawing style ({exc}): rerun dvc repro") from None
-    return r
+    return clip_keywords(recipe.representation, recipe.render, style)
 
 
 def prepare_sound(item: tuple[int, str], *, recipe: AudioRecipe, render: dict, wav_dir: str) -> Sound:
@@ -123,6 +123,23 @@ def prepare_sound(item: tuple[int, str], *, recipe: AudioRecipe, render: dict, w
         return Sound(info["frames"], image)
     finally:
         wav.unlink(missing_ok=True)
+
+
+def predictor_settings(params_path: str | Path, device: str | None = None) -> dict:
+    """:class:`Predictor`'s machine settings (``device``, ``workers``, ``batch_size``, ``batch_videos``):
+    ``params_path``'s ``runtime`` section when there is one (else the defaults: ``auto`` device, all cores, the CPU
+    batch sizes), ``device`` (``--device``) on top."""
+    settings = {"device": "auto", "workers": 0, "batch_size": 8, "batch_videos": 1}
+    if Path(params_path).is_file():
+        try:
+            params = load_params(params_path)
+            settings.update({k: v for k, v in runtime_settings(params, "extract_audio").items() if k != "compile"})
+            settings.update({k: v for k, v in runtime_settings(params, "extract_video").items() if k != "compile"})
+        except PipelineError:
+            pass  # no runtime section: the defaults
+    if device:
+        settings["device"] = device
+    return settings
 
 
 @contextlib.contextmanager
@@ -164,7 +181,7 @@ class Predictor:
             return None
         path = weights.removeprefix("checkpoint:")
         files = self.run.files
-        if files.rev is not None and files.exists(path):  # tracked by git or DVC at that revision
+        if files.exists(path):  # under the workspace's root, or tracked by git or DVC at the revision
             return str(files.local(path))
         return path
 

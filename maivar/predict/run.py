@@ -54,7 +54,9 @@ class AudioRecipe:
     min_decoded_share: float
     frame_check: str
     timeout_s: float
-    # render: maivar.audio.render.render_clip's keywords (the style as a dict of params), and its timeout
+    # render: the run's render settings as images.h5 records them (its render.* attributes, image_size filled in
+    # from size for runs before the rename; maivar.audio.render.clip_keywords makes render_clip's keywords), and
+    # the render timeout
     representation: str
     render: dict
     render_timeout_s: float
@@ -187,20 +189,15 @@ def audio_recipe(images: dict, features: dict, locked: dict, paths: dict) -> Aud
         raise PipelineError(f"{fp} holds features of {features.get('representation')!r} images but {ip} holds "
                             f"{representation!r} images: the stores are out of step, rerun dvc repro")
     r = {k.removeprefix("render."): v for k, v in images.items() if k.startswith("render.")}
-    render = {
-        "representation": representation, "sample_rate": int(_need(r, "sample_rate", ip)),
-        "size": int(r["image_size"] if "image_size" in r else _need(r, "size", ip)),  # runs before the rename: size
-        "n_fft": int(r["n_fft"]), "hop_length": int(r["hop_length"]), "n_mfcc": int(r["n_mfcc"]),
-        "chroma_tuning": None if r.get("chroma_tuning") is None else float(r["chroma_tuning"]),
-        "style": {"colormaps": r["colormaps"], "colors": r["colors"], "faded_alpha": r["faded_alpha"],
-                  "line_width": r["line_width"]},
-        "pixel_mapping": str(r["pixel_mapping"]), "recipe": str(r.get("recipe", "corrected")),
-    }
+    _need(r, "sample_rate", ip)
+    if "image_size" not in r:  # runs before the rename recorded size
+        r["image_size"] = _need(r, "size", ip)
+    r.setdefault("chroma_tuning", None)
     return AudioRecipe(
         sample_rate=int(p["sample_rate"]), channels=int(p["channels"]), silence_dbfs=float(p["silence_dbfs"]),
         min_audio_coverage=float(p.get("min_audio_coverage", 0.0)), min_decoded_share=float(p["min_decoded_share"]),
         frame_check=str(p.get("frame_check", "packets")), timeout_s=float(p["timeout_s"]),
-        representation=representation, render=render, render_timeout_s=float(r.get("timeout_s", 60)),
+        representation=representation, render=r, render_timeout_s=float(r.get("timeout_s", 60)),
         librosa_version=images.get("librosa_version"),
         backbone=str(_need(features, "backbone", fp)), input_size=int(_need(features, "input_size", fp)),
         mean=tuple(map(float, _need(features, "mean", fp))), std=tuple(map(float, _need(features, "std", fp))),
