@@ -287,13 +287,11 @@ def fit(
     seed: int,
     live_dir: str | Path | None = None,
     normalise: slice | None = slice(None),
-    device: str | torch.device | None = None,
 ) -> list[dict]:
     """Fit ``model`` on the train rows of ``features`` and track the test rows (used by every training stage).
 
     ``normalise`` selects the input columns whose standardisation is fitted here (all by default; the
-    fusion stage fits only the audio columns when the video part was copied from the video MLP). ``device``:
-    see :func:`train_head`.
+    fusion stage fits only the audio columns when the video part was copied from the video MLP).
     """
     classes = class_names(manifest)
     tr, te = split_rows(features, manifest, "train"), split_rows(features, manifest, "test")
@@ -309,8 +307,7 @@ def fit(
     try:
         history = train_head(model, features.x[tr], features.y[tr], features.x[te], features.y[te], epochs=epochs,
                              lr=lr, batch_size=batch_size, l1=l1, seed=seed, live=live, desc=features.modality,
-                             variants_train=None if features.variants is None else features.variants[tr],
-                             device=device)
+                             variants_train=None if features.variants is None else features.variants[tr])
     finally:
         if live is not None:
             live.end()
