@@ -14,6 +14,8 @@ from pathlib import Path
 import yaml
 
 from maivar.core.errors import PipelineError
+from maivar.core.params import load_params
+from maivar.stage_deps import lookup
 
 _MISSING = object()
 
@@ -32,12 +34,11 @@ def _leaves(mapping: dict, params: dict, prefix: str = "") -> dict:
 
 
 def _lookup(params: dict, dotted: str):
-    value = params
-    for part in dotted.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return _MISSING
-        value = value[part]
-    return value
+    """``params``' value at the dotted key, or ``_MISSING``."""
+    try:
+        return lookup(params, dotted)
+    except KeyError:
+        return _MISSING
 
 
 def load_preset(path: str | Path, params_path: str | Path = "params.yaml") -> dict:
@@ -47,11 +48,11 @@ def load_preset(path: str | Path, params_path: str | Path = "params.yaml") -> di
         raise PipelineError(f"preset {path} does not exist")
     try:
         preset = yaml.safe_load(path.read_text())
-        params = yaml.safe_load(params_path.read_text())
     except yaml.YAMLError as exc:
         raise PipelineError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     except OSError as exc:
-        raise PipelineError(f"cannot read {params_path}: {exc.strerror}: run from the repository root") from None
+        raise PipelineError(f"cannot read preset {path}: {exc.strerror}") from None
+    params = load_params(params_path)
     if not isinstance(preset, dict) or not preset:
         raise PipelineError(f"preset {path} must be a mapping of params.yaml keys to values")
     leaves = _leaves(preset, params)

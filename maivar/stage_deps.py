@@ -50,7 +50,8 @@ class Stage:
         return None
 
 
-def _lookup(context: dict, dotted: str):
+def lookup(context: dict, dotted: str):
+    """``context``'s value at the dotted key ``a.b.c``; KeyError(dotted) when there is none."""
     value = context
     for part in dotted.split("."):
         if not isinstance(value, dict) or part not in value:
@@ -61,7 +62,7 @@ def _lookup(context: dict, dotted: str):
 
 def interpolate(text: str, context: dict) -> str:
     """``${a.b}`` replaced from ``context`` (dvc.yaml's ``vars`` and params.yaml), as DVC does."""
-    return _INTERPOLATION.sub(lambda m: str(_lookup(context, m.group(1))), text)
+    return _INTERPOLATION.sub(lambda m: str(lookup(context, m.group(1))), text)
 
 
 def read_stages(root: str | Path = ".", dvc_yaml: str = "dvc.yaml") -> dict[str, Stage]:
