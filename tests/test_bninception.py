@@ -4,10 +4,8 @@ BatchNorm folding, the converter of the port's weights, and stage extract_video 
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
-import yaml
 
 from maivar.cli import main as cli
 from maivar.core.errors import PipelineError
@@ -25,6 +23,7 @@ from maivar.video.tsn import build_tsn
 
 from stage_cmd import run_stage_in_process
 from test_backbones import _trained_looking_batchnorms, write_tiny_tsn
+from test_video_features import _stage_dir as video_stage_dir
 from test_video_features import make_video
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -204,15 +203,8 @@ def test_extract_video_stage_with_bninception(tmp_path):
     config.write_text(CONFIG.read_text().replace("scale=(-1, 256)", "scale=(-1, 72)")
                       .replace("crop_size=224", "crop_size=64"))
     videos = [make_video(tmp_path / f"{name}.avi", 12, width=96, height=72, colour=True) for name in "ab"]
-    work = tmp_path / "work"
-    (work / "data/prepared").mkdir(parents=True)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["extract_video"].update(config=str(config), num_segments=3)
-    params["runtime"].update(workers=1, device="cpu")
-    params["runtime"]["extract_video"].update(batch_videos=2)
-    (work / "params.yaml").write_text(yaml.safe_dump(params))
-    pd.DataFrame([dict(id=v.stem, label=i, video_path=str(v), frames=12) for i, v in enumerate(videos)]).to_csv(
-        work / "data/prepared/manifest.csv", index=False)
+    work = video_stage_dir(tmp_path, config,
+                           [dict(id=v.stem, label=i, video_path=str(v), frames=12) for i, v in enumerate(videos)])
     assert run_stage_in_process("extract_video", work) == 0
     store = open_store(work / "data/features/video.h5", "features")
     assert store.ids == ["a", "b"] and store.data.shape == (2, 3, 1024) and np.isfinite(store.data).all()
