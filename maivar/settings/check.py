@@ -1,0 +1,29 @@
+"""Every section at once: the verdict of ``maivar check-params [--params FILE]``, the same checks a stage makes."""
+
+from __future__ import annotations
+
+from .base import Params, read_params
+from .data import DatasetSettings, PrepareSettings, SynthesizeSettings
+from .extract import ExtractAudioSettings, ExtractVideoSettings
+from .heads import FusionSettings, HeadSettings, TrainSettings, VideoHeadSettings
+from .render import RenderSettings, representation_from_params
+from .runtime import RuntimeSettings
+
+__all__ = ["SECTIONS", "check_params"]
+
+# params.yaml's sections, in its order, and their types (``representation`` is a scalar: see render).
+SECTIONS = {
+    "dataset": DatasetSettings, "synthesize": SynthesizeSettings, "prepare": PrepareSettings,
+    "render": RenderSettings, "extract_audio": ExtractAudioSettings, "extract_video": ExtractVideoSettings,
+    "train": TrainSettings, "audio_mlp": HeadSettings, "video_mlp": VideoHeadSettings,
+    "fusion_mlp": FusionSettings, "runtime": RuntimeSettings,
+}
+
+
+def check_params(path: str = "params.yaml") -> Params:
+    """Read and check every section of ``path``; the first problem is a one-line SettingsError."""
+    params = read_params(path)
+    representation_from_params(params)
+    for name, section in SECTIONS.items():
+        section.from_params(params, name)
+    return params
