@@ -5,8 +5,9 @@ stage. ``maivar predict PATH...`` runs a trained run (the workspace's, or a revi
 videos with the pipeline's own preprocessing (:mod:`maivar.predict`); ``maivar report`` prints the heads'
 accuracies and writes the report page (Fig. 6, confusion matrices, previews: :mod:`maivar.report`);
 ``maivar preset FILE`` runs a params overlay (e.g. presets/paper.yaml) as a named DVC experiment;
-``maivar check-deps`` checks that dvc.yaml declares every module each stage imports; ``maivar stage-cmd STAGE``
-prints a stage's command from dvc.yaml (``--script``: for torchrun, docs/SCALING.md);
+``maivar check-params`` checks every section of params.yaml with the stages' own typed settings
+(:mod:`maivar.settings`); ``maivar check-deps`` checks that dvc.yaml declares every module each stage imports;
+``maivar stage-cmd STAGE`` prints a stage's command from dvc.yaml (``--script``: for torchrun, docs/SCALING.md);
 ``maivar convert-bninception SRC DST`` turns public BN-Inception weights (the PyTorch port's layout, or a
 tsn-pytorch checkpoint) into a checkpoint that ``extract_video.checkpoint`` can point at
 (:mod:`maivar.video.bninception`).
@@ -69,6 +70,20 @@ def check_deps(args: argparse.Namespace) -> int:
         print(f"error: {len(bad)} stage(s) import modules that dvc.yaml does not list as deps: add them (or a folder "
               "holding them) to the stage's deps, or DVC may serve stale outputs", file=sys.stderr)
         return 1
+    return 0
+
+
+def check_params(args: argparse.Namespace) -> int:
+    """The stages' verdict on a whole params file: each section through its settings type (one line)."""
+    from .core.errors import PipelineError
+    from .settings.check import SECTIONS, check_params
+
+    try:
+        check_params(args.params)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.params}: ok (representation, {', '.join(SECTIONS)})")
     return 0
 
 
@@ -190,6 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
     deps.add_argument("--root", default=".", help="the repository (default: the current folder)")
     deps.add_argument("--dvc-yaml", default="dvc.yaml", help="the pipeline file, relative to --root")
     deps.set_defaults(func=check_deps)
+    chk = commands.add_parser("check-params", help="check every section of params.yaml, as the stages do",
+                              description="Convert each section of the params file with its settings type (the "
+                                          "checks every stage makes before it reads a file): the first missing, "
+                                          "unknown or out-of-range key is one line; exit status 1.")
+    chk.add_argument("--params", default="params.yaml", metavar="FILE", help="the file (default: params.yaml)")
+    chk.set_defaults(func=check_params)
     cmd = commands.add_parser("stage-cmd", help="print a stage's command from dvc.yaml (e.g. for torchrun)",
                               description="Print the stage's command as dvc.yaml declares it, paths filled in.")
     cmd.add_argument("stage", help="a stage of dvc.yaml, e.g. extract_video")

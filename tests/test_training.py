@@ -448,4 +448,5 @@ def test_floats_as_dvc_writes_them_are_numbers_and_bad_values_one_line_errors(tm
     (tmp_path / "params.yaml").write_text(text.replace("lr: 0.003", "lr: fast", 1))
     capsys.readouterr()
     assert run_stage_in_process("train_audio", tmp_path) == 1
-    assert capsys.readouterr().err.strip() == "error: params.yaml audio_mlp.lr must be a number, got 'fast'"
+    assert capsys.readouterr().err.strip() == ('error: params.yaml audio_mlp.lr: "fast" is not allowed (a finite '
+                                               'number > 0 and <= 10)')

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from maivar.core.errors import PipelineError
 from maivar.core.manifest import read_manifest
-from maivar.core.params import number
+from maivar.settings.heads import FusionSettings, HeadSettings, TrainSettings, VideoHeadSettings
 
 from .join import (
     MANIFEST_COLUMNS,
@@ -319,27 +319,22 @@ def fit(
 
 
 
-def _fit_settings(head: dict, section: str) -> dict:
-    """A head's ``epochs``, ``lr``, ``batch_size`` and ``l1`` from its params section, checked."""
-    return {"epochs": number(head, "epochs", section, int), "lr": number(head, "lr", section),
-            "batch_size": number(head, "batch_size", section, int), "l1": number(head, "l1", section)}
-
-
 def train_single_modality(*, modality: str, manifest_path: str | Path, features_path: str | Path,
-                          model_path: str | Path, live_dir: str | Path, head: dict, train: dict) -> None:
+                          model_path: str | Path, live_dir: str | Path, head: HeadSettings,
+                          train: TrainSettings) -> None:
     """Stages train_audio / train_video: an MLP on one modality's features, saved with its history.
 
-    ``head`` is the ``audio_mlp`` / ``video_mlp`` params section (for video, ``segments`` says how the
-    segment features enter the MLP), ``train`` the shared ``train`` section.
+    ``head`` is the ``audio_mlp`` / ``video_mlp`` section (for video, ``segments`` says how the segment features
+    enter the MLP), ``train`` the shared ``train`` section.
     """
-    set_determinism(train["seed"], train["threads"])
+    set_determinism(train.seed, train.threads)
     manifest = read_manifest(manifest_path, MANIFEST_COLUMNS)
     classes = class_names(manifest)
-    segments = head["segments"] if modality == "video" else None
+    segments = head.segments if isinstance(head, VideoHeadSettings) else None
     features = load_features(features_path, manifest, modality, segments=segments)
-    model = MLP(features.x.shape[1], head["hidden"], len(classes), head["dropout"])
-    history = fit(features, manifest, model, **_fit_settings(head, f"{modality}_mlp"), seed=train["seed"],
-                  live_dir=live_dir)
+    model = MLP(features.x.shape[1], head.hidden, len(classes), head.dropout)
+    history = fit(features, manifest, model, epochs=head.epochs, lr=head.lr, batch_size=head.batch_size,
+                  l1=head.l1, seed=train.seed, live_dir=live_dir)
     save_model(model_path, model, classes=classes, extra={
         "modality": modality, **({"segments": segments} if segments else {}),
         "excluded": rejection_records(features.excluded), "history": history,
@@ -348,28 +343,28 @@ def train_single_modality(*, modality: str, manifest_path: str | Path, features_
 
 
 def train_fusion(*, manifest_path: str | Path, audio_path: str | Path, video_path: str | Path,
-                 video_model_path: str | Path, model_path: str | Path, live_dir: str | Path, head: dict,
-                 video_head: dict, train: dict) -> None:
+                 video_model_path: str | Path, model_path: str | Path, live_dir: str | Path, head: FusionSettings,
+                 video_head: VideoHeadSettings, train: TrainSettings) -> None:
     """Stage train_fusion: the fusion MLP on ``[audio, video]``, initialised from the trained video MLP
-    (paper Algorithm 1, :func:`~maivar.heads.mlp.fusion_from_video`) or from scratch (``head["init"]``).
+    (paper Algorithm 1, :func:`~maivar.heads.mlp.fusion_from_video`) or from scratch (``head.init``).
 
-    ``head`` is the ``fusion_mlp`` params section, ``video_head`` the ``video_mlp`` one (its ``segments``
+    ``head`` is the ``fusion_mlp`` section, ``video_head`` the ``video_mlp`` one (its ``segments``
     says how the video features enter), ``train`` the shared ``train`` section.
     """
-    set_determinism(train["seed"], train["threads"])
+    set_determinism(train.seed, train.threads)
     manifest = read_manifest(manifest_path, MANIFEST_COLUMNS)
     classes = class_names(manifest)
     audio = load_features(audio_path, manifest, "audio")
-    video = load_features(video_path, manifest, "video", segments=video_head["segments"])
+    video = load_features(video_path, manifest, "video", segments=video_head.segments)
     fused, _ = join_modalities(audio, video)
     video_mlp, _ = load_model(video_model_path)
     check_video_fits(video_mlp.config, video.x.shape[1], len(classes))
-    model = fusion_from_video(video_mlp, audio.x.shape[1], init=head["init"])
+    model = fusion_from_video(video_mlp, audio.x.shape[1], init=head.init)
     # Algorithm 1 keeps the video MLP's normalisation for the video columns; fit only the audio columns.
-    normalise = slice(0, audio.x.shape[1]) if head["init"] == "video" else slice(None)
-    history = fit(fused, manifest, model, **_fit_settings(head, "fusion_mlp"), seed=train["seed"],
-                  live_dir=live_dir, normalise=normalise)
+    normalise = slice(0, audio.x.shape[1]) if head.init == "video" else slice(None)
+    history = fit(fused, manifest, model, epochs=head.epochs, lr=head.lr, batch_size=head.batch_size, l1=head.l1,
+                  seed=train.seed, live_dir=live_dir, normalise=normalise)
     save_model(model_path, model, classes=classes, extra={
-        "modality": "fusion", "init": head["init"], "audio_features": int(audio.x.shape[1]),
-        "segments": video_head["segments"], "excluded": rejection_records(fused.excluded), "history": history,
+        "modality": "fusion", "init": head.init, "audio_features": int(audio.x.shape[1]),
+        "segments": video_head.segments, "excluded": rejection_records(fused.excluded), "history": history,
     })
