@@ -53,8 +53,13 @@ def _show(value: Any) -> str:
 
 
 def nearest(word: str, choices: Sequence[str]) -> str | None:
-    """The choice closest to ``word`` (a misspelling), or None when nothing is close."""
-    found = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    """The choice closest to ``word`` (a misspelling), or None when nothing is close: the same word in other case
+    or with its letters swapped (``rl`` for ``lr``), else difflib's closest."""
+    word, choices = str(word), [str(c) for c in choices]
+    for c in choices:
+        if c.lower() == word.lower() or sorted(c.lower()) == sorted(word.lower()):
+            return c
+    found = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     return found[0] if found else None
 
 
