@@ -242,6 +242,18 @@ def test_colormaps_are_the_tables_defaults(render_params):
     assert render_params["colormaps"] == {r.name: r.colormap for r in of_kind("matrix")}
 
 
+def test_style_colormaps_default_to_the_table_and_refuse_other_names(render_params):
+    """A matrix params do not name takes the table's colormap (a store recorded before that representation
+    existed stays readable); a name that is no matrix of the table (a typo) is refused."""
+    style = drawing.style_from_params({**render_params, "colormaps": {"mfcc": "viridis"}})
+    assert style.colormaps == {r.name: "viridis" if r.name == "mfcc" else r.colormap for r in of_kind("matrix")}
+    for name in ("mfc", "waveplot"):
+        with pytest.raises(ValueError, match=f"colormaps.{name} is not a matrix representation"):
+            drawing.style_from_params({**render_params, "colormaps": {name: "viridis"}})
+    with pytest.raises(ValueError, match="unknown matplotlib colormap 'nope'"):
+        drawing.style_from_params({**render_params, "colormaps": {"chromagram": "nope"}})
+
+
 @pytest.mark.parametrize("representation", [r.name for r in of_kind("matrix")])
 def test_default_colormaps_are_what_librosa_specshow_would_pick(representation):
     """librosa.display.cmap's pick for the feature (coolwarm for data of both signs, magma otherwise), but the

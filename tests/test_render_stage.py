@@ -244,6 +244,14 @@ def test_a_render_setting_that_does_not_exist_fails_with_one_line(tmp_path, caps
     assert "render.colour is not a render setting; the settings are" in _one_line_error(tmp_path, capsys)
 
 
+def test_a_colormap_for_no_matrix_representation_fails_with_one_line(tmp_path, capsys):
+    make_dataset(tmp_path)
+    params = load_params(REPO / "params.yaml")["render"]
+    _params(tmp_path, "chromagram", colormaps={**params["colormaps"], "chroma": "magma"})
+    line = _one_line_error(tmp_path, capsys)
+    assert line.startswith("error: params.yaml render section: colormaps.chroma is not a matrix representation (")
+
+
 def test_recipe_pymaivar_is_recorded_and_reads_each_wav_at_its_own_rate(tmp_path):
     from maivar.audio.drawing import render, style_from_params
     from maivar.audio.wav import read_audio

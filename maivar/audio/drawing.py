@@ -11,7 +11,7 @@ functions) is drawn straight into a numpy array (:mod:`maivar.audio.raster`). ``
   colors. By kind: a ``wave`` is the waveform's peak envelope in the ``waveform`` color; a ``curve`` is that
   waveform faded to ``faded_alpha`` over the background with the min-max normalized curve on top in the
   ``curve`` color, ``line_width`` pixels thick; a ``matrix`` is the min-max normalized matrix through its
-  colormap (``render.colormaps``).
+  colormap (``render.colormaps``, else the table's default).
 - ``pymaivar``: what the authors' toolbox PyMAiVAR drew (:mod:`maivar.audio.pymaivar`).
 
 Degenerate audio is well defined (:func:`maivar.audio.wav.clean_audio`): no output pixel is ever NaN.
@@ -56,10 +56,17 @@ class Style:
 
 
 def style_from_params(render_params: dict) -> Style:
-    """The :class:`Style` that params.yaml's ``render`` section describes (validated)."""
-    colors = render_params["colors"]
+    """The :class:`Style` that params.yaml's ``render`` section describes (validated): a matrix representation
+    that ``colormaps`` does not name takes the table's default colormap (a store recorded before it existed stays
+    readable); a name that is not a matrix representation is a ValueError."""
+    colors, colormaps = render_params["colors"], dict(render_params["colormaps"])
+    matrices = of_kind("matrix")
+    unknown = sorted(set(colormaps) - {r.name for r in matrices})
+    if unknown:
+        raise ValueError(f"colormaps.{unknown[0]} is not a matrix representation "
+                         f"({', '.join(r.name for r in matrices)})")
     style = Style(
-        colormaps=dict(render_params["colormaps"]),
+        colormaps={r.name: str(colormaps.get(r.name, r.colormap)) for r in matrices},
         waveform=str(colors["waveform"]),
         curve=str(colors["curve"]),
         background=str(colors["background"]),
@@ -68,8 +75,8 @@ def style_from_params(render_params: dict) -> Style:
     )
     for color in (style.waveform, style.curve, style.background):
         hex_rgb(color)
-    for rep in of_kind("matrix"):
-        colormap_lut(style.colormaps[rep.name])
+    for name in style.colormaps.values():
+        colormap_lut(name)
     return style
 
 
