@@ -114,6 +114,13 @@ def reference_route(representation: str):
         plt.axis("off")
         return save(fig)
 
+    def melspectrogram(x, sr):  # ours (not in PyMAiVAR): drawn as they drew the MFCCs
+        m = librosa.power_to_db(librosa.feature.melspectrogram(y=x, sr=sr), ref=np.max)
+        fig = plt.figure(figsize=(14, 5))
+        librosa.display.specshow(m, sr=sr, x_axis="time")
+        plt.axis("off")
+        return save(fig)
+
     return {
         "waveplot": waveplot,
         "spectral_centroid": spectral_centroid,
@@ -121,6 +128,7 @@ def reference_route(representation: str):
         "mfcc": mfcc,
         "mfcc_scaled": lambda x, sr: mfcc(x, sr, scaled=True),
         "chromagram": chromagram,
+        "melspectrogram": melspectrogram,
     }[representation]
 
 
@@ -148,6 +156,7 @@ def librosa_features_alone(representation: str):
         "mfcc": lambda x, sr: librosa.feature.mfcc(y=x, sr=sr),
         "mfcc_scaled": lambda x, sr: sklearn.preprocessing.scale(librosa.feature.mfcc(y=x, sr=sr), axis=1),
         "chromagram": lambda x, sr: librosa.feature.chroma_stft(y=x, sr=sr, hop_length=512),
+        "melspectrogram": lambda x, sr: librosa.power_to_db(librosa.feature.melspectrogram(y=x, sr=sr), ref=np.max),
     }[representation]
 
 

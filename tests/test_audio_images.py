@@ -186,13 +186,15 @@ def librosa_feature(name, y, sr=SR):
         "mfcc": mfcc,
         "mfcc_scaled": lambda: scale(mfcc().astype(np.float64), axis=1),
         "chromagram": lambda: librosa.feature.chroma_stft(tuning=0.0, **kw),
+        "melspectrogram": lambda: librosa.power_to_db(librosa.feature.melspectrogram(**kw), ref=np.max),
     }[name]()
 
 
-# how close ours must be: MFCCs to 1 % of their range, chroma to 1e-3, the roll-off to one bin, the centroid to 0.1 %
+# how close ours must be: MFCCs to 1 % of their range, chroma to 1e-3, the roll-off to one bin, the centroid to 0.1 %,
+# the mel spectrogram to 0.01 dB
 FEATURE_TOLERANCE = {"mfcc": lambda ref: 1e-2 * np.abs(ref).max(), "mfcc_scaled": lambda ref: 1e-3,
                      "chromagram": lambda ref: 1e-3, "spectral_centroid": lambda ref: 1e-3 * ref.max(),
-                     "spectral_rolloff": lambda ref: SR / N_FFT + 1e-3}
+                     "spectral_rolloff": lambda ref: SR / N_FFT + 1e-3, "melspectrogram": lambda ref: 1e-2}
 FEATURES = [name for name, r in REPRESENTATIONS.items() if r.feature is not None]
 
 
@@ -220,6 +222,21 @@ def test_features_of_selected_frames_are_those_columns(representation):
     feature = get_representation(representation).feature
     np.testing.assert_allclose(feature(y, SR, ANALYSIS, frames), feature(y, SR, ANALYSIS)[..., frames], rtol=1e-5,
                                atol=1e-4)
+
+
+@pytest.mark.parametrize("ref", [1.0, 1e3, np.max])
+def test_power_to_db_is_librosas(ref):
+    s = (np.random.default_rng(0).random((40, 128), dtype=np.float32) ** 8) * 1e4  # 100+ dB of range: some floored
+    s[0, :3] = 0.0
+    np.testing.assert_allclose(spectra.power_to_db(s, ref=ref), librosa.power_to_db(s, ref=ref), atol=1e-4)
+    silent = np.zeros((4, 5), np.float32)
+    np.testing.assert_array_equal(spectra.power_to_db(silent, ref=ref), librosa.power_to_db(silent, ref=ref))
+
+
+def test_melspectrogram_is_in_db_below_its_maximum():
+    m = spectra.melspectrogram(chirp(d=1.0), SR, ANALYSIS)
+    assert m.shape == (128, 1 + SR // HOP) and m.dtype == np.float32
+    assert m.max() == 0.0 and m.min() >= -80.0
 
 
 def test_chroma_tuning_null_estimates_the_tuning_as_librosa_does():
@@ -283,6 +300,18 @@ def test_a440_lights_the_a_row_of_the_chromagram(style):
     band_means = [values[(11 - k) * 4 : (12 - k) * 4].mean() for k in range(12)]
     assert int(np.argmax(band_means)) == 9  # C C# D D# E F F# G G# A
     assert band_means[9] > 0.9 and np.median(band_means) < 0.5
+
+
+@pytest.mark.parametrize("recipe", drawing.RECIPES)
+@pytest.mark.parametrize("mapping", raster.PIXEL_MAPPINGS)
+def test_melspectrogram_shows_the_lowest_band_at_the_bottom(mapping, recipe, style):
+    """A low tone then a high one: the loudest rows of the left half sit low, those of the right half high."""
+    y = np.concatenate([tone(200.0, d=1.0), tone(4000.0, d=1.0)])
+    image = draw(y, "melspectrogram", style, mapping=mapping, recipe=recipe)
+    assert image.shape == (SIZE, SIZE, 3) and image.dtype == np.uint8
+    values = unmap(image, "magma")  # both recipes: magma (the table's default; specshow's pick for dB <= 0)
+    low, high = values[:, : SIZE // 2 - 4].mean(1), values[:, SIZE // 2 + 4 :].mean(1)
+    assert np.argmax(low) > np.argmax(high) + SIZE // 4  # rows count from the top
 
 
 def test_rising_chirp_gives_a_rising_centroid_curve(style):
@@ -450,9 +479,12 @@ def authors_drawing(x, sr, representation, size):
                 warnings.simplefilter("ignore")  # sklearn warns about float32 rounding in the centered rows
                 mfccs = scale(mfccs, axis=1)
         librosa.display.specshow(mfccs, sr=sr, x_axis="time", ax=ax)
-    else:
+    elif representation == "chromagram":
         chromagram = librosa.feature.chroma_stft(y=x, sr=sr, hop_length=512)
         librosa.display.specshow(chromagram, x_axis="time", y_axis="chroma", hop_length=512, cmap="coolwarm", ax=ax)
+    else:  # ours, drawn as they drew a matrix without a frequency axis (the MFCCs): equal rows per band
+        mel_db = librosa.power_to_db(librosa.feature.melspectrogram(y=x, sr=sr), ref=np.max)
+        librosa.display.specshow(mel_db, sr=sr, x_axis="time", ax=ax)
     ax.axis("off")
     canvas.draw()
     image = np.asarray(canvas.buffer_rgba())[..., :3].copy()

@@ -51,3 +51,11 @@ def test_an_unknown_name_is_a_one_line_error_listing_the_table(name):
     message = str(err.value)
     assert message.startswith(f"unknown representation {name!r}: choose one of ") and "\n" not in message
     assert message.endswith(", ".join(NAMES))
+
+
+def test_the_readme_table_and_the_params_comment_list_every_representation():
+    readme = (REPO / "README.md").read_text(encoding="utf8")
+    comment = (REPO / "params.yaml").read_text(encoding="utf8").partition("\nrepresentation:")[0]
+    for name in NAMES:
+        assert f"| `{name}` |" in readme, name
+        assert f" {name}" in comment.rsplit("# The audio image", 1)[1], name

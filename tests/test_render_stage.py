@@ -179,6 +179,16 @@ def test_stage_entry_point_writes_the_declared_outputs(tmp_path):
     assert "rejected v_Drum_g03_c01: missing_file" in proc.stderr
 
 
+def test_stage_entry_point_renders_the_mel_spectrogram(tmp_path):
+    """melspectrogram, the table's seventh entry (ours), through the stage as DVC runs it."""
+    make_dataset(tmp_path)
+    _params(tmp_path, "melspectrogram")
+    assert run_stage_in_process("render", tmp_path) == 0
+    store = open_store(tmp_path / "data" / "audio_images" / "images.h5", "images")
+    assert store.attrs["representation"] == "melspectrogram" and len(store.ids) == 5
+    assert store.data.shape[1:] == (32, 32, 3) and store.data.dtype == np.uint8
+
+
 def _one_line_error(tmp_path, capsys) -> str:
     capsys.readouterr()
     assert run_stage_in_process("render", tmp_path) == 1

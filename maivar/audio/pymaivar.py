@@ -24,11 +24,12 @@ with matplotlib running their code path). Their choices:
   ``y + 0.01``. Colors are blended as matplotlib's Agg renderer blends them (8-bit, truncating).
 - Line widths: ``line_width`` pixels stand for the curve's 1.5 points (2.08 pixels at 100 dpi), the outline's
   1 point is two thirds of it.
-- the matrices (``mfcc``, ``mfcc_scaled``, ``chromagram``): ``specshow``: all frames computed, frame ``f`` of
-  ``n`` the f-th of ``n`` equal cells across the width (:func:`~maivar.audio.raster.uniform_map`), colors
-  normalized over all of them; the colormap is the one ``librosa.display.cmap`` picks per clip
-  (:func:`specshow_cmap`: ``coolwarm`` for data of both signs, ``magma`` otherwise), but the chromagram's,
-  ``coolwarm`` as the authors gave it; each value takes the colormap entry matplotlib gives it
+- the matrices (``mfcc``, ``mfcc_scaled``, ``chromagram``, and our ``melspectrogram`` drawn the same way):
+  ``specshow``: all frames computed, frame ``f`` of ``n`` the f-th of ``n`` equal cells across the width
+  (:func:`~maivar.audio.raster.uniform_map`), colors normalized over all of them; the colormap is the one
+  ``librosa.display.cmap`` picks per clip (:func:`specshow_cmap`: ``coolwarm`` for data of both signs,
+  ``magma`` otherwise; the mel spectrogram in dB below its maximum always gets ``magma``), but the
+  chromagram's, ``coolwarm`` as the authors gave it; each value takes the colormap entry matplotlib gives it
   (``floor(v * 256)``, :func:`matplotlib_levels`).
 
 Measured against matplotlib running their code path (librosa 0.11's ``waveshow`` standing in for ``waveplot``)

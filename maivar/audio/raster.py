@@ -23,7 +23,7 @@ Either way a source cell wider than a pixel is repeated.
   sample rate and hop length (not the authors' mismatched default-rate frame times).
   :func:`time_map` gives the frames to compute and their weights.
 - **Feature bins -> rows.** Bin ``k`` of ``K`` covers rows ``[(K - k - 1) H / K, (K - k) H / K)`` from
-  the top: bin 0 (the lowest coefficient or pitch class C) at the bottom (:func:`bin_map`).
+  the top: bin 0 (the lowest coefficient, pitch class C or mel band) at the bottom (:func:`bin_map`).
 - **Values -> colors.** Matrices are min-max normalized over the frames computed (matplotlib's default
   ``Normalize`` in ``specshow``; with ``nearest``, over the frames shown) and looked up in a 256-entry
   colormap table taken once from matplotlib's registry (:func:`colormap_lut`). Curves are min-max normalized

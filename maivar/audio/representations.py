@@ -1,6 +1,6 @@
 """The audio images' representations: one table, the only place that names them.
 
-The six are the paper's (Fig. 5, Table II), in its order.
+Six are the paper's (Fig. 5, Table II), in its order; ``melspectrogram`` is ours (the paper has no row for it).
 Each :class:`Representation` says what is drawn (``kind``), from which feature (a function of
 :mod:`maivar.audio.spectra`), with which default colormap, and under which title Table II prints it. Drawing
 (:func:`maivar.audio.drawing.render`, :func:`maivar.audio.pymaivar.render_pymaivar`), the ``render.colormaps``
@@ -21,6 +21,9 @@ representation         kind      what the image shows
                                  scaling", ``sklearn.preprocessing.scale(mfcc, axis=1)``)
 ``chromagram``         matrix    ``librosa.feature.chroma_stft`` (12 pitch classes, C at the bottom, B at the
                                  top) through ``coolwarm``, as the authors drew it
+``melspectrogram``     matrix    ``librosa.feature.melspectrogram`` (128 mel bands, power) in dB relative to its
+                                 maximum (``power_to_db(S, ref=np.max)``), the lowest band at the bottom, through
+                                 ``magma`` (ours, not in the paper)
 =====================  ========  ==============================================================================
 
 Importing this module is cheap (numpy only): librosa, matplotlib and torch load when a feature is computed.
@@ -65,6 +68,8 @@ REPRESENTATIONS: dict[str, Representation] = {r.name: r for r in (
     Representation("mfcc", "matrix", spectra.mfcc, "coolwarm", "MFCCs"),
     Representation("mfcc_scaled", "matrix", spectra.mfcc_scaled, "coolwarm", "MFCCs Feature Scaling"),
     Representation("chromagram", "matrix", spectra.chromagram, "coolwarm", "Chromagram"),
+    # ours: power_to_db(ref=np.max) is <= 0, and librosa.display.cmap picks magma for single-sign data
+    Representation("melspectrogram", "matrix", spectra.melspectrogram, "magma", "Mel spectrogram"),
 )}
 
 NAMES = tuple(REPRESENTATIONS)

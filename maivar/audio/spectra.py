@@ -11,7 +11,8 @@ A feature function is ``feature(y, sr, analysis, frames=None)``: ``y`` float32 m
 ``frames`` the STFT frames to compute (``None``: all ``1 + len(y) // hop_length``). A matrix feature returns
 ``(bins, len(frames))`` float32, bin 0 the lowest coefficient, pitch class or band; a curve feature one value
 per frame. Every matrix feature is per frame except where its statistics span the frames computed: then they
-are taken over those frames (``mfcc_scaled``'s standardization, the dB floor, the estimated chroma tuning).
+are taken over those frames (``mfcc_scaled``'s standardization, ``melspectrogram``'s 0 dB reference and
+floor, every dB floor, the estimated chroma tuning).
 """
 
 from __future__ import annotations
@@ -165,10 +166,14 @@ def _dct_rows(n_mfcc: int, n_mels: int) -> np.ndarray:
     return np.ascontiguousarray(d, dtype=np.float32)
 
 
-def power_to_db(s: np.ndarray, amin: float = 1e-10, top_db: float = 80.0) -> np.ndarray:
-    """``librosa.power_to_db(s)`` with its defaults (ref 1.0, amin 1e-10, top_db 80), without its checks."""
+def power_to_db(s: np.ndarray, ref=1.0, amin: float = 1e-10, top_db: float = 80.0) -> np.ndarray:
+    """``librosa.power_to_db(s, ref=ref, amin=amin, top_db=top_db)`` in float32, without its checks: ``10 log10``
+    of ``max(s, amin)`` relative to ``max(ref, amin)``, floored at ``top_db`` below the maximum. ``ref`` is a
+    number or, as in librosa, a function of ``s`` (``np.max``: 0 dB at the largest entry, the rest below)."""
     log_spec = np.log10(np.maximum(s, np.float32(amin)))
     log_spec *= np.float32(10.0)
+    ref_value = ref(s) if callable(ref) else np.abs(ref)  # librosa's arithmetic: float32 for np.max of float32 s
+    log_spec -= 10.0 * np.log10(np.maximum(amin, ref_value))  # ref 1.0: 0, exactly
     return np.maximum(log_spec, log_spec.max() - np.float32(top_db))
 
 
@@ -213,6 +218,18 @@ def chromagram(y: np.ndarray, sr: int, analysis: Analysis, frames: np.ndarray | 
     return (chroma / np.where(peak < tiny, np.float32(1), peak)).T
 
 
+def melspectrogram(y: np.ndarray, sr: int, analysis: Analysis, frames: np.ndarray | None = None) -> np.ndarray:
+    """``librosa.power_to_db(librosa.feature.melspectrogram(y=y, sr=sr, n_fft=n_fft, hop_length=hop_length),
+    ref=np.max)``: the 128-band mel power spectrogram (Slaney mel filters, power 2) in dB relative to its
+    largest entry (0 dB; the rest below, floored 80 dB under it), the lowest band first.
+
+    The reference is ``np.max`` (librosa's own examples' choice) rather than 1.0: the image is min-max
+    normalized, so the reference only shifts the values, but with ``np.max`` they never change sign, and the
+    colormap librosa's ``specshow`` picks for them (``magma``, for single-sign data) is the same for every clip.
+    """
+    squared = squared_spectra(y, analysis.n_fft, analysis.hop_length, frames)
+    return power_to_db(_mel_bank(sr, analysis.n_fft).apply(squared), ref=np.max).T
+
 
 # --------------------------------------------------------------------------------- curve features
 
@@ -245,5 +262,6 @@ def spectral_rolloff(y: np.ndarray, sr: int, analysis: Analysis, frames: np.ndar
 
 __all__ = [
     "Analysis", "frame_spectra", "squared_spectra", "magnitude_spectrogram", "power_spectrogram", "Filterbank",
-    "power_to_db", "standardize_rows", "mfcc", "mfcc_scaled", "chromagram", "spectral_centroid", "spectral_rolloff",
+    "power_to_db", "standardize_rows", "mfcc", "mfcc_scaled", "chromagram", "melspectrogram", "spectral_centroid",
+    "spectral_rolloff",
 ]
