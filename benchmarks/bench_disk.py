@@ -141,7 +141,7 @@ def flac_check(wavs: list[Path], work: Path, label: str) -> None:
     """Step 3 on ``wavs``: size ratio, exactness, render's read time."""
     import soundfile as sf
 
-    from maivar.audio.images import read_audio
+    from maivar.audio.wav import read_audio
 
     work.mkdir(parents=True, exist_ok=True)
     flacs, wav_bytes, flac_bytes = [], 0, 0

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_render.py [--clips 8] [--repeats 3] [--stage-clips 64] [--duration 4.8]
 
 1. Per representation, on one core, the same synthetic 4.8 s / 44.1 kHz clips (already in memory, so file
-   reading is out of both): ms per clip for ``maivar.audio.images.render`` (features + image array, with
+   reading is out of both): ms per clip for ``maivar.audio.drawing.render`` (features + image array, with
    params.yaml's ``pixel_mapping`` and, for information, the other one) and for
    the reference route, PyMAiVAR's figure recipe with current librosa (features + a 14x5-inch matplotlib
    figure + ``savefig`` to PNG in memory, the point where the authors' route has an image file; decoding
@@ -30,8 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from maivar.audio import images as audio_images
-from maivar.audio.images import REPRESENTATIONS
+from maivar.audio.drawing import render, style_from_params
+from maivar.audio.raster import PIXEL_MAPPINGS
+from maivar.audio.representations import NAMES
 from maivar.core.params import load_params
 
 SR = 44100
@@ -113,6 +114,13 @@ def reference_route(representation: str):
         plt.axis("off")
         return save(fig)
 
+    def melspectrogram(x, sr):  # ours (not in PyMAiVAR): drawn as they drew the MFCCs
+        m = librosa.power_to_db(librosa.feature.melspectrogram(y=x, sr=sr), ref=np.max)
+        fig = plt.figure(figsize=(14, 5))
+        librosa.display.specshow(m, sr=sr, x_axis="time")
+        plt.axis("off")
+        return save(fig)
+
     return {
         "waveplot": waveplot,
         "spectral_centroid": spectral_centroid,
@@ -120,6 +128,7 @@ def reference_route(representation: str):
         "mfcc": mfcc,
         "mfcc_scaled": lambda x, sr: mfcc(x, sr, scaled=True),
         "chromagram": chromagram,
+        "melspectrogram": melspectrogram,
     }[representation]
 
 
@@ -147,6 +156,7 @@ def librosa_features_alone(representation: str):
         "mfcc": lambda x, sr: librosa.feature.mfcc(y=x, sr=sr),
         "mfcc_scaled": lambda x, sr: sklearn.preprocessing.scale(librosa.feature.mfcc(y=x, sr=sr), axis=1),
         "chromagram": lambda x, sr: librosa.feature.chroma_stft(y=x, sr=sr, hop_length=512),
+        "melspectrogram": lambda x, sr: librosa.power_to_db(librosa.feature.melspectrogram(y=x, sr=sr), ref=np.max),
     }[representation]
 
 
@@ -163,18 +173,18 @@ def per_clip(clips, repeats: int, render_params: dict, interleaved: bool = False
 
     torch.set_num_threads(1)
     p = render_params
-    style = audio_images.style_from_params(p)
+    style = style_from_params(p)
     size = int(p["image_size"])
-    other = [m for m in audio_images.PIXEL_MAPPINGS if m != p["pixel_mapping"]][0]
+    other = [m for m in PIXEL_MAPPINGS if m != p["pixel_mapping"]][0]
     rows = []
-    for representation in REPRESENTATIONS:
+    for representation in NAMES:
         ref = reference_route(representation)
         feat = librosa_features_alone(representation)
 
         def ours(x, representation=representation, mapping=p["pixel_mapping"]):
-            return audio_images.render(x, SR, representation, size=size, n_fft=int(p["n_fft"]),
-                                       hop_length=int(p["hop_length"]), n_mfcc=int(p["n_mfcc"]),
-                                       chroma_tuning=p["chroma_tuning"], style=style, pixel_mapping=mapping)
+            return render(x, SR, representation, size=size, n_fft=int(p["n_fft"]), hop_length=int(p["hop_length"]),
+                          n_mfcc=int(p["n_mfcc"]), chroma_tuning=p["chroma_tuning"], style=style,
+                          pixel_mapping=mapping)
 
         pngs = {}
 

@@ -6,7 +6,8 @@
 
 One row per experiment (and per baseline commit) that has ``metrics/metrics.json``; the workspace is
 left out unless ``--workspace`` is given. The best audio and fusion accuracy are marked in bold, rows are
-in the paper's order of representations (Table II) or sorted by backbone name.
+in the order of the representation table (:mod:`maivar.audio.representations`: the paper's Table II, then
+ours) under the table's titles, or sorted by backbone name.
 """
 
 from __future__ import annotations
@@ -17,13 +18,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from maivar.audio.images import REPRESENTATIONS
+from maivar.audio.representations import NAMES, REPRESENTATIONS
 
 METRICS = "metrics/metrics.json"
-TITLES = {
-    "waveplot": "Waveplot", "spectral_centroid": "Spectral Centroids", "spectral_rolloff": "Spectral Rolloff",
-    "mfcc": "MFCCs", "mfcc_scaled": "MFCCs Feature Scaling", "chromagram": "Chromagram",
-}
+TITLES = {name: r.title for name, r in REPRESENTATIONS.items()}
 KEYS = {"representation": ("representation",), "backbone": ("extract_audio", "backbone")}
 
 
@@ -65,7 +63,7 @@ def table_rows(exps: list, by: str = "representation", workspace: bool = False) 
             "fusion": _get(metrics, "fusion", "top1"),
             "init": _get(params, "fusion_mlp", "init"),
         })
-    order = {r: i for i, r in enumerate(REPRESENTATIONS)} if by == "representation" else {}
+    order = {r: i for i, r in enumerate(NAMES)} if by == "representation" else {}
     return sorted(rows, key=lambda r: (order.get(r["key"], len(order)), str(r["key"]), r["run"]))
 
 

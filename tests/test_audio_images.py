@@ -1,7 +1,9 @@
-"""Faithfulness of the six audio images: what the pixels must show for audio with known content."""
+"""Faithfulness of the audio images: what the pixels must show for audio with known content, for every entry of
+the representation table."""
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import librosa
@@ -10,8 +12,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from maivar.audio import images as ai
-from maivar.audio.images import REPRESENTATIONS
+from maivar.audio import drawing, pymaivar, raster, spectra, wav
+from maivar.audio.representations import NAMES, REPRESENTATIONS, get_representation, of_kind
 from maivar.core.errors import PipelineError
 from maivar.core.params import load_params
 from maivar.core.rejections import ClipFailure
@@ -19,6 +21,7 @@ from maivar.core.rejections import ClipFailure
 SR = 22050  # a lower rate than the default keeps the tests fast; the mapping uses the actual rate
 SIZE = 64
 N_FFT, HOP, N_MFCC = 2048, 512, 20
+ANALYSIS = spectra.Analysis(N_FFT, HOP, N_MFCC, chroma_tuning=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -28,11 +31,11 @@ def render_params():
 
 @pytest.fixture(scope="module")
 def style(render_params):
-    return ai.style_from_params(render_params)
+    return drawing.style_from_params(render_params)
 
 
 def draw(y, representation, style, size=SIZE, sr=SR, tuning=0.0, mapping="nearest", recipe="corrected"):
-    return ai.render(np.asarray(y, dtype=np.float32), sr, representation, size=size, n_fft=N_FFT, hop_length=HOP,
+    return drawing.render(np.asarray(y, dtype=np.float32), sr, representation, size=size, n_fft=N_FFT, hop_length=HOP,
                      n_mfcc=N_MFCC, chroma_tuning=tuning, style=style, pixel_mapping=mapping, recipe=recipe)
 
 
@@ -62,16 +65,16 @@ def clicks(d=2.0, every_s=0.25):
 
 def unmap(image, cmap_name):
     """Invert a colormap: each pixel -> its position in [0, 1] on the colormap (nearest LUT entry)."""
-    lut = ai.colormap_lut(cmap_name).astype(np.int32)
+    lut = raster.colormap_lut(cmap_name).astype(np.int32)
     d = ((image[..., None, :].astype(np.int32) - lut[None, None]) ** 2).sum(-1)
     return d.argmin(-1) / 255.0
 
 
 def nearest_resample(matrix, n_samples, size):
-    """An independent, naive downsampling of a librosa matrix: nearest frame to each column's centre time,
-    the bin under each row's centre (bin 0 at the bottom)."""
-    centres = (np.arange(size) + 0.5) * n_samples / size
-    frames = np.clip(np.rint(centres / HOP).astype(int), 0, matrix.shape[1] - 1)
+    """An independent, naive downsampling of a librosa matrix: nearest frame to each column's center time,
+    the bin under each row's center (bin 0 at the bottom)."""
+    centers = (np.arange(size) + 0.5) * n_samples / size
+    frames = np.clip(np.rint(centers / HOP).astype(int), 0, matrix.shape[1] - 1)
     bins = np.floor((size - 1 - np.arange(size) + 0.5) * matrix.shape[0] / size).astype(int)
     return matrix[np.ix_(bins, frames)]
 
@@ -92,52 +95,52 @@ def curve_rows(image, curve_rgb):
 
 
 def test_overlap_weights_rows_sum_to_one_and_average_the_covered_cells():
-    w = ai.overlap_weights(np.arange(9), np.linspace(0, 8, 5))  # 8 cells -> 4 pixels
+    w = raster.overlap_weights(np.arange(9), np.linspace(0, 8, 5))  # 8 cells -> 4 pixels
     np.testing.assert_allclose(w.sum(1), 1.0)
     np.testing.assert_allclose(w @ np.arange(8.0), [0.5, 2.5, 4.5, 6.5])
-    up = ai.overlap_weights(np.arange(3), np.linspace(0, 2, 7))  # 2 cells -> 6 pixels: each repeated
+    up = raster.overlap_weights(np.arange(3), np.linspace(0, 2, 7))  # 2 cells -> 6 pixels: each repeated
     np.testing.assert_allclose(up @ np.array([1.0, 5.0]), [1, 1, 1, 5, 5, 5])
 
 
 def test_nearest_weights_pick_the_cell_under_each_pixel_centre():
-    w = ai.nearest_weights(np.arange(9), np.linspace(0, 8, 5))  # 8 cells -> 4 pixels: centres 1, 3, 5, 7
-    np.testing.assert_array_equal(w @ np.arange(8.0), [1, 3, 5, 7])  # a centre on a boundary: the later cell
+    w = raster.nearest_weights(np.arange(9), np.linspace(0, 8, 5))  # 8 cells -> 4 pixels: centers 1, 3, 5, 7
+    np.testing.assert_array_equal(w @ np.arange(8.0), [1, 3, 5, 7])  # a center on a boundary: the later cell
     assert set(np.unique(w)) == {0.0, 1.0} and (w.sum(1) == 1).all()
-    up = ai.nearest_weights(np.arange(3), np.linspace(0, 2, 7))  # 2 cells -> 6 pixels: each repeated
+    up = raster.nearest_weights(np.arange(3), np.linspace(0, 2, 7))  # 2 cells -> 6 pixels: each repeated
     np.testing.assert_array_equal(up @ np.array([1.0, 5.0]), [1, 1, 1, 5, 5, 5])
 
 
 def test_axis_weights_rejects_an_unknown_mapping():
     with pytest.raises(ValueError, match="nearest, area"):
-        ai.axis_weights(np.arange(3), np.arange(3), "bilinear")
+        raster.axis_weights(np.arange(3), np.arange(3), "bilinear")
 
 
-@pytest.mark.parametrize("mapping", ai.PIXEL_MAPPINGS)
+@pytest.mark.parametrize("mapping", raster.PIXEL_MAPPINGS)
 def test_time_map_lists_the_frames_to_compute(mapping):
     n, width = 7 * SR, 64  # 302 frames of hop 512 -> 64 columns
-    frames, w = ai.time_map(n, HOP, width, mapping)
+    frames, w = raster.time_map(n, HOP, width, mapping)
     assert w.shape == (width, len(frames)) and np.allclose(w.sum(1), 1.0)
     if mapping == "area":
         np.testing.assert_array_equal(frames, np.arange(1 + n // HOP))
     else:
-        centres = (np.arange(width) + 0.5) * n / width
-        np.testing.assert_array_equal(frames[w.argmax(1)], np.rint(centres / HOP).astype(int))
+        centers = (np.arange(width) + 0.5) * n / width
+        np.testing.assert_array_equal(frames[w.argmax(1)], np.rint(centers / HOP).astype(int))
         assert len(frames) == width
-    short_frames, _ = ai.time_map(N_FFT, HOP, width, mapping)  # 5 frames -> 64 columns: every frame shown
+    short_frames, _ = raster.time_map(N_FFT, HOP, width, mapping)  # 5 frames -> 64 columns: every frame shown
     np.testing.assert_array_equal(short_frames, np.arange(5))
 
 
 @pytest.mark.parametrize("n_samples", [N_FFT, 3 * SR])  # fewer frames than columns, and more
 @pytest.mark.parametrize("n_bins", [12, 20, 128])
 def test_nearest_matrix_image_equals_mapping_then_colormap(n_samples, n_bins):
-    frames, w = ai.time_map(n_samples, HOP, SIZE, "nearest")
+    frames, w = raster.time_map(n_samples, HOP, SIZE, "nearest")
     matrix01 = np.random.default_rng(n_bins).random((n_bins, len(frames)), dtype=np.float32)
-    expected = ai.apply_colormap(ai.matrix_to_pixels(matrix01, w, SIZE, "nearest"), "coolwarm")
-    np.testing.assert_array_equal(ai.matrix_image(matrix01, w, SIZE, "nearest", "coolwarm"), expected)
+    expected = raster.apply_colormap(raster.matrix_to_pixels(matrix01, w, SIZE, "nearest"), "coolwarm")
+    np.testing.assert_array_equal(raster.matrix_image(matrix01, w, SIZE, "nearest", "coolwarm"), expected)
 
 
 def test_frame_edges_cover_the_clip_and_centre_each_frame_on_its_sample():
-    edges = ai.frame_edges(n_frames=5, hop_length=100, n_samples=400)
+    edges = raster.frame_edges(n_frames=5, hop_length=100, n_samples=400)
     assert edges[0] == 0 and edges[-1] == 400
     np.testing.assert_allclose(edges[1:-1], [50, 150, 250, 350])
 
@@ -147,7 +150,7 @@ def test_frame_edges_cover_the_clip_and_centre_each_frame_on_its_sample():
 
 def test_spectrogram_equals_librosa_stft():
     y = noise(1.0)
-    ours = ai.magnitude_spectrogram(y, N_FFT, HOP)
+    ours = spectra.magnitude_spectrogram(y, N_FFT, HOP)
     ref = np.abs(librosa.stft(y, n_fft=N_FFT, hop_length=HOP))
     assert ours.shape == ref.shape
     np.testing.assert_allclose(ours, ref, atol=1e-4 * ref.max())
@@ -158,77 +161,135 @@ def test_selected_frames_equal_those_columns_of_librosa_stft(n):
     y = noise(1.0)[:n] if n <= SR else np.concatenate([noise(1.0), noise(0.01, seed=1)])[:n]
     ref = np.abs(librosa.stft(y, n_fft=N_FFT, hop_length=HOP))
     frames = np.array(sorted({0, 1, 2, ref.shape[1] // 2, ref.shape[1] - 2, ref.shape[1] - 1}))  # both edges
-    ours = ai.magnitude_spectrogram(y, N_FFT, HOP, frames)
+    ours = spectra.magnitude_spectrogram(y, N_FFT, HOP, frames)
     np.testing.assert_allclose(ours, ref[:, frames], atol=1e-4 * ref.max())
 
 
 def test_filterbank_blocks_equal_the_dense_product():
     y = chirp(d=0.5) + noise(0.5, amp=0.05)
-    power = ai.power_spectrogram(y, N_FFT, HOP)
+    power = spectra.power_spectrogram(y, N_FFT, HOP)
     for basis in (librosa.filters.mel(sr=SR, n_fft=N_FFT), librosa.filters.chroma(sr=SR, n_fft=N_FFT)):
-        ours = ai.Filterbank(basis).apply(ai.squared_spectra(y, N_FFT, HOP)).T
+        ours = spectra.Filterbank(basis).apply(spectra.squared_spectra(y, N_FFT, HOP)).T
         ref = basis @ power
         np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-5 * ref.max())
 
 
-@pytest.mark.parametrize("representation", ["mfcc", "chromagram"])
-def test_feature_matrices_equal_librosa(representation):
+def librosa_feature(name, y, sr=SR):
+    """librosa's own function for each feature of the table (what ours must equal), at the tests' settings."""
+    from sklearn.preprocessing import scale
+
+    kw = {"y": y, "sr": sr, "n_fft": N_FFT, "hop_length": HOP}
+    mfcc = functools.partial(librosa.feature.mfcc, n_mfcc=N_MFCC, **kw)
+    return {
+        "spectral_centroid": lambda: librosa.feature.spectral_centroid(**kw)[0],
+        "spectral_rolloff": lambda: librosa.feature.spectral_rolloff(**kw)[0],
+        "mfcc": mfcc,
+        "mfcc_scaled": lambda: scale(mfcc().astype(np.float64), axis=1),
+        "chromagram": lambda: librosa.feature.chroma_stft(tuning=0.0, **kw),
+        "melspectrogram": lambda: librosa.power_to_db(librosa.feature.melspectrogram(**kw), ref=np.max),
+    }[name]()
+
+
+# how close ours must be: MFCCs to 1 % of their range, chroma to 1e-3, the roll-off to one bin, the centroid to 0.1 %,
+# the mel spectrogram to 0.01 dB
+FEATURE_TOLERANCE = {"mfcc": lambda ref: 1e-2 * np.abs(ref).max(), "mfcc_scaled": lambda ref: 1e-3,
+                     "chromagram": lambda ref: 1e-3, "spectral_centroid": lambda ref: 1e-3 * ref.max(),
+                     "spectral_rolloff": lambda ref: SR / N_FFT + 1e-3, "melspectrogram": lambda ref: 1e-2}
+FEATURES = [name for name, r in REPRESENTATIONS.items() if r.feature is not None]
+
+
+def test_every_feature_of_the_table_has_a_librosa_reference():
+    assert set(FEATURE_TOLERANCE) == set(FEATURES)
+    for name in FEATURES:
+        librosa_feature(name, tone(440.0, d=0.1))
+
+
+@pytest.mark.parametrize("representation", FEATURES)
+def test_features_equal_librosa(representation):
     y = chirp(d=1.0) + noise(1.0, amp=0.05)
-    ours = ai.feature_matrix(y, SR, representation, n_fft=N_FFT, hop_length=HOP, n_mfcc=N_MFCC, chroma_tuning=0.0)
-    if representation == "mfcc":
-        ref = librosa.feature.mfcc(y=y, sr=SR, n_mfcc=N_MFCC, n_fft=N_FFT, hop_length=HOP)
-        np.testing.assert_allclose(ours, ref, atol=1e-2 * np.abs(ref).max())
-    else:
-        ref = librosa.feature.chroma_stft(y=y, sr=SR, n_fft=N_FFT, hop_length=HOP, tuning=0.0)
-        np.testing.assert_allclose(ours, ref, atol=1e-3)
+    ours = get_representation(representation).feature(y, SR, ANALYSIS)
+    ref = librosa_feature(representation, y)
+    assert ours.shape == ref.shape
+    np.testing.assert_allclose(ours, ref, atol=FEATURE_TOLERANCE[representation](ref))
+
+
+@pytest.mark.parametrize("representation", FEATURES)
+def test_features_of_selected_frames_are_those_columns(representation):
+    y = chirp(d=1.0) + noise(1.0, amp=0.05)
+    frames = np.array([0, 1, 7, 20, 42, 43])  # both edges; each feature is per frame
+    if representation == "mfcc_scaled":
+        return  # standardized over the frames computed, by design
+    feature = get_representation(representation).feature
+    np.testing.assert_allclose(feature(y, SR, ANALYSIS, frames), feature(y, SR, ANALYSIS)[..., frames], rtol=1e-5,
+                               atol=1e-4)
+
+
+@pytest.mark.parametrize("ref", [1.0, 1e3, np.max])
+def test_power_to_db_is_librosas(ref):
+    s = (np.random.default_rng(0).random((40, 128), dtype=np.float32) ** 8) * 1e4  # 100+ dB of range: some floored
+    s[0, :3] = 0.0
+    np.testing.assert_allclose(spectra.power_to_db(s, ref=ref), librosa.power_to_db(s, ref=ref), atol=1e-4)
+    silent = np.zeros((4, 5), np.float32)
+    np.testing.assert_array_equal(spectra.power_to_db(silent, ref=ref), librosa.power_to_db(silent, ref=ref))
+
+
+def test_melspectrogram_is_in_db_below_its_maximum():
+    m = spectra.melspectrogram(chirp(d=1.0), SR, ANALYSIS)
+    assert m.shape == (128, 1 + SR // HOP) and m.dtype == np.float32
+    assert m.max() == 0.0 and m.min() >= -80.0
 
 
 def test_chroma_tuning_null_estimates_the_tuning_as_librosa_does():
     y = tone(452.0, d=1.0)  # a sharp A
-    ours = ai.feature_matrix(y, SR, "chromagram", n_fft=N_FFT, hop_length=HOP, n_mfcc=N_MFCC, chroma_tuning=None)
+    ours = spectra.chromagram(y, SR, spectra.Analysis(N_FFT, HOP, N_MFCC, chroma_tuning=None))
     ref = librosa.feature.chroma_stft(y=y, sr=SR, n_fft=N_FFT, hop_length=HOP)
     np.testing.assert_allclose(ours, ref, atol=1e-3)
 
 
-def test_mfcc_scaled_is_per_coefficient_standardisation():
+def test_mfcc_scaled_is_per_coefficient_standardization():
     from sklearn.preprocessing import scale
 
     y = chirp(d=1.0)
-    m = ai.feature_matrix(y, SR, "mfcc", n_fft=N_FFT, hop_length=HOP, n_mfcc=N_MFCC, chroma_tuning=0.0)
-    s = ai.feature_matrix(y, SR, "mfcc_scaled", n_fft=N_FFT, hop_length=HOP, n_mfcc=N_MFCC, chroma_tuning=0.0)
+    m, s = spectra.mfcc(y, SR, ANALYSIS), spectra.mfcc_scaled(y, SR, ANALYSIS)
     np.testing.assert_allclose(s, scale(m.astype(np.float64), axis=1), atol=1e-4)
 
 
-@pytest.mark.parametrize("representation", ["spectral_centroid", "spectral_rolloff"])
-def test_curves_equal_librosa(representation):
-    y = chirp(d=1.0) + noise(1.0, amp=0.05)
-    ours = ai.feature_curve(y, SR, representation, n_fft=N_FFT, hop_length=HOP)
-    fn = getattr(librosa.feature, representation)
-    ref = fn(y=y, sr=SR, n_fft=N_FFT, hop_length=HOP)[0]
-    tol = 1e-3 * ref.max() if representation == "spectral_centroid" else SR / N_FFT + 1e-3  # rolloff: one bin
-    np.testing.assert_allclose(ours, ref, atol=tol)
+def test_colormaps_are_the_tables_defaults(render_params):
+    """params.yaml's render.colormaps names every matrix of the table with the table's default colormap."""
+    assert render_params["colormaps"] == {r.name: r.colormap for r in of_kind("matrix")}
 
 
-def test_mfcc_colormap_param_is_what_librosa_specshow_would_pick(render_params):
-    m = librosa.feature.mfcc(y=chirp(d=1.0) + noise(1.0, amp=0.05), sr=SR, n_mfcc=N_MFCC)
-    assert librosa.display.cmap(m).name == render_params["colormaps"]["mfcc"]
-    assert render_params["colormaps"]["chromagram"] == "coolwarm"  # the authors' choice
+def test_style_colormaps_default_to_the_table_and_refuse_other_names(render_params):
+    """A matrix params do not name takes the table's colormap (a store recorded before that representation
+    existed stays readable); a name that is no matrix of the table (a typo) is refused."""
+    style = drawing.style_from_params({**render_params, "colormaps": {"mfcc": "viridis"}})
+    assert style.colormaps == {r.name: "viridis" if r.name == "mfcc" else r.colormap for r in of_kind("matrix")}
+    for name in ("mfc", "waveplot"):
+        with pytest.raises(ValueError, match=f"colormaps.{name} is not a matrix representation"):
+            drawing.style_from_params({**render_params, "colormaps": {name: "viridis"}})
+    with pytest.raises(ValueError, match="unknown matplotlib colormap 'nope'"):
+        drawing.style_from_params({**render_params, "colormaps": {"chromagram": "nope"}})
+
+
+@pytest.mark.parametrize("representation", [r.name for r in of_kind("matrix")])
+def test_default_colormaps_are_what_librosa_specshow_would_pick(representation):
+    """librosa.display.cmap's pick for the feature (coolwarm for data of both signs, magma otherwise), but the
+    chromagram's: coolwarm, the authors' choice."""
+    m = get_representation(representation).feature(chirp(d=1.0) + noise(1.0, amp=0.05), SR, ANALYSIS)
+    expected = "coolwarm" if representation == "chromagram" else librosa.display.cmap(m).name
+    assert get_representation(representation).colormap == expected
 
 
 # ------------------------------------------------------------------------- what the image shows
 
 
-@pytest.mark.parametrize("mapping", ai.PIXEL_MAPPINGS)
-@pytest.mark.parametrize("representation", ["mfcc", "mfcc_scaled", "chromagram"])
+@pytest.mark.parametrize("mapping", raster.PIXEL_MAPPINGS)
+@pytest.mark.parametrize("representation", [r.name for r in of_kind("matrix")])
 def test_matrix_images_correlate_with_the_librosa_matrix(representation, mapping, style):
     y = chirp(d=2.0) + noise(2.0, amp=0.02)
     image = draw(y, representation, style, mapping=mapping)
-    if representation == "chromagram":
-        ref = librosa.feature.chroma_stft(y=y, sr=SR, n_fft=N_FFT, hop_length=HOP, tuning=0.0)
-    else:
-        ref = librosa.feature.mfcc(y=y, sr=SR, n_mfcc=N_MFCC, n_fft=N_FFT, hop_length=HOP)
-        if representation == "mfcc_scaled":
-            ref = (ref - ref.mean(1, keepdims=True)) / ref.std(1, keepdims=True)
+    ref = librosa_feature(representation, y)
+    assert image.shape == (SIZE, SIZE, 3) and image.dtype == np.uint8
     values = unmap(image, style.colormaps[representation])
     assert corr(values, nearest_resample(ref, len(y), SIZE)) > (0.99 if mapping == "nearest" else 0.9)
 
@@ -241,26 +302,37 @@ def test_a440_lights_the_a_row_of_the_chromagram(style):
     assert band_means[9] > 0.9 and np.median(band_means) < 0.5
 
 
+@pytest.mark.parametrize("recipe", drawing.RECIPES)
+@pytest.mark.parametrize("mapping", raster.PIXEL_MAPPINGS)
+def test_melspectrogram_shows_the_lowest_band_at_the_bottom(mapping, recipe, style):
+    """A low tone then a high one: the loudest rows of the left half sit low, those of the right half high."""
+    y = np.concatenate([tone(200.0, d=1.0), tone(4000.0, d=1.0)])
+    image = draw(y, "melspectrogram", style, mapping=mapping, recipe=recipe)
+    assert image.shape == (SIZE, SIZE, 3) and image.dtype == np.uint8
+    values = unmap(image, "magma")  # both recipes: magma (the table's default; specshow's pick for dB <= 0)
+    low, high = values[:, : SIZE // 2 - 4].mean(1), values[:, SIZE // 2 + 4 :].mean(1)
+    assert np.argmax(low) > np.argmax(high) + SIZE // 4  # rows count from the top
+
+
 def test_rising_chirp_gives_a_rising_centroid_curve(style):
     image = draw(chirp(), "spectral_centroid", style)
-    rows = curve_rows(image, ai.hex_rgb(style.curve))
+    rows = curve_rows(image, raster.hex_rgb(style.curve))
     assert np.isfinite(rows).all(), "the curve must reach every column (full width)"
     height = 1.0 - rows / (SIZE - 1)
     assert height[-8:].mean() - height[:8].mean() > 0.7
     assert np.corrcoef(np.arange(SIZE), height)[0, 1] > 0.95
 
 
-@pytest.mark.parametrize("representation", ["spectral_centroid", "spectral_rolloff"])
-@pytest.mark.parametrize("mapping", ai.PIXEL_MAPPINGS)
+@pytest.mark.parametrize("representation", [r.name for r in of_kind("curve")])
+@pytest.mark.parametrize("mapping", raster.PIXEL_MAPPINGS)
 def test_curves_follow_librosa_and_are_time_aligned(representation, mapping, style):
     # low tone in the first half, high tone in the second: the step must sit at the middle column.
     y = np.concatenate([tone(300.0, d=1.0), tone(5000.0, d=1.0)]) + noise(2.0, amp=1e-4)
     image = draw(y, representation, style, mapping=mapping)
-    height = 1.0 - curve_rows(image, ai.hex_rgb(style.curve)) / (SIZE - 1)
-    fn = getattr(librosa.feature, representation)
-    ref = fn(y=y, sr=SR, n_fft=N_FFT, hop_length=HOP)[0]
-    centres = (np.arange(SIZE) + 0.5) * len(y) / SIZE
-    ref_cols = ref[np.clip(np.rint(centres / HOP).astype(int), 0, len(ref) - 1)]
+    height = 1.0 - curve_rows(image, raster.hex_rgb(style.curve)) / (SIZE - 1)
+    ref = librosa_feature(representation, y)
+    centers = (np.arange(SIZE) + 0.5) * len(y) / SIZE
+    ref_cols = ref[np.clip(np.rint(centers / HOP).astype(int), 0, len(ref) - 1)]
     assert corr(height, ref_cols) > 0.9
     step = int(np.argmax(height > 0.5))
     assert abs(step - SIZE // 2) <= 2
@@ -270,16 +342,16 @@ def test_waveplot_envelope_follows_the_amplitude(style):
     ramp = np.linspace(0.0, 1.0, len(seconds(2.0)), dtype=np.float32)
     y = ramp * noise(2.0, amp=0.3)
     image = draw(y, "waveplot", style)
-    drawn = (image == ai.hex_rgb(style.waveform).astype(np.uint8)).all(-1)
+    drawn = (image == raster.hex_rgb(style.waveform).astype(np.uint8)).all(-1)
     heights = drawn.sum(0) / SIZE
     env = np.array([np.abs(c).max() for c in np.array_split(y, SIZE)])
     assert corr(heights, env / env.max()) > 0.95
     assert drawn.sum(0).max() == SIZE, "the loudest column reaches top and bottom (full-bleed)"
-    assert (drawn == drawn[::-1]).all(), "the envelope is symmetric about the centre line"
+    assert (drawn == drawn[::-1]).all(), "the envelope is symmetric about the center line"
 
 
 @pytest.mark.parametrize("representation", ["mfcc", "mfcc_scaled"])
-@pytest.mark.parametrize("mapping", ai.PIXEL_MAPPINGS)
+@pytest.mark.parametrize("mapping", raster.PIXEL_MAPPINGS)
 def test_click_train_shows_as_vertical_structure_in_the_mfcc_image(representation, mapping, style):
     y, positions = clicks()
     values = unmap(draw(y, representation, style, mapping=mapping), style.colormaps[representation])
@@ -298,10 +370,10 @@ def test_click_train_shows_as_vertical_structure_in_the_mfcc_image(representatio
 # ---------------------------------------------------------------------------------- degenerate audio
 
 
-@pytest.mark.parametrize("recipe", ai.RECIPES)
-@pytest.mark.parametrize("representation", REPRESENTATIONS)
+@pytest.mark.parametrize("recipe", drawing.RECIPES)
+@pytest.mark.parametrize("representation", NAMES)
 @pytest.mark.parametrize("case", ["silence", "short", "non_finite", "single_sample"])
-@pytest.mark.parametrize("mapping", ai.PIXEL_MAPPINGS)
+@pytest.mark.parametrize("mapping", raster.PIXEL_MAPPINGS)
 def test_degenerate_audio_gives_a_valid_image(representation, case, mapping, recipe, style):
     y = {
         "silence": np.zeros(SR, np.float32),
@@ -316,38 +388,38 @@ def test_degenerate_audio_gives_a_valid_image(representation, case, mapping, rec
     assert image.shape == (SIZE, SIZE, 3) and image.dtype == np.uint8
 
 
-@pytest.mark.parametrize("recipe", ai.RECIPES)
-@pytest.mark.parametrize("mapping", ai.PIXEL_MAPPINGS)
+@pytest.mark.parametrize("recipe", drawing.RECIPES)
+@pytest.mark.parametrize("mapping", raster.PIXEL_MAPPINGS)
 def test_non_finite_samples_render_as_zeros(mapping, recipe, style):
     y = tone(440.0, d=1.0)
     bad = y.copy()
     bad[::101] = np.nan
     zeroed = y.copy()
     zeroed[::101] = 0.0
-    for representation in REPRESENTATIONS:
+    for representation in NAMES:
         np.testing.assert_array_equal(draw(bad, representation, style, mapping=mapping, recipe=recipe),
                                       draw(zeroed, representation, style, mapping=mapping, recipe=recipe))
 
 
 def test_clean_audio_pads_short_audio_and_counts_non_finite():
-    y, n_bad = ai.clean_audio(np.array([np.nan, 1.0, np.inf], np.float32), n_fft=8)
+    y, n_bad = wav.clean_audio(np.array([np.nan, 1.0, np.inf], np.float32), n_fft=8)
     assert n_bad == 2 and len(y) == 8 and np.isfinite(y).all()
 
 
-@pytest.mark.parametrize("recipe", ai.RECIPES)
-@pytest.mark.parametrize("mapping", ai.PIXEL_MAPPINGS)
+@pytest.mark.parametrize("recipe", drawing.RECIPES)
+@pytest.mark.parametrize("mapping", raster.PIXEL_MAPPINGS)
 def test_render_is_deterministic(mapping, recipe, style):
     y = chirp(d=1.0) + noise(1.0)
-    for representation in REPRESENTATIONS:
+    for representation in NAMES:
         np.testing.assert_array_equal(draw(y, representation, style, mapping=mapping, recipe=recipe),
                                       draw(y, representation, style, mapping=mapping, recipe=recipe))
 
 
-def test_unknown_representation_is_a_one_line_error_listing_the_six(style):
+def test_unknown_representation_is_a_one_line_error_listing_the_table(style):
     with pytest.raises(PipelineError) as err:
         draw(tone(440.0, d=0.5), "spectrogram", style)
     message = str(err.value)
-    assert "\n" not in message and all(name in message for name in REPRESENTATIONS)
+    assert "\n" not in message and all(name in message for name in NAMES)
 
 
 # ------------------------------------------------------------- recipe "pymaivar": the authors' drawing
@@ -404,12 +476,15 @@ def authors_drawing(x, sr, representation, size):
         mfccs = librosa.feature.mfcc(y=x, sr=sr)
         if representation == "mfcc_scaled":
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # sklearn warns about float32 rounding in the centred rows
+                warnings.simplefilter("ignore")  # sklearn warns about float32 rounding in the centered rows
                 mfccs = scale(mfccs, axis=1)
         librosa.display.specshow(mfccs, sr=sr, x_axis="time", ax=ax)
-    else:
+    elif representation == "chromagram":
         chromagram = librosa.feature.chroma_stft(y=x, sr=sr, hop_length=512)
         librosa.display.specshow(chromagram, x_axis="time", y_axis="chroma", hop_length=512, cmap="coolwarm", ax=ax)
+    else:  # ours, drawn as they drew a matrix without a frequency axis (the MFCCs): equal rows per band
+        mel_db = librosa.power_to_db(librosa.feature.melspectrogram(y=x, sr=sr), ref=np.max)
+        librosa.display.specshow(mel_db, sr=sr, x_axis="time", ax=ax)
     ax.axis("off")
     canvas.draw()
     image = np.asarray(canvas.buffer_rgba())[..., :3].copy()
@@ -426,19 +501,19 @@ def red_rows(image):
         return (red * rows).sum(0) / red.sum(0)
 
 
-def pymaivar(y, representation, style, size=AUTHORS_SIZE, sr=AUTHORS_SR, mapping="nearest"):
+def draw_pymaivar(y, representation, style, size=AUTHORS_SIZE, sr=AUTHORS_SR, mapping="nearest"):
     return draw(y, representation, style, size=size, sr=sr, mapping=mapping, recipe="pymaivar")
 
 
-@pytest.mark.parametrize("representation", REPRESENTATIONS)
+@pytest.mark.parametrize("representation", NAMES)
 def test_pymaivar_draws_what_matplotlib_draws_running_the_authors_code(representation, style):
     x = authors_clip()
     ref = authors_drawing(x, AUTHORS_SR, representation, AUTHORS_SIZE)
-    ours = pymaivar(x, representation, style)
+    ours = draw_pymaivar(x, representation, style)
     same = (ours == ref).all(-1).mean()
-    if representation in ("mfcc", "mfcc_scaled", "chromagram"):
+    if get_representation(representation).kind == "matrix":
         # the same matrices, the same colormap entries (matplotlib's floor(v * 256)), the cell under each pixel's
-        # centre as Agg fills specshow's quads: pixel for pixel (measured: all of them, at 64, 128 and 224)
+        # center as Agg fills specshow's quads: pixel for pixel (measured: all of them, at 64, 128 and 224)
         assert same > 0.99
         return
     # Agg antialiases the edges of the waveform and of the curve, we draw whole pixels: those differ, nothing else
@@ -462,12 +537,12 @@ def test_pymaivar_centroid_shows_the_first_half_of_the_clip_and_corrected_the_wh
     low, high = np.sin(2 * np.pi * 400.0 * t), np.sin(2 * np.pi * 4000.0 * t)
     y = (0.5 * np.concatenate([low, high, low, high])).astype(np.float32)
     truth = librosa.feature.spectral_centroid(y=y, sr=AUTHORS_SR)[0]
-    centres = (np.arange(AUTHORS_SIZE) + 0.5) / AUTHORS_SIZE * len(y)  # each column's centre, in samples
+    centers = (np.arange(AUTHORS_SIZE) + 0.5) / AUTHORS_SIZE * len(y)  # each column's center, in samples
 
     def truth_at(samples):
         return truth[np.clip(np.rint(samples / HOP).astype(int), 0, len(truth) - 1)]
 
-    whole, first_half = truth_at(centres), truth_at(centres / 2)
+    whole, first_half = truth_at(centers), truth_at(centers / 2)
     assert abs(corr(whole, first_half)) < 0.2
     for recipe, follows, ignores in (("pymaivar", first_half, whole), ("corrected", whole, first_half)):
         image = draw(y, "spectral_centroid", style, size=AUTHORS_SIZE, sr=AUTHORS_SR, recipe=recipe)
@@ -475,25 +550,25 @@ def test_pymaivar_centroid_shows_the_first_half_of_the_clip_and_corrected_the_wh
         assert np.isfinite(height).all(), recipe
         assert corr(height, follows) > 0.9, recipe
         assert abs(corr(height, ignores)) < 0.3, recipe
-    # and the pymaivar curve (0..1) sits on the waveform's axis (+-0.5 peak): 0 at the centre line, so the curve
+    # and the pymaivar curve (0..1) sits on the waveform's axis (+-0.5 peak): 0 at the center line, so the curve
     # stays in the upper part; the limits are matplotlib's for data in [-0.5, 1]
-    rows = red_rows(pymaivar(y, "spectral_centroid", style))
+    rows = red_rows(draw_pymaivar(y, "spectral_centroid", style))
     bottom, top = -0.5 - 0.075, 1.0 + 0.075
     zero_row = top / (top - bottom) * AUTHORS_SIZE
     assert rows.max() < zero_row + 1 and rows.min() > (top - 1.0) / (top - bottom) * AUTHORS_SIZE - 2
 
 
 def test_pymaivar_ignores_the_style_and_analysis_params(style, render_params):
-    """The authors' choices are fixed: other colours, colormaps, tuning or FFT sizes in params change nothing."""
-    other = ai.style_from_params({**render_params, "colors": {"waveform": "#000000", "curve": "#00ff00",
+    """The authors' choices are fixed: other colors, colormaps, tuning or FFT sizes in params change nothing."""
+    other = drawing.style_from_params({**render_params, "colors": {"waveform": "#000000", "curve": "#00ff00",
                                                               "background": "#123456"},
-                                  "colormaps": {"mfcc": "viridis", "mfcc_scaled": "viridis", "chromagram": "gray"},
+                                  "colormaps": {r.name: "gray" for r in of_kind("matrix")},
                                   "faded_alpha": 0.9})
     x = authors_clip(d=1.5)
-    for representation in REPRESENTATIONS:
-        a = ai.render(x, AUTHORS_SR, representation, size=48, n_fft=N_FFT, hop_length=HOP, n_mfcc=N_MFCC,
+    for representation in NAMES:
+        a = drawing.render(x, AUTHORS_SR, representation, size=48, n_fft=N_FFT, hop_length=HOP, n_mfcc=N_MFCC,
                       chroma_tuning=0.0, style=style, pixel_mapping="nearest", recipe="pymaivar")
-        b = ai.render(x, AUTHORS_SR, representation, size=48, n_fft=1024, hop_length=256, n_mfcc=13,
+        b = drawing.render(x, AUTHORS_SR, representation, size=48, n_fft=1024, hop_length=256, n_mfcc=13,
                       chroma_tuning=0.3, style=other, pixel_mapping="nearest", recipe="pymaivar")
         np.testing.assert_array_equal(a, b)
 
@@ -505,15 +580,15 @@ def test_pymaivar_ignores_the_style_and_analysis_params(style, render_params):
     (np.concatenate([np.full(99, -1.0), [5.0]]), "magma"),  # the top 2 % do not count (robust)
 ])
 def test_specshow_cmap_is_the_one_librosa_picks(data, expected):
-    assert ai.specshow_cmap(data) == expected == librosa.display.cmap(data).name
+    assert pymaivar.specshow_cmap(data) == expected == librosa.display.cmap(data).name
 
 
 @pytest.mark.parametrize("representation", ["mfcc", "mfcc_scaled"])
 def test_pymaivar_mfcc_colormap_is_picked_per_clip_as_specshow_does(representation, style):
     """MFCCs have both signs: coolwarm (the test above); a silent clip's are <= 0: magma, as the authors drew it."""
     silence = np.zeros(AUTHORS_SR, np.float32)
-    ours = pymaivar(silence, representation, style, size=32)
-    assert {tuple(c) for c in ours.reshape(-1, 3)} <= {tuple(c) for c in ai.colormap_lut("magma")}
+    ours = draw_pymaivar(silence, representation, style, size=32)
+    assert {tuple(c) for c in ours.reshape(-1, 3)} <= {tuple(c) for c in raster.colormap_lut("magma")}
     np.testing.assert_array_equal(ours, authors_drawing(silence, AUTHORS_SR, representation, 32))
 
 
@@ -523,7 +598,7 @@ def test_autoscaled_limits_are_matplotlibs(lo, hi):
 
     ax = Figure().add_axes([0, 0, 1, 1])
     ax.plot([0, 1], [lo, hi])
-    np.testing.assert_allclose(ai.autoscaled_limits(lo, hi), ax.get_ylim())
+    np.testing.assert_allclose(pymaivar.autoscaled_limits(lo, hi), ax.get_ylim())
 
 
 def test_polyline_columns_keep_every_vertex_and_thicken_steep_segments():
@@ -531,23 +606,23 @@ def test_polyline_columns_keep_every_vertex_and_thicken_steep_segments():
     # point in column 5
     x = np.array([0.1, 0.3, 0.6, 0.9, 1.1, 1.3, 1.6, 1.9, 3.9, 4.1, 5.5])
     rows = np.array([10, 12, 30, 10, 10, 10, 10, 10, 10, 2, 2], dtype=np.float64)
-    first, last = ai.polyline_columns(x, rows, size=8, half_width=0.5)
+    first, last = pymaivar.polyline_columns(x, rows, size=8, half_width=0.5)
     assert (first[0], last[0]) == (10, 30)  # the peak at row 30 between two points of the same column
     assert (first[1], last[1]) == (10, 10)  # a flat stretch: one row (a line 1 pixel thick)
     assert (first[3], last[3], first[4], last[4]) == (6, 10, 2, 6)  # 1 pixel thick, each column shows its half
     assert np.isinf(first[6:]).all() and np.isinf(last[6:]).all()  # past the last point: no line
-    first, last = ai.polyline_columns(x, rows, size=8, half_width=1.0)
+    first, last = pymaivar.polyline_columns(x, rows, size=8, half_width=1.0)
     assert (first[2], last[2]) == (9, 11)  # 2 pixels thick: the rows within 1 of the line
     assert (first[3], last[3]) == (first[4], last[4]) == (1, 11)  # the whole jump in both columns, as a 2-pixel pen
 
 
 def test_waveplot_envelope_is_librosa_0_8s():
     x = authors_clip(d=2.0)
-    env, hop = ai.waveplot_envelope(x, AUTHORS_SR)  # 88,200 samples > 50,000: 1000 points a second, hop 44
+    env, hop = pymaivar.waveplot_envelope(x, AUTHORS_SR)  # 88,200 samples > 50,000: 1000 points a second, hop 44
     assert hop == 44 and len(env) == len(x) // 44
     np.testing.assert_array_equal(env[:3], [np.abs(x[i * 44 : (i + 1) * 44]).max() for i in range(3)])
     short = x[:40000]
-    env, hop = ai.waveplot_envelope(short, AUTHORS_SR)
+    env, hop = pymaivar.waveplot_envelope(short, AUTHORS_SR)
     assert hop == 1
     np.testing.assert_array_equal(env, np.abs(short))  # every sample
 
@@ -565,12 +640,12 @@ def test_load_audio_mixes_down_and_resamples(tmp_path):
     stereo = np.stack([left, -left], axis=1)  # opposite channels cancel in the mixdown
     path = tmp_path / "stereo.wav"
     sf.write(path, stereo, SR, subtype="PCM_16")
-    y, n_bad = ai.load_audio(str(path), 44100)
+    y, n_bad = wav.load_audio(str(path), 44100)
     assert n_bad == 0 and abs(len(y) - 2 * len(left)) <= 2
     assert np.abs(y).max() < 1e-3
 
     sf.write(tmp_path / "mono.wav", left, SR, subtype="PCM_16")
-    y, _ = ai.load_audio(str(tmp_path / "mono.wav"), 44100)
+    y, _ = wav.load_audio(str(tmp_path / "mono.wav"), 44100)
     spectrum = np.abs(np.fft.rfft(y))
     assert abs(np.argmax(spectrum) * 44100 / len(y) - 440.0) < 5  # the tone survives resampling
 
@@ -580,14 +655,14 @@ def test_load_audio_counts_and_replaces_non_finite_float_samples(tmp_path):
     y[10] = np.nan
     y[20] = np.inf
     sf.write(tmp_path / "float.wav", y, SR, subtype="FLOAT")
-    out, n_bad = ai.load_audio(str(tmp_path / "float.wav"), SR)
+    out, n_bad = wav.load_audio(str(tmp_path / "float.wav"), SR)
     assert n_bad == 2 and np.isfinite(out).all() and out[10] == 0.0
 
 
 def test_read_audio_keeps_the_native_rate(tmp_path):
     left = tone(440.0, d=0.5)
     sf.write(tmp_path / "stereo.wav", np.stack([left, 0.5 * left], axis=1), SR, subtype="FLOAT")
-    y, rate, n_bad = ai.read_audio(str(tmp_path / "stereo.wav"))
+    y, rate, n_bad = wav.read_audio(str(tmp_path / "stereo.wav"))
     assert rate == SR and n_bad == 0 and len(y) == len(left)
     np.testing.assert_allclose(y, 0.75 * left, atol=1e-6)  # the channel mean, as librosa.load(mono=True)
     ref, ref_sr = librosa.load(tmp_path / "stereo.wav", sr=None)
@@ -604,5 +679,5 @@ def test_load_audio_bad_files_raise_with_a_reason(tmp_path, case, reason):
     elif case == "garbage":
         path.write_bytes(b"RIFF\x00\x00this is not a wav file" * 10)
     with pytest.raises(ClipFailure) as err:
-        ai.load_audio(str(path), SR)
+        wav.load_audio(str(path), SR)
     assert err.value.reason == reason

@@ -115,16 +115,19 @@ def test_table2_rows_follow_the_paper_order_and_mark_the_best():
     base = _exp("main", "chromagram", 15.48, 87.91)
     base["experiments"] = [{"name": "e1", "revs": [_exp("e1", "waveplot", 12.08, 86.21)]},
                            {"name": "e2", "revs": [_exp("e2", "mfcc_scaled", 17.43, 86.11)]},
+                           {"name": "e4", "revs": [_exp("e4", "melspectrogram", 14.0, 85.0)]},  # ours: after the six
                            {"name": "e3", "revs": [{"rev": "1" * 40, "name": "e3", "data": {"metrics": {}}}]}]
     workspace = {**_exp(None, "chromagram", 1.0, 1.0), "rev": "workspace"}
     rows = table2.table_rows([workspace, base])
-    assert [r["key"] for r in rows] == ["waveplot", "mfcc_scaled", "chromagram"]  # no workspace, no metrics-less run
+    # no workspace, no metrics-less run
+    assert [r["key"] for r in rows] == ["waveplot", "mfcc_scaled", "chromagram", "melspectrogram"]
     text = table2.format_table(rows)
     assert "| MFCCs Feature Scaling | **17.43** | 86.11 | e2 |" in text
     assert "| Chromagram | 15.48 | **87.91** | main |" in text
+    assert text.index("| Chromagram |") < text.index("| Mel spectrogram | 14.00 | 85.00 | e4 |")
     assert "Video-only accuracy is 75.00%" in text
-    assert [r["key"] for r in table2.table_rows([base], by="backbone")] == ["resnet18"] * 3
-    assert len(table2.table_rows([workspace, base], workspace=True)) == 4
+    assert [r["key"] for r in table2.table_rows([base], by="backbone")] == ["resnet18"] * 4
+    assert len(table2.table_rows([workspace, base], workspace=True)) == 5
 
 
 def test_offline_plots_template_has_no_network_scripts():

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from maivar.audio.images import load_audio
+from maivar.audio.wav import load_audio
 from maivar.core import rejections as R
 from maivar.core.rejections import ClipFailure
 from maivar.data.media import demux_command, measure_wav

@@ -13,8 +13,8 @@ import soundfile as sf
 import yaml
 from PIL import Image
 
-from maivar.audio.images import REPRESENTATIONS
 from maivar.audio.render import MANIFEST_COLUMNS, render_manifest
+from maivar.audio.representations import NAMES
 from maivar.core.errors import PipelineError
 from maivar.core.feature_store import open_store
 from maivar.core.manifest import read_manifest
@@ -131,7 +131,7 @@ def test_same_inputs_give_byte_identical_outputs_with_any_worker_count(tmp_path)
     assert {p.name: p.read_bytes() for p in previews.iterdir()} == first_png
 
 
-@pytest.mark.parametrize("representation", REPRESENTATIONS)
+@pytest.mark.parametrize("representation", NAMES)
 def test_every_representation_renders_the_manifest(tmp_path, representation):
     make_dataset(tmp_path)
     _, out, _ = run(tmp_path, representation=representation, workers=1, size=24)
@@ -179,6 +179,16 @@ def test_stage_entry_point_writes_the_declared_outputs(tmp_path):
     assert "rejected v_Drum_g03_c01: missing_file" in proc.stderr
 
 
+def test_stage_entry_point_renders_the_mel_spectrogram(tmp_path):
+    """melspectrogram, the table's seventh entry (ours), through the stage as DVC runs it."""
+    make_dataset(tmp_path)
+    _params(tmp_path, "melspectrogram")
+    assert run_stage_in_process("render", tmp_path) == 0
+    store = open_store(tmp_path / "data" / "audio_images" / "images.h5", "images")
+    assert store.attrs["representation"] == "melspectrogram" and len(store.ids) == 5
+    assert store.data.shape[1:] == (32, 32, 3) and store.data.dtype == np.uint8
+
+
 def _one_line_error(tmp_path, capsys) -> str:
     capsys.readouterr()
     assert run_stage_in_process("render", tmp_path) == 1
@@ -188,12 +198,12 @@ def _one_line_error(tmp_path, capsys) -> str:
     return err
 
 
-def test_stage_with_an_unknown_representation_fails_with_one_line_listing_the_six(tmp_path, capsys):
+def test_stage_with_an_unknown_representation_fails_with_one_line_listing_the_table(tmp_path, capsys):
     make_dataset(tmp_path)
-    _params(tmp_path, "melspectrogram")
+    _params(tmp_path, "spectrogram")
     line = _one_line_error(tmp_path, capsys)
-    assert line.startswith("error: unknown representation 'melspectrogram'")
-    assert all(name in line for name in REPRESENTATIONS)
+    assert line.startswith("error: unknown representation 'spectrogram'")
+    assert all(name in line for name in NAMES)
 
 
 def test_stage_with_an_unknown_pixel_mapping_fails_with_one_line(tmp_path, capsys):
@@ -244,8 +254,17 @@ def test_a_render_setting_that_does_not_exist_fails_with_one_line(tmp_path, caps
     assert "render.colour is not a render setting; the settings are" in _one_line_error(tmp_path, capsys)
 
 
+def test_a_colormap_for_no_matrix_representation_fails_with_one_line(tmp_path, capsys):
+    make_dataset(tmp_path)
+    params = load_params(REPO / "params.yaml")["render"]
+    _params(tmp_path, "chromagram", colormaps={**params["colormaps"], "chroma": "magma"})
+    line = _one_line_error(tmp_path, capsys)
+    assert line.startswith("error: params.yaml render section: colormaps.chroma is not a matrix representation (")
+
+
 def test_recipe_pymaivar_is_recorded_and_reads_each_wav_at_its_own_rate(tmp_path):
-    from maivar.audio import images as ai
+    from maivar.audio.drawing import render, style_from_params
+    from maivar.audio.wav import read_audio
 
     make_dataset(tmp_path)
     _, out, _ = run(tmp_path, representation="spectral_centroid", workers=1, size=24, recipe="pymaivar")
@@ -254,11 +273,11 @@ def test_recipe_pymaivar_is_recorded_and_reads_each_wav_at_its_own_rate(tmp_path
     assert len(store.ids) == 5 and {r.id: r.reason for r in store.rejected} == EXPECTED_REJECTED
     # the 44.1 kHz stereo clip and the 22.05 kHz mono one, each drawn at its own rate (librosa.load(sr=None)),
     # not at render.sample_rate
-    style = ai.style_from_params(small_params())
+    style = style_from_params(small_params())
     for clip_id in ("v_Drum_g02_c01", "v_Bell_g01_c01"):
-        y, rate, _ = ai.read_audio(str(tmp_path / "data" / "prepared" / "audio" / f"{clip_id}.wav"))
-        expected = ai.render(y, rate, "spectral_centroid", size=24, n_fft=2048, hop_length=512, n_mfcc=20,
-                             chroma_tuning=None, style=style, pixel_mapping="nearest", recipe="pymaivar")
+        y, rate, _ = read_audio(str(tmp_path / "data" / "prepared" / "audio" / f"{clip_id}.wav"))
+        expected = render(y, rate, "spectral_centroid", size=24, n_fft=2048, hop_length=512, n_mfcc=20,
+                          chroma_tuning=None, style=style, pixel_mapping="nearest", recipe="pymaivar")
         np.testing.assert_array_equal(store.data[store.index[clip_id]], expected)
     _, corrected, _ = run(tmp_path, representation="spectral_centroid", workers=1, size=24)
     assert not np.array_equal(open_store(corrected, "images").data[0], store.data[0])

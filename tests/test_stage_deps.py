@@ -33,7 +33,7 @@ def _without(line: str, stage: str) -> str:
 
 
 @pytest.mark.parametrize("stage,dep,expected", [
-    ("render", "maivar/audio/images.py", ["maivar/audio/images.py"]),  # a module of the stage's own job
+    ("render", "maivar/audio/spectra.py", ["maivar/audio/spectra.py"]),  # a module of the stage's own job
     ("extract_video", "maivar/extraction", ["maivar/extraction/__init__.py", "maivar/extraction/backbones.py",  # folder
                                             "maivar/extraction/data_parallel.py", "maivar/extraction/resume.py"]),
     ("train_fusion", "maivar/__init__.py", ["maivar/__init__.py"]),  # the package's own __init__
@@ -103,7 +103,7 @@ def test_audio_code_does_not_rerun_video_stages_and_back():
         assert not [p for p in video if covered(p.relative_to(REPO), stages[name].deps)], name
     # and within the audio branch: extraction code does not rerun render, drawing code does not rerun extraction
     assert not covered(Path("maivar/audio/features.py"), stages["render"].deps)
-    assert not covered(Path("maivar/audio/images.py"), stages["extract_audio"].deps)
+    assert not covered(Path("maivar/audio/drawing.py"), stages["extract_audio"].deps)
 
 
 def test_no_parameter_is_named_size_or_nfiles():

@@ -1,8 +1,8 @@
 """Stage ``render``: one audio image per manifest clip, over all cores, into ``images.h5`` + PNG previews.
 
-Each worker loads one WAV (:func:`maivar.audio.images.load_audio`) and renders it; the parent writes the
-images in manifest order (sorted by id). A clip that cannot be rendered (missing, empty or unreadable
-WAV, a worker that hangs or crashes) becomes a rejection with its reason, so ids stay aligned downstream.
+Each worker loads one WAV (:func:`maivar.audio.wav.load_audio`) and renders it (:func:`maivar.audio.drawing.render`);
+the parent writes the images in manifest order (sorted by id). A clip that cannot be rendered (missing, empty or
+unreadable WAV, a worker that hangs or crashes) becomes a rejection with its reason, so ids stay aligned downstream.
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ from maivar.core.manifest import read_manifest
 from maivar.core.parallel import guarded_imap
 from maivar.core.rejections import ClipFailure, check_rejected_share
 
-from . import images as audio_images
-from .images import check_representation
+from .drawing import Style, check_recipe, render, style_from_params
+from .raster import check_pixel_mapping
+from .representations import get_representation
+from .wav import load_audio, read_audio
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,7 @@ RENDER_KEYS = frozenset({"recipe", "image_size", "sample_rate", "n_fft", "hop_le
 
 
 def render_clip(audio_path: str, *, representation: str, sample_rate: int, size: int, n_fft: int,
-                hop_length: int, n_mfcc: int, chroma_tuning, style: audio_images.Style, pixel_mapping: str,
+                hop_length: int, n_mfcc: int, chroma_tuning, style: Style, pixel_mapping: str,
                 recipe: str = "corrected") -> Rendered:
     """Worker: load one WAV and render it; raises :class:`ClipFailure` for a WAV that cannot be read.
 
@@ -52,19 +54,18 @@ def render_clip(audio_path: str, *, representation: str, sample_rate: int, size:
     (``sample_rate`` is then unused)."""
     _one_thread()
     if recipe == "pymaivar":
-        y, sample_rate, non_finite = audio_images.read_audio(audio_path)
+        y, sample_rate, non_finite = read_audio(audio_path)
     else:
-        y, non_finite = audio_images.load_audio(audio_path, sample_rate)
-    image = audio_images.render(y, sample_rate, representation, size=size, n_fft=n_fft, hop_length=hop_length,
-                                n_mfcc=n_mfcc, chroma_tuning=chroma_tuning, style=style, pixel_mapping=pixel_mapping,
-                                recipe=recipe)
+        y, non_finite = load_audio(audio_path, sample_rate)
+    image = render(y, sample_rate, representation, size=size, n_fft=n_fft, hop_length=hop_length, n_mfcc=n_mfcc,
+                   chroma_tuning=chroma_tuning, style=style, pixel_mapping=pixel_mapping, recipe=recipe)
     return Rendered(image, non_finite)
 
 
-def clip_keywords(representation: str, settings: dict, style: audio_images.Style) -> dict:
+def clip_keywords(representation: str, settings: dict, style: Style) -> dict:
     """:func:`render_clip`'s keywords (all but ``audio_path``) from render settings: params.yaml's ``render``
     section, or the ``render.*`` attributes a store records (``images.h5``), with ``style`` the :class:`Style` they
-    describe (:func:`~maivar.audio.images.style_from_params`). A missing ``recipe`` is ``corrected``;
+    describe (:func:`~maivar.audio.drawing.style_from_params`). A missing ``recipe`` is ``corrected``;
     ``chroma_tuning`` is required (None: estimated)."""
     s = settings
     return {
@@ -80,10 +81,9 @@ def warm_up(kw: dict) -> None:
     takes seconds) and filterbanks are then inherited by the forked workers instead of paid by each."""
     import soxr  # noqa: F401 - librosa.resample's backend
 
-    audio_images.render(np.zeros(kw["n_fft"], np.float32), kw["sample_rate"], kw["representation"], size=kw["size"],
-                        n_fft=kw["n_fft"], hop_length=kw["hop_length"], n_mfcc=kw["n_mfcc"],
-                        chroma_tuning=kw["chroma_tuning"], style=kw["style"], pixel_mapping=kw["pixel_mapping"],
-                        recipe=kw["recipe"])
+    render(np.zeros(kw["n_fft"], np.float32), kw["sample_rate"], kw["representation"], size=kw["size"],
+           n_fft=kw["n_fft"], hop_length=kw["hop_length"], n_mfcc=kw["n_mfcc"], chroma_tuning=kw["chroma_tuning"],
+           style=kw["style"], pixel_mapping=kw["pixel_mapping"], recipe=kw["recipe"])
 
 
 @functools.lru_cache(maxsize=1)
@@ -116,7 +116,7 @@ def render_manifest(manifest: pd.DataFrame, *, representation: str, render_param
 
     Returns a summary ``{"rendered": n, "rejected": {reason: count}, "non_finite_clips": n}``.
     """
-    check_representation(representation)
+    get_representation(representation)
     p = render_params
     unknown = sorted(set(p) - RENDER_KEYS, key=lambda k: k != "size")
     if unknown:
@@ -124,12 +124,12 @@ def render_manifest(manifest: pd.DataFrame, *, representation: str, render_param
         raise PipelineError(f"params.yaml render.{unknown[0]} is not a render setting{hint}; the settings are "
                             f"{', '.join(sorted(RENDER_KEYS))}")
     try:
-        style = audio_images.style_from_params(p)
+        style = style_from_params(p)
     except (KeyError, ValueError) as exc:
         raise PipelineError(f"params.yaml render section: {exc}: fix colormaps/colors/faded_alpha/line_width") from None
     try:
-        audio_images.check_pixel_mapping(p.get("pixel_mapping"))
-        recipe = audio_images.check_recipe(p.get("recipe", "corrected"))
+        check_pixel_mapping(p.get("pixel_mapping"))
+        recipe = check_recipe(p.get("recipe", "corrected"))
     except ValueError as exc:
         raise PipelineError(f"params.yaml render.{exc}") from None
     worker = functools.partial(render_clip, **clip_keywords(representation, p, style))
@@ -142,14 +142,15 @@ def render_manifest(manifest: pd.DataFrame, *, representation: str, render_param
            if k not in ("previews_per_class", "max_rejected_share", "recipe")},
         "librosa_version": librosa_version,
         # This text is stored in images.h5 as it was first written, when this mapping's code lived in
-        # maivar/audio_images.py (now maivar/audio/images.py): kept byte for byte, so that moving the module did
+        # maivar/audio_images.py (now maivar/audio/raster.py): kept byte for byte, so that moving the module did
         # not change the images' file.
         "pixel_mapping": "whole clip -> full width (column c covers samples [cN/W,(c+1)N/W)); bin 0 at the bottom; "
                          f"{p['pixel_mapping']} (see maivar/audio_images.py)",
     }
     if recipe != "corrected":
         # Recorded only when it is not the default: with recipe corrected (written out or not) images.h5 stays
-        # byte for byte what it was before the parameter existed.
+        # byte for byte what it was before the parameter existed. The text names the module as it was written
+        # (the drawing is now maivar/audio/pymaivar.py), kept byte for byte as above.
         attrs["render.recipe"] = recipe
         attrs["pixel_mapping"] = ("pymaivar: the authors' drawing (specshow's equal frame cells over the width; curves "
                                   "at frame times f*512/22050 s over the clip's duration, on the waveform's axis); "

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from maivar.audio import images as audio_images
+from maivar.audio.drawing import style_from_params
 from maivar.audio.features import create_audio_backbone, extract_audio_features
 from maivar.audio.render import clip_keywords, render_clip
 from maivar.audio.render import warm_up as warm_up_render
@@ -94,7 +94,7 @@ class Prediction:
 def render_keywords(recipe: AudioRecipe) -> dict:
     """:func:`~maivar.audio.render.render_clip`'s keywords for the run's recorded render settings."""
     try:
-        style = audio_images.style_from_params(recipe.render)
+        style = style_from_params(recipe.render)
     except (KeyError, ValueError, TypeError) as exc:
         raise PipelineError(f"the run's images.h5 records an unusable drawing style ({exc}): rerun dvc repro") from None
     return clip_keywords(recipe.representation, recipe.render, style)

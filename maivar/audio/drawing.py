@@ -1,0 +1,114 @@
+"""Drawing one clip's audio image: :func:`render`, the drawing style params.yaml's ``render`` section describes
+(:func:`style_from_params`) and the two recipes.
+
+``render(y, sr, representation, ...)`` turns one clip's mono waveform into a ``size x size x 3`` uint8 image,
+full-bleed (no margins, no axes), without a matplotlib figure: the representation's feature
+(:mod:`maivar.audio.representations`, computed by :mod:`maivar.audio.spectra`, tested equal to librosa's own
+functions) is drawn straight into a numpy array (:mod:`maivar.audio.raster`). ``render.recipe`` picks the drawing:
+
+- ``corrected`` (the default): every representation over the whole clip, time-aligned (the pixel mapping of
+  :mod:`maivar.audio.raster`), at ``render.sample_rate`` with the section's analysis settings, colormaps and
+  colors. By kind: a ``wave`` is the waveform's peak envelope in the ``waveform`` color; a ``curve`` is that
+  waveform faded to ``faded_alpha`` over the background with the min-max normalized curve on top in the
+  ``curve`` color, ``line_width`` pixels thick; a ``matrix`` is the min-max normalized matrix through its
+  colormap (``render.colormaps``, else the table's default).
+- ``pymaivar``: what the authors' toolbox PyMAiVAR drew (:mod:`maivar.audio.pymaivar`).
+
+Degenerate audio is well defined (:func:`maivar.audio.wav.clean_audio`): no output pixel is ever NaN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .pymaivar import render_pymaivar
+from .raster import (
+    check_pixel_mapping,
+    colormap_lut,
+    composite,
+    curve_layer,
+    curve_to_columns,
+    hex_rgb,
+    matrix_image,
+    minmax,
+    time_map,
+    waveform_layer,
+)
+from .representations import get_representation, of_kind
+from .spectra import Analysis
+from .wav import clean_audio
+
+RECIPES = ("corrected", "pymaivar")
+
+
+@dataclass(frozen=True)
+class Style:
+    """How curves and waveforms are drawn (colors as ``#rrggbb``), and the matrices' colormaps."""
+
+    colormaps: dict  # matrix representation -> matplotlib colormap name
+    waveform: str
+    curve: str
+    background: str
+    faded_alpha: float
+    line_width: int
+
+
+def style_from_params(render_params: dict) -> Style:
+    """The :class:`Style` that params.yaml's ``render`` section describes (validated): a matrix representation
+    that ``colormaps`` does not name takes the table's default colormap (a store recorded before it existed stays
+    readable); a name that is not a matrix representation is a ValueError."""
+    colors, colormaps = render_params["colors"], dict(render_params["colormaps"])
+    matrices = of_kind("matrix")
+    unknown = sorted(set(colormaps) - {r.name for r in matrices})
+    if unknown:
+        raise ValueError(f"colormaps.{unknown[0]} is not a matrix representation "
+                         f"({', '.join(r.name for r in matrices)})")
+    style = Style(
+        colormaps={r.name: str(colormaps.get(r.name, r.colormap)) for r in matrices},
+        waveform=str(colors["waveform"]),
+        curve=str(colors["curve"]),
+        background=str(colors["background"]),
+        faded_alpha=float(render_params["faded_alpha"]),
+        line_width=int(render_params["line_width"]),
+    )
+    for color in (style.waveform, style.curve, style.background):
+        hex_rgb(color)
+    for name in style.colormaps.values():
+        colormap_lut(name)
+    return style
+
+
+def check_recipe(recipe) -> str:
+    """``recipe`` if it is one of :data:`RECIPES`, else a one-line ValueError listing them."""
+    if recipe not in RECIPES:
+        raise ValueError(f"recipe must be one of {', '.join(RECIPES)}, not {recipe!r}")
+    return recipe
+
+
+def render(y: np.ndarray, sr: int, representation: str, *, size: int, n_fft: int, hop_length: int, n_mfcc: int,
+           chroma_tuning: float | None, style: Style, pixel_mapping: str, recipe: str = "corrected") -> np.ndarray:
+    """One clip's audio image: ``(size, size, 3)`` uint8, full-bleed. See the module docstring.
+
+    ``recipe="pymaivar"`` draws as the authors did (:func:`~maivar.audio.pymaivar.render_pymaivar`: ``n_fft``,
+    ``hop_length``, ``n_mfcc``, ``chroma_tuning`` and the style's colors and colormaps are theirs then, not these).
+    """
+    rep = get_representation(representation)
+    check_pixel_mapping(pixel_mapping)
+    if check_recipe(recipe) == "pymaivar":
+        return render_pymaivar(y, sr, rep.name, size=size, pixel_mapping=pixel_mapping, line_width=style.line_width)
+    y, _ = clean_audio(y, n_fft)
+    background, waveform = hex_rgb(style.background), hex_rgb(style.waveform)
+    if rep.kind == "wave":
+        return composite(size, background, [(waveform_layer(y, size), waveform, 1.0)])
+    frames, time_weights = time_map(len(y), hop_length, size, pixel_mapping)
+    values = rep.feature(y, sr, Analysis(n_fft, hop_length, n_mfcc, chroma_tuning), frames)
+    if rep.kind == "matrix":
+        return matrix_image(minmax(values), time_weights, size, pixel_mapping, style.colormaps[rep.name])
+    columns = np.clip(curve_to_columns(minmax(values), time_weights), 0.0, 1.0)
+    return composite(size, background, [(waveform_layer(y, size), waveform, style.faded_alpha),
+                                        (curve_layer(columns, size, style.line_width), hex_rgb(style.curve), 1.0)])
+
+
+__all__ = ["RECIPES", "Style", "style_from_params", "check_recipe", "render"]
