@@ -17,6 +17,8 @@ from maivar.audio.representations import NAMES, REPRESENTATIONS, get_representat
 from maivar.core.errors import PipelineError
 from maivar.core.params import load_params
 from maivar.core.rejections import ClipFailure
+from maivar.settings.base import SettingsError
+from maivar.settings.render import RenderSettings
 
 SR = 22050  # a lower rate than the default keeps the tests fast; the mapping uses the actual rate
 SIZE = 64
@@ -31,7 +33,7 @@ def render_params():
 
 @pytest.fixture(scope="module")
 def style(render_params):
-    return drawing.style_from_params(render_params)
+    return drawing.style_from_settings(RenderSettings.from_mapping(render_params))
 
 
 def draw(y, representation, style, size=SIZE, sr=SR, tuning=0.0, mapping="nearest", recipe="corrected"):
@@ -262,13 +264,17 @@ def test_colormaps_are_the_tables_defaults(render_params):
 def test_style_colormaps_default_to_the_table_and_refuse_other_names(render_params):
     """A matrix params do not name takes the table's colormap (a store recorded before that representation
     existed stays readable); a name that is no matrix of the table (a typo) is refused."""
-    style = drawing.style_from_params({**render_params, "colormaps": {"mfcc": "viridis"}})
+    def style_of(colormaps):
+        return drawing.style_from_settings(RenderSettings.from_mapping({**render_params, "colormaps": colormaps}))
+
+    style = style_of({"mfcc": "viridis"})
     assert style.colormaps == {r.name: "viridis" if r.name == "mfcc" else r.colormap for r in of_kind("matrix")}
-    for name in ("mfc", "waveplot"):
-        with pytest.raises(ValueError, match=f"colormaps.{name} is not a matrix representation"):
-            drawing.style_from_params({**render_params, "colormaps": {name: "viridis"}})
-    with pytest.raises(ValueError, match="unknown matplotlib colormap 'nope'"):
-        drawing.style_from_params({**render_params, "colormaps": {"chromagram": "nope"}})
+    with pytest.raises(SettingsError, match=r"render.colormaps.mfc: unknown key \(did you mean render.colormaps.mfcc"):
+        style_of({"mfc": "viridis"})
+    with pytest.raises(SettingsError, match=r"render.colormaps.waveplot: unknown key \(allowed: mfcc, "):
+        style_of({"waveplot": "viridis"})
+    with pytest.raises(SettingsError, match=r'render.colormaps.chromagram: "nope" is not allowed \(a matplotlib'):
+        style_of({"chromagram": "nope"})
 
 
 @pytest.mark.parametrize("representation", [r.name for r in of_kind("matrix")])
@@ -560,10 +566,9 @@ def test_pymaivar_centroid_shows_the_first_half_of_the_clip_and_corrected_the_wh
 
 def test_pymaivar_ignores_the_style_and_analysis_params(style, render_params):
     """The authors' choices are fixed: other colors, colormaps, tuning or FFT sizes in params change nothing."""
-    other = drawing.style_from_params({**render_params, "colors": {"waveform": "#000000", "curve": "#00ff00",
-                                                              "background": "#123456"},
-                                  "colormaps": {r.name: "gray" for r in of_kind("matrix")},
-                                  "faded_alpha": 0.9})
+    other = drawing.style_from_settings(RenderSettings.from_mapping({
+        **render_params, "colors": {"waveform": "#000000", "curve": "#00ff00", "background": "#123456"},
+        "colormaps": {r.name: "gray" for r in of_kind("matrix")}, "faded_alpha": 0.9}))
     x = authors_clip(d=1.5)
     for representation in NAMES:
         a = drawing.render(x, AUTHORS_SR, representation, size=48, n_fft=N_FFT, hop_length=HOP, n_mfcc=N_MFCC,

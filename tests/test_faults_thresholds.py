@@ -50,8 +50,9 @@ def test_rejected_share_is_compared_exactly_as_written(share):
 
 
 def test_render_fails_without_writing_when_too_many_clips_cannot_be_rendered(tmp_path, monkeypatch):
-    from maivar.audio.render import MANIFEST_COLUMNS, render_manifest
+    from maivar.audio.render import RENDER_COLUMNS, render_manifest
     from maivar.core.manifest import read_manifest
+    from maivar.settings.render import RenderSettings
 
     from test_render_stage import EXPECTED_REJECTED, make_dataset, small_params
 
@@ -59,9 +60,9 @@ def test_render_fails_without_writing_when_too_many_clips_cannot_be_rendered(tmp
     monkeypatch.chdir(tmp_path)  # audio paths in the manifest are relative to the repository root
 
     def render(share):
-        params = {**small_params(), "max_rejected_share": share}
-        return render_manifest(read_manifest(stage_path("render", "manifest"), MANIFEST_COLUMNS), representation="mfcc",
-                               render_params=params, workers=2, out_path="out/images.h5",
+        settings = RenderSettings.from_mapping({**small_params(), "max_rejected_share": share})
+        return render_manifest(read_manifest(stage_path("render", "manifest"), RENDER_COLUMNS), representation="mfcc",
+                               settings=settings, workers=2, out_path="out/images.h5",
                                previews_dir="out/previews", librosa_version="x")
 
     with pytest.raises(PipelineError, match=r"^3 of 8 clips could not be rendered .*render.max_rejected_share=0.3"):

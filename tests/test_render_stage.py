@@ -13,12 +13,13 @@ import soundfile as sf
 import yaml
 from PIL import Image
 
-from maivar.audio.render import MANIFEST_COLUMNS, render_manifest
+from maivar.audio.render import RENDER_COLUMNS, render_manifest
 from maivar.audio.representations import NAMES
 from maivar.core.errors import PipelineError
 from maivar.core.feature_store import open_store
 from maivar.core.manifest import read_manifest
 from maivar.core.params import load_params
+from maivar.settings.render import RenderSettings
 
 from stage_cmd import run_stage, run_stage_in_process
 
@@ -74,7 +75,7 @@ def small_params(size=32, previews=1, drop=(), **render):
 
 
 def run(tmp_path, representation="chromagram", workers=2, **kw):
-    manifest = read_manifest(tmp_path / "data" / "prepared" / "manifest.csv", MANIFEST_COLUMNS)
+    manifest = read_manifest(tmp_path / "data" / "prepared" / "manifest.csv", RENDER_COLUMNS)
     out = tmp_path / "out" / "images.h5"
     previews = tmp_path / "out" / "previews"
     import os
@@ -82,7 +83,8 @@ def run(tmp_path, representation="chromagram", workers=2, **kw):
     cwd = os.getcwd()
     os.chdir(tmp_path)  # audio paths in the manifest are relative to the repository root
     try:
-        summary = render_manifest(manifest, representation=representation, render_params=small_params(**kw),
+        settings = RenderSettings.from_mapping(small_params(**kw))
+        summary = render_manifest(manifest, representation=representation, settings=settings,
                                   workers=workers, out_path=out, previews_dir=previews, librosa_version="x")
     finally:
         os.chdir(cwd)
@@ -152,11 +154,11 @@ def test_nothing_renderable_is_a_one_line_error(tmp_path):
 
 def test_manifest_errors_are_one_line(tmp_path):
     with pytest.raises(PipelineError, match="prepare"):
-        read_manifest(tmp_path / "missing.csv", MANIFEST_COLUMNS)
+        read_manifest(tmp_path / "missing.csv", RENDER_COLUMNS)
     bad = tmp_path / "bad.csv"
     bad.write_text("id,label\nv_a,0\n")
     with pytest.raises(PipelineError, match="audio_path"):
-        read_manifest(bad, MANIFEST_COLUMNS)
+        read_manifest(bad, RENDER_COLUMNS)
 
 
 def _params(tmp_path, representation, **render):
@@ -202,14 +204,15 @@ def test_stage_with_an_unknown_representation_fails_with_one_line_listing_the_ta
     make_dataset(tmp_path)
     _params(tmp_path, "spectrogram")
     line = _one_line_error(tmp_path, capsys)
-    assert line.startswith("error: unknown representation 'spectrogram'")
-    assert all(name in line for name in NAMES)
+    assert line.startswith('error: params.yaml representation: "spectrogram" is not allowed (one of ')
+    assert all(f'"{name}"' in line for name in NAMES)
 
 
 def test_stage_with_an_unknown_pixel_mapping_fails_with_one_line(tmp_path, capsys):
     make_dataset(tmp_path)
     _params(tmp_path, "chromagram", pixel_mapping="bicubic")
-    assert "pixel_mapping must be one of nearest, area, not 'bicubic'" in _one_line_error(tmp_path, capsys)
+    assert _one_line_error(tmp_path, capsys) == ('error: params.yaml render.pixel_mapping: "bicubic" is not allowed '
+                                                 '(one of "nearest", "area")')
 
 
 def test_pixel_mapping_is_recorded_and_changes_the_images(tmp_path):
@@ -224,23 +227,22 @@ def test_pixel_mapping_is_recorded_and_changes_the_images(tmp_path):
     assert not np.array_equal(images["nearest"], images["area"])
 
 
-@pytest.mark.parametrize("representation", ["spectral_centroid", "mfcc_scaled"])
-def test_recipe_corrected_leaves_the_store_byte_for_byte_as_before_the_parameter(tmp_path, representation):
-    """params as they were before render.recipe existed, and with recipe: corrected written out: the same bytes
-    (no attribute added), so DVC's images.h5 hash does not move."""
+def test_the_store_records_every_render_setting_and_they_read_back_equal(tmp_path):
+    """What predict rebuilds a run's images from: the store's render.* attributes, through the same settings type."""
     make_dataset(tmp_path)
-    outputs = []
-    for params in ({"drop": ("recipe",)}, {"recipe": "corrected"}):
-        _, out, previews = run(tmp_path, representation=representation, workers=1, previews=2, **params)
-        assert "render.recipe" not in open_store(out, "images").attrs
-        outputs.append((out.read_bytes(), {p.name: p.read_bytes() for p in previews.iterdir()}))
-    assert outputs[0] == outputs[1]
+    _, out, _ = run(tmp_path, representation="spectral_centroid", workers=1, recipe="pymaivar", line_width=3)
+    attrs = open_store(out, "images").attrs
+    assert attrs["representation"] == "spectral_centroid"
+    assert RenderSettings.from_attrs(attrs) == RenderSettings.from_mapping(
+        small_params(recipe="pymaivar", line_width=3))
+    assert not any("audio_images" in str(v) for v in attrs.values())  # no pointer to a module that is gone
 
 
 def test_stage_with_an_unknown_recipe_fails_with_one_line(tmp_path, capsys):
     make_dataset(tmp_path)
     _params(tmp_path, "chromagram", recipe="matplotlib")
-    assert "render.recipe must be one of corrected, pymaivar, not 'matplotlib'" in _one_line_error(tmp_path, capsys)
+    assert _one_line_error(tmp_path, capsys) == ('error: params.yaml render.recipe: "matplotlib" is not allowed (one '
+                                                 'of "corrected", "pymaivar")')
 
 
 def test_a_render_setting_that_does_not_exist_fails_with_one_line(tmp_path, capsys):
@@ -249,9 +251,10 @@ def test_a_render_setting_that_does_not_exist_fails_with_one_line(tmp_path, caps
     make_dataset(tmp_path)
     _params(tmp_path, "chromagram", size=64)
     line = _one_line_error(tmp_path, capsys)
-    assert line.startswith("error: params.yaml render.size is not a render setting (renamed render.image_size")
+    assert line == "error: params.yaml render.size: unknown key (did you mean render.image_size?)"
     _params(tmp_path, "chromagram", colour="red")
-    assert "render.colour is not a render setting; the settings are" in _one_line_error(tmp_path, capsys)
+    assert _one_line_error(tmp_path, capsys) == ("error: params.yaml render.colour: unknown key (did you mean "
+                                                 "render.colors?)")
 
 
 def test_a_colormap_for_no_matrix_representation_fails_with_one_line(tmp_path, capsys):
@@ -259,21 +262,22 @@ def test_a_colormap_for_no_matrix_representation_fails_with_one_line(tmp_path, c
     params = load_params(REPO / "params.yaml")["render"]
     _params(tmp_path, "chromagram", colormaps={**params["colormaps"], "chroma": "magma"})
     line = _one_line_error(tmp_path, capsys)
-    assert line.startswith("error: params.yaml render section: colormaps.chroma is not a matrix representation (")
+    assert line == ("error: params.yaml render.colormaps.chroma: unknown key (did you mean "
+                    "render.colormaps.chromagram?)")
 
 
 def test_recipe_pymaivar_is_recorded_and_reads_each_wav_at_its_own_rate(tmp_path):
-    from maivar.audio.drawing import render, style_from_params
+    from maivar.audio.drawing import render, style_from_settings
     from maivar.audio.wav import read_audio
 
     make_dataset(tmp_path)
     _, out, _ = run(tmp_path, representation="spectral_centroid", workers=1, size=24, recipe="pymaivar")
     store = open_store(out, "images")
-    assert store.attrs["render.recipe"] == "pymaivar" and store.attrs["pixel_mapping"].startswith("pymaivar: ")
+    assert store.attrs["render.recipe"] == "pymaivar" and store.attrs["render.pixel_mapping"] == "nearest"
     assert len(store.ids) == 5 and {r.id: r.reason for r in store.rejected} == EXPECTED_REJECTED
     # the 44.1 kHz stereo clip and the 22.05 kHz mono one, each drawn at its own rate (librosa.load(sr=None)),
     # not at render.sample_rate
-    style = style_from_params(small_params())
+    style = style_from_settings(RenderSettings.from_mapping(small_params()))
     for clip_id in ("v_Drum_g02_c01", "v_Bell_g01_c01"):
         y, rate, _ = read_audio(str(tmp_path / "data" / "prepared" / "audio" / f"{clip_id}.wav"))
         expected = render(y, rate, "spectral_centroid", size=24, n_fft=2048, hop_length=512, n_mfcc=20,

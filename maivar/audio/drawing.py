@@ -1,5 +1,5 @@
 """Drawing one clip's audio image: :func:`render`, the drawing style params.yaml's ``render`` section describes
-(:func:`style_from_params`) and the two recipes.
+(:func:`style_from_settings`) and the two recipes.
 
 ``render(y, sr, representation, ...)`` turns one clip's mono waveform into a ``size x size x 3`` uint8 image,
 full-bleed (no margins, no axes), without a matplotlib figure: the representation's feature
@@ -20,6 +20,7 @@ Degenerate audio is well defined (:func:`maivar.audio.wav.clean_audio`): no outp
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -40,6 +41,9 @@ from .representations import get_representation, of_kind
 from .spectra import Analysis
 from .wav import clean_audio
 
+if TYPE_CHECKING:
+    from maivar.settings.render import RenderSettings
+
 RECIPES = ("corrected", "pymaivar")
 
 
@@ -55,26 +59,16 @@ class Style:
     line_width: int
 
 
-def style_from_params(render_params: dict) -> Style:
-    """The :class:`Style` that params.yaml's ``render`` section describes (validated): a matrix representation
-    that ``colormaps`` does not name takes the table's default colormap (a store recorded before it existed stays
-    readable); a name that is not a matrix representation is a ValueError."""
-    colors, colormaps = render_params["colors"], dict(render_params["colormaps"])
-    matrices = of_kind("matrix")
-    unknown = sorted(set(colormaps) - {r.name for r in matrices})
-    if unknown:
-        raise ValueError(f"colormaps.{unknown[0]} is not a matrix representation "
-                         f"({', '.join(r.name for r in matrices)})")
+def style_from_settings(settings: RenderSettings) -> Style:
+    """The :class:`Style` a ``render`` section describes (checked by its settings type): a matrix representation that
+    ``colormaps`` does not name takes the table's default colormap (a store recorded before it existed stays
+    readable)."""
+    colors, colormaps = dict(settings.colors), dict(settings.colormaps)
     style = Style(
-        colormaps={r.name: str(colormaps.get(r.name, r.colormap)) for r in matrices},
-        waveform=str(colors["waveform"]),
-        curve=str(colors["curve"]),
-        background=str(colors["background"]),
-        faded_alpha=float(render_params["faded_alpha"]),
-        line_width=int(render_params["line_width"]),
+        colormaps={r.name: str(colormaps.get(r.name, r.colormap)) for r in of_kind("matrix")},
+        waveform=colors["waveform"], curve=colors["curve"], background=colors["background"],
+        faded_alpha=settings.faded_alpha, line_width=settings.line_width,
     )
-    for color in (style.waveform, style.curve, style.background):
-        hex_rgb(color)
     for name in style.colormaps.values():
         colormap_lut(name)
     return style
@@ -111,4 +105,4 @@ def render(y: np.ndarray, sr: int, representation: str, *, size: int, n_fft: int
                                         (curve_layer(columns, size, style.line_width), hex_rgb(style.curve), 1.0)])
 
 
-__all__ = ["RECIPES", "Style", "style_from_params", "check_recipe", "render"]
+__all__ = ["RECIPES", "Style", "style_from_settings", "check_recipe", "render"]

@@ -12,6 +12,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -23,26 +24,23 @@ from maivar.core.manifest import read_manifest
 from maivar.core.parallel import guarded_imap
 from maivar.core.rejections import ClipFailure, check_rejected_share
 
-from .drawing import Style, check_recipe, render, style_from_params
-from .raster import check_pixel_mapping
+from .drawing import Style, render, style_from_settings
 from .representations import get_representation
 from .wav import load_audio, read_audio
 
+if TYPE_CHECKING:
+    from maivar.settings.render import RenderSettings
+    from maivar.settings.runtime import RuntimeSettings
+
 log = logging.getLogger(__name__)
 
-MANIFEST_COLUMNS = ("id", "class_name", "label", "audio_path")
+RENDER_COLUMNS = ("id", "class_name", "label", "audio_path")  # the manifest's columns render reads
 
 
 @dataclass(frozen=True)
 class Rendered:
     image: np.ndarray
     non_finite: int  # samples that were NaN/inf and were replaced by 0
-
-
-# The render section's settings: any other key would be recorded in images.h5 but change nothing.
-RENDER_KEYS = frozenset({"recipe", "image_size", "sample_rate", "n_fft", "hop_length", "n_mfcc", "pixel_mapping",
-                         "chroma_tuning", "colormaps", "colors", "faded_alpha", "line_width", "previews_per_class",
-                         "timeout_s", "max_rejected_share"})
 
 
 def render_clip(audio_path: str, *, representation: str, sample_rate: int, size: int, n_fft: int,
@@ -62,17 +60,14 @@ def render_clip(audio_path: str, *, representation: str, sample_rate: int, size:
     return Rendered(image, non_finite)
 
 
-def clip_keywords(representation: str, settings: dict, style: Style) -> dict:
-    """:func:`render_clip`'s keywords (all but ``audio_path``) from render settings: params.yaml's ``render``
-    section, or the ``render.*`` attributes a store records (``images.h5``), with ``style`` the :class:`Style` they
-    describe (:func:`~maivar.audio.drawing.style_from_params`). A missing ``recipe`` is ``corrected``;
-    ``chroma_tuning`` is required (None: estimated)."""
-    s = settings
+def clip_keywords(representation: str, settings: RenderSettings) -> dict:
+    """:func:`render_clip`'s keywords (all but ``audio_path``) from the ``render`` settings (params.yaml's section, or
+    what a store recorded: :meth:`RenderSettings.from_attrs`)."""
     return {
-        "representation": representation, "sample_rate": int(s["sample_rate"]), "size": int(s["image_size"]),
-        "n_fft": int(s["n_fft"]), "hop_length": int(s["hop_length"]), "n_mfcc": int(s["n_mfcc"]),
-        "chroma_tuning": None if s["chroma_tuning"] is None else float(s["chroma_tuning"]), "style": style,
-        "pixel_mapping": str(s["pixel_mapping"]), "recipe": str(s.get("recipe", "corrected")),
+        "representation": get_representation(representation).name, "sample_rate": settings.sample_rate,
+        "size": settings.image_size, "n_fft": settings.n_fft, "hop_length": settings.hop_length,
+        "n_mfcc": settings.n_mfcc, "chroma_tuning": settings.chroma_tuning, "style": style_from_settings(settings),
+        "pixel_mapping": settings.pixel_mapping, "recipe": settings.recipe,
     }
 
 
@@ -97,67 +92,33 @@ def _one_thread() -> None:
     threadpoolctl.threadpool_limits(limits=1)
 
 
-def render_stage(manifest_path: str | Path, *, out_path: str | Path, previews_dir: str | Path, representation,
-                 render_params: dict, runtime: dict) -> dict:
-    """Stage render: every clip of the manifest at ``manifest_path`` (see :func:`render_manifest`); ``runtime``
-    holds the machine settings (``workers``)."""
+def render_stage(manifest_path: str | Path, *, out_path: str | Path, previews_dir: str | Path, representation: str,
+                 settings: RenderSettings, runtime: RuntimeSettings) -> dict:
+    """Stage render: every clip of the manifest at ``manifest_path`` (see :func:`render_manifest`) with
+    ``runtime.workers`` processes."""
     import librosa
 
-    from maivar.core.params import resolve_workers
-
-    return render_manifest(read_manifest(manifest_path, MANIFEST_COLUMNS), representation=representation,
-                           render_params=render_params, workers=resolve_workers(runtime["workers"]),
-                           out_path=out_path, previews_dir=previews_dir, librosa_version=librosa.__version__)
+    return render_manifest(read_manifest(manifest_path, RENDER_COLUMNS), representation=representation,
+                           settings=settings, workers=runtime.worker_count, out_path=out_path,
+                           previews_dir=previews_dir, librosa_version=librosa.__version__)
 
 
-def render_manifest(manifest: pd.DataFrame, *, representation: str, render_params: dict, workers: int | None,
+def render_manifest(manifest: pd.DataFrame, *, representation: str, settings: RenderSettings, workers: int | None,
                     out_path: str | Path, previews_dir: str | Path, librosa_version: str) -> dict:
     """Render every clip of ``manifest`` into the store at ``out_path`` and previews into ``previews_dir``.
 
-    Returns a summary ``{"rendered": n, "rejected": {reason: count}, "non_finite_clips": n}``.
+    The store records the representation, every ``render`` setting (``render.*``: :meth:`RenderSettings.to_attrs`,
+    read back by ``maivar predict``) and librosa's version. Returns a summary ``{"rendered": n, "rejected":
+    {reason: count}, "non_finite_clips": n}``.
     """
-    get_representation(representation)
-    p = render_params
-    unknown = sorted(set(p) - RENDER_KEYS, key=lambda k: k != "size")
-    if unknown:
-        hint = " (renamed render.image_size: DVC's run-cache ignores parameters named size)" if "size" in p else ""
-        raise PipelineError(f"params.yaml render.{unknown[0]} is not a render setting{hint}; the settings are "
-                            f"{', '.join(sorted(RENDER_KEYS))}")
-    try:
-        style = style_from_params(p)
-    except (KeyError, ValueError) as exc:
-        raise PipelineError(f"params.yaml render section: {exc}: fix colormaps/colors/faded_alpha/line_width") from None
-    try:
-        check_pixel_mapping(p.get("pixel_mapping"))
-        recipe = check_recipe(p.get("recipe", "corrected"))
-    except ValueError as exc:
-        raise PipelineError(f"params.yaml render.{exc}") from None
-    worker = functools.partial(render_clip, **clip_keywords(representation, p, style))
+    worker = functools.partial(render_clip, **clip_keywords(representation, settings))
     warm_up(worker.keywords)
 
-    size = int(p["image_size"])
-    attrs = {
-        "representation": representation,
-        **{f"render.{k}": v for k, v in sorted(p.items())
-           if k not in ("previews_per_class", "max_rejected_share", "recipe")},
-        "librosa_version": librosa_version,
-        # This text is stored in images.h5 as it was first written, when this mapping's code lived in
-        # maivar/audio_images.py (now maivar/audio/raster.py): kept byte for byte, so that moving the module did
-        # not change the images' file.
-        "pixel_mapping": "whole clip -> full width (column c covers samples [cN/W,(c+1)N/W)); bin 0 at the bottom; "
-                         f"{p['pixel_mapping']} (see maivar/audio_images.py)",
-    }
-    if recipe != "corrected":
-        # Recorded only when it is not the default: with recipe corrected (written out or not) images.h5 stays
-        # byte for byte what it was before the parameter existed. The text names the module as it was written
-        # (the drawing is now maivar/audio/pymaivar.py), kept byte for byte as above.
-        attrs["render.recipe"] = recipe
-        attrs["pixel_mapping"] = ("pymaivar: the authors' drawing (specshow's equal frame cells over the width; curves "
-                                  "at frame times f*512/22050 s over the clip's duration, on the waveform's axis); "
-                                  f"{p['pixel_mapping']} for the matrices (see maivar/audio/images.py)")
-    per_class = int(p["previews_per_class"])
+    size = settings.image_size
+    attrs = {"representation": representation, **settings.to_attrs(), "librosa_version": librosa_version}
+    per_class = settings.previews_per_class
     kept, rejected, previews, non_finite = [], [], [], 0
-    results = guarded_imap(worker, list(manifest["audio_path"]), workers=workers, timeout_s=float(p["timeout_s"]),
+    results = guarded_imap(worker, list(manifest["audio_path"]), workers=workers, timeout_s=settings.timeout_s,
                            desc=f"render {representation}")
     # Images stream into the store as they arrive (in manifest order): memory stays bounded on UCF101.
     with create_store(out_path, data_name="images", n=len(manifest), item_shape=(size, size, 3),
@@ -177,7 +138,7 @@ def render_manifest(manifest: pd.DataFrame, *, representation: str, render_param
         if not kept:
             first = rejected[0]
             raise PipelineError(f"no clip could be rendered (e.g. {first.id}: {first.reason}, {first.detail})")
-        check_rejected_share(rejected, len(manifest), float(p["max_rejected_share"]),
+        check_rejected_share(rejected, len(manifest), settings.max_rejected_share,
                              what="clips could not be rendered", param="render.max_rejected_share")
         w.finish([r.id for r in kept], [int(r.label) for r in kept], rejected, attrs)
 

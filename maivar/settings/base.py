@@ -59,6 +59,9 @@ def nearest(word: str, choices: Sequence[str]) -> str | None:
     for c in choices:
         if c.lower() == word.lower() or sorted(c.lower()) == sorted(word.lower()):
             return c
+    for c in choices:  # a part of a longer name (size for image_size)
+        if len(word) >= 4 and word.lower() in c.lower().split("_"):
+            return c
     found = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     return found[0] if found else None
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from maivar.audio.images import MATRIX_REPRESENTATIONS, PIXEL_MAPPINGS, RECIPES, REPRESENTATIONS
+from maivar.audio.drawing import RECIPES
+from maivar.audio.raster import PIXEL_MAPPINGS
+from maivar.audio.representations import REPRESENTATIONS, of_kind
 
 from .base import Check, Choice, Float, Int, MappingOf, Optional, Pattern, Section, SettingsError, Text, setting
 
@@ -55,7 +57,7 @@ class RenderSettings(Section):
     pixel_mapping: str = setting(Choice(PIXEL_MAPPINGS))
     chroma_tuning: float | None = setting(Optional(Float(-0.5, 0.5, hi_open=True)),
                                           "fractions of a chroma bin; null = estimated per clip")
-    colormaps: tuple[tuple[str, str], ...] = setting(MappingOf(MATRIX_REPRESENTATIONS, _Colormap()),
+    colormaps: tuple[tuple[str, str], ...] = setting(MappingOf(tuple(r.name for r in of_kind("matrix")), _Colormap()),
                                                      "per matrix representation (else the table's default)")
     colors: tuple[tuple[str, str], ...] = setting(MappingOf(COLOR_KEYS, COLOR, required=True))
     faded_alpha: float = setting(Float(0, 1))
