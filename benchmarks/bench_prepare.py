@@ -26,10 +26,11 @@ import time
 from pathlib import Path
 
 from maivar.core.params import load_params, resolve_workers
-from maivar.data.datasets import PRESETS, read_class_list
+from maivar.data.listing import PRESETS, read_class_list
 from maivar.data.media import ffmpeg_exe
 from maivar.data.subset import prepare_subset
 from maivar.data.ucf101 import read_split
+from maivar.settings.data import DatasetSettings
 from maivar.synthetic import ClipTask, class_specs, make_clip
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,7 +101,9 @@ def main() -> None:
         wav_dir = scratch / "wav"
         wav_dir.mkdir()
         t0 = time.perf_counter()
-        subset = prepare_subset(scratch / "ucf", split=1, classes="all", wav_dir=wav_dir, audio_dir="audio",
+        dataset = DatasetSettings.from_mapping({"format": "ucf101", "root": str(scratch / "ucf"), "split": 1,
+                                                "annotations": None})
+        subset = prepare_subset(dataset, classes="all", wav_dir=wav_dir, audio_dir="audio",
                                 sample_rate=int(p["sample_rate"]), channels=int(p["channels"]),
                                 silence_dbfs=float(p["silence_dbfs"]),
                                 min_class_audio_share=float(p["min_class_audio_share"]),

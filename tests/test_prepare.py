@@ -15,7 +15,7 @@ import yaml
 from maivar.core import rejections as R
 from maivar.core.errors import PipelineError
 from maivar.core.rejections import ClipFailure
-from maivar.data.datasets import ListedClip
+from maivar.data.listing import ListedClip
 from maivar.data.media import demux_audio, ffmpeg_exe, measure_wav, probe_video
 from maivar.data.subset import (
     FAULTS,
@@ -26,18 +26,20 @@ from maivar.data.subset import (
     examine_video,
     prepare_subset,
 )
+from maivar.settings.data import DatasetSettings
 
 from conftest import REPO, TINY
 from stage_cmd import run_stage
 
-RULE = dict(split=1, classes="all", sample_rate=44100, channels=2, silence_dbfs=-60.0, min_class_audio_share=0.5,
+RULE = dict(classes="all", sample_rate=44100, channels=2, silence_dbfs=-60.0, min_class_audio_share=0.5,
             min_decoded_share=0.9, timeout_s=30, frame_check="packets", workers=2)
 
 
 def run_prepare(root, tmp_path, **change):
     wav_dir = tmp_path / "wav"
     wav_dir.mkdir(exist_ok=True)
-    subset = prepare_subset(root, wav_dir=wav_dir, audio_dir="data/prepared/audio", **{**RULE, **change})
+    dataset = DatasetSettings.from_mapping({"format": "ucf101", "root": str(root), "split": 1, "annotations": None})
+    subset = prepare_subset(dataset, wav_dir=wav_dir, audio_dir="data/prepared/audio", **{**RULE, **change})
     return subset, wav_dir
 
 

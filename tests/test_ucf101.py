@@ -8,12 +8,15 @@ import pytest
 
 from maivar.core import rejections as R
 from maivar.core.errors import PipelineError
+from maivar.core.params import load_params
 from maivar.core.rejections import ClipFailure
-from maivar.data.datasets import PRESETS, ListedClip, read_class_list, select_classes
+from maivar.data.listing import PRESETS, ListedClip, read_class_list, select_classes
 from maivar.data.subset import build_subset
 from maivar.data.ucf101 import read_class_index, read_split
+from maivar.settings.base import SettingsError
+from maivar.settings.data import PrepareSettings
 
-from conftest import UCF_LISTS
+from conftest import REPO, UCF_LISTS
 
 
 def clips(videos) -> list[ListedClip]:
@@ -177,6 +180,7 @@ def test_select_classes_presets_and_errors():
         select_classes(["Alpha", "Delta"], classes)
     with pytest.raises(PipelineError, match="matches none"):
         select_classes("paper", classes)
-    for bad in ("some", [], 3, None):
-        with pytest.raises(PipelineError, match="prepare.classes"):
-            select_classes(bad, classes)
+    prepare = load_params(REPO / "params.yaml")["prepare"]
+    for bad in ("some", [], 3, None):  # the settings refuse them before any file is read
+        with pytest.raises(SettingsError, match="prepare.classes"):
+            PrepareSettings.from_mapping({**prepare, "classes": bad})

@@ -1,6 +1,6 @@
 """The audio subset (paper IV-A): which listed videos are kept, and why the others are not.
 
-The rule, applied to the clips the dataset lists (:mod:`maivar.data.datasets`: UCF101's split
+The rule, applied to the clips the dataset lists (:mod:`maivar.data.readers`: UCF101's split
 ``dataset.split``, a CSV, or Kinetics' annotations; a clip may be a window of a longer video):
 
 0. **Class list** (``prepare.classes``: ``all`` | a preset | a list). Clips of other classes are
@@ -36,14 +36,19 @@ import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from maivar.core import rejections as R
 from maivar.core.errors import PipelineError
 from maivar.core.parallel import guarded_map
 from maivar.core.rejections import ClipFailure, Rejection, check_rejected_share
 
-from .datasets import ListedClip, read_listing, select_classes
+from .listing import ListedClip, select_classes
 from .media import FRAME_CHECKS, demux_audio, probe_video
+from .readers import read_listing
+
+if TYPE_CHECKING:
+    from maivar.settings.data import DatasetSettings
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +220,7 @@ def check_subset(subset: Subset, max_rejected_share: float) -> None:
 
 
 def prepare_subset(
-    root: str | Path,
+    dataset: DatasetSettings,
     *,
     classes,
     wav_dir: str | Path,
@@ -226,15 +231,12 @@ def prepare_subset(
     min_class_audio_share: float,
     min_decoded_share: float,
     timeout_s: float,
-    format: str = "ucf101",
-    split: int = 1,
-    annotations=None,
     min_audio_coverage: float = 0.0,
     frame_check: str = "packets",
     workers: int | None = None,
 ) -> Subset:
-    """Run the whole rule on the dataset at ``root`` (``format``, ``split`` for UCF101, ``annotations`` for
-    csv / kinetics: :func:`maivar.data.datasets.read_listing`); WAVs of kept clips are left in ``wav_dir``.
+    """Run the whole rule on the dataset ``dataset`` describes (:func:`maivar.data.readers.read_listing`); WAVs
+    of kept clips are left in ``wav_dir``.
 
     ``audio_dir`` is how the manifest names the WAVs' folder (the final place ``wav_dir`` is renamed to).
     """
@@ -243,12 +245,12 @@ def prepare_subset(
     if not 0 <= min_audio_coverage <= 1:
         raise PipelineError(f"prepare.min_audio_coverage is {min_audio_coverage!r}: a share of the picture's "
                             "duration, 0..1")
-    listing = read_listing(root, format=format, split=split, annotations=annotations)
+    listing = read_listing(dataset)
     selected = select_classes(classes, listing.classes)
     chosen = set(selected)
     to_probe = sorted((v for v in listing.clips if v.class_name in chosen), key=lambda v: v.id)
-    where = f"split {split}" if format == "ucf101" else f"{format} dataset"
-    log.info("%s: %d clips listed (%d classes), %d of %d selected classes to probe, %d unknown-class lines", where,
+    log.info("%s dataset %s: %d clips listed (%d classes), %d of %d selected classes to probe, %d unknown-class lines",
+             dataset.format, dataset.root,
              len(listing.clips) + len(listing.unknown), len(listing.classes), len(to_probe), len(selected),
              len(listing.unknown))
     tasks = [ExamineTask(id=v.id, video_path=v.path, wav_path=str(Path(wav_dir) / f"{v.id}.wav"),

@@ -15,17 +15,21 @@ a list line is ignored: the class comes from the path. A malformed line is a one
 :class:`~maivar.core.errors.PipelineError` naming the file and the line; a well-formed line that names a class
 ``classInd.txt`` lacks is returned as an ``unknown_class`` rejection (it never stops the stage).
 
-The class presets (``paper``: the paper's 51 classes, UCF101 minus UCF50) are in :mod:`maivar.data.datasets`.
+The class presets (``paper``: the paper's 51 classes, UCF101 minus UCF50) are in :mod:`maivar.data.listing`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from maivar.core.errors import PipelineError
 
-from .datasets import ListedClip, Listing, read_utf8
+from .listing import ListedClip, Listing, read_utf8
+
+if TYPE_CHECKING:
+    from maivar.settings.data import DatasetSettings
 
 SPLITS = (1, 2, 3)
 
@@ -117,15 +121,14 @@ def read_split(list_dir: str | Path, split: int) -> SplitLists:
     return SplitLists(classes=classes, videos=videos, unknown=unknown)
 
 
-def read_listing(root: str | Path, split: int) -> Listing:
-    """The ``ucf101`` format's :class:`~maivar.data.datasets.Listing`: split ``split`` of ``root``'s lists,
+def read_listing(root: Path, settings: DatasetSettings) -> Listing:
+    """The ``ucf101`` format's :class:`~maivar.data.listing.Listing`: split ``dataset.split`` of ``root``'s lists,
     each clip's path in ``root/UCF-101`` (class folders matched case-insensitively)."""
-    root = Path(root)
     videos_dir = root / "UCF-101"
     if not videos_dir.is_dir():
         raise PipelineError(f"{videos_dir} does not exist: with dataset.format ucf101, dataset.root must hold "
                             "UCF-101/<Class>/<file> and ucfTrainTestlist/")
-    lists = read_split(root / "ucfTrainTestlist", split)
+    lists = read_split(root / "ucfTrainTestlist", settings.split)
     class_dirs = {p.name.lower(): p.name for p in videos_dir.iterdir() if p.is_dir()}
 
     def clip(v: ListedVideo) -> ListedClip:
