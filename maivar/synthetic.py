@@ -32,6 +32,7 @@ import colorsys
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import av
 import numpy as np
@@ -40,6 +41,9 @@ from maivar.core.atomic import atomic_path
 from maivar.core.errors import PipelineError
 from maivar.core.parallel import guarded_map
 from maivar.core.rejections import ClipFailure
+
+if TYPE_CHECKING:
+    from maivar.settings.data import SynthesizeSettings
 
 log = logging.getLogger(__name__)
 
@@ -116,11 +120,6 @@ def _sounds(n: int) -> list[Sound]:
 
 def class_specs(n_classes: int, n_without_audio: int) -> list[ClassSpec]:
     """The classes, with their look and sound (see the module docstring for the confusable pairs)."""
-    if n_classes < 2:
-        raise PipelineError(f"synthesize.classes is {n_classes}: need at least 2 classes")
-    if not 0 <= n_without_audio < n_classes:
-        raise PipelineError(f"synthesize.classes_without_audio is {n_without_audio}: need 0 <= it < classes "
-                            f"({n_classes})")
     n_audio = n_classes - n_without_audio
     looks, sounds = _looks(n_classes), _sounds(n_classes)
     next_look = next_sound = 0
@@ -319,55 +318,36 @@ def split_lists(specs: list[ClassSpec], groups: int, clips_per_group: int) -> di
     return files
 
 
-def synthesize(
-    out_dir: str | Path,
-    *,
-    seed: int,
-    classes: int,
-    classes_without_audio: int,
-    groups: int,
-    clips_per_group: int,
-    silent_clips: int,
-    duration_s: float,
-    width: int,
-    height: int,
-    fps: int,
-    sample_rate: int,
-    noise: float,
-    workers: int | None = None,
-    timeout_s: float = 300.0,
-) -> dict:
-    """Write the dataset to ``out_dir`` (atomically, as a whole) and return a summary."""
-    if groups < 1 or clips_per_group < 1:
-        raise PipelineError("synthesize.groups and synthesize.clips_per_group must be >= 1")
-    if width % 2 or height % 2 or width < 32 or height < 32:
-        raise PipelineError(f"synthesize.width/height {width}x{height}: need even sizes >= 32")
-    if not 0 <= noise <= 1:
-        raise PipelineError(f"synthesize.noise is {noise}: need 0 <= noise <= 1")
-    specs = class_specs(classes, classes_without_audio)
-    rng = np.random.default_rng(seed)
-    ids = [(s, g, c) for s in specs for g in range(1, groups + 1) for c in range(1, clips_per_group + 1)]
-    with_audio = [i for i, (s, _, _) in enumerate(ids) if s.sound is not None]
-    if silent_clips > len(with_audio):
-        raise PipelineError(f"synthesize.silent_clips is {silent_clips} but only {len(with_audio)} clips have audio")
-    silent = set(rng.choice(with_audio, size=silent_clips, replace=False).tolist()) if silent_clips else set()
+def synthesize(out_dir: str | Path, *, settings: SynthesizeSettings, workers: int | None = None,
+               timeout_s: float = 300.0) -> dict:
+    """Write the dataset ``settings`` describes to ``out_dir`` (atomically, as a whole) and return a summary."""
+    specs = class_specs(settings.classes, settings.classes_without_audio)
+    rng = np.random.default_rng(settings.seed)
+    ids = [(spec, g, c) for spec in specs for g in range(1, settings.groups + 1)
+           for c in range(1, settings.clips_per_group + 1)]
+    with_audio = [i for i, (spec, _, _) in enumerate(ids) if spec.sound is not None]
+    if settings.silent_clips > len(with_audio):
+        raise PipelineError(f"synthesize.silent_clips is {settings.silent_clips} but only {len(with_audio)} clips "
+                            "have audio")
+    silent = (set(rng.choice(with_audio, size=settings.silent_clips, replace=False).tolist())
+              if settings.silent_clips else set())
     clip_seeds = rng.integers(0, 2**31, size=len(ids))
-    swap_p = noise / 4
+    swap_p = settings.noise / 4
     out_dir = Path(out_dir)
     with atomic_path(out_dir, directory=True) as tmp:
         tasks = []
-        for i, (s, g, c) in enumerate(ids):
+        for i, (spec, g, c) in enumerate(ids):
             crng = np.random.default_rng(clip_seeds[i])
-            look = specs[crng.integers(len(specs))].look if crng.random() < swap_p else s.look
-            sound = s.sound
+            look = specs[crng.integers(len(specs))].look if crng.random() < swap_p else spec.look
+            sound = spec.sound
             if sound is not None and crng.random() < swap_p:
                 voiced = [o.sound for o in specs if o.sound is not None]
                 sound = voiced[int(crng.integers(len(voiced)))]
-            (tmp / "UCF-101" / s.name).mkdir(parents=True, exist_ok=True)
+            (tmp / "UCF-101" / spec.name).mkdir(parents=True, exist_ok=True)
             tasks.append(ClipTask(
-                path=str(tmp / "UCF-101" / s.name / f"{clip_id(s.name, g, c)}.avi"), seed=int(clip_seeds[i]),
-                look=look, sound=sound, silent=i in silent, duration_s=duration_s, width=width, height=height,
-                fps=fps, sample_rate=sample_rate, noise=noise))
+                path=str(tmp / "UCF-101" / spec.name / f"{clip_id(spec.name, g, c)}.avi"), seed=int(clip_seeds[i]),
+                look=look, sound=sound, silent=i in silent, duration_s=settings.duration_s, width=settings.width,
+                height=settings.height, fps=settings.fps, sample_rate=settings.sample_rate, noise=settings.noise))
         results = guarded_map(make_clip, tasks, workers=workers, timeout_s=timeout_s, desc="synthesize")
         failed = [(t.path, r) for t, r in zip(tasks, results, strict=True) if isinstance(r, ClipFailure)]
         if failed:
@@ -376,14 +356,14 @@ def synthesize(
                                 f"{r.reason} ({r.detail})")
         lists = tmp / "ucfTrainTestlist"
         lists.mkdir()
-        for name, text in split_lists(specs, groups, clips_per_group).items():
+        for name, text in split_lists(specs, settings.groups, settings.clips_per_group).items():
             (lists / name).write_bytes(text.encode())
     summary = {
-        "classes": [s.name for s in specs],
-        "classes_without_audio": [s.name for s in specs if s.sound is None],
+        "classes": [spec.name for spec in specs],
+        "classes_without_audio": [spec.name for spec in specs if spec.sound is None],
         "clips": len(ids),
         "silent_clips": sorted(clip_id(ids[i][0].name, ids[i][1], ids[i][2]) for i in silent),
     }
     log.info("synthesized %d clips of %d classes (%d without audio, %d silent) in %s", len(ids), len(specs),
-             classes_without_audio, silent_clips, out_dir)
+             settings.classes_without_audio, settings.silent_clips, out_dir)
     return summary

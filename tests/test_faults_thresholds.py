@@ -120,6 +120,14 @@ PARAM_READS = (
 )
 
 
+# A section converted by its settings type: `DatasetSettings.from_params(params)` reads the type's SECTION,
+# `HeadSettings.from_params(params, "audio_mlp")` the section named.
+SETTINGS_READS = re.compile(r'(?<![\w.])(\w+)\.from_params\(params(?:,\s*"(\w+)")?\)')
+SECTIONS = dict(re.findall(r'class (\w+)\(Section\):\s+SECTION = "([\w.]+)"',
+                           "".join(p.read_text() for p in (REPO / "maivar/settings").glob("*.py"))))
+UNDECLARED = {"runtime"}  # machine settings: no stage declares them, so a change never reruns one
+
+
 def declared_params(stage: str) -> set[str]:
     return {p for p in DVC[stage].get("params", []) if isinstance(p, str)}
 
@@ -128,6 +136,8 @@ def declared_params(stage: str) -> set[str]:
 def test_every_parameter_a_stage_reads_is_declared_for_it(stage):
     source = (REPO / "stages" / f"{stage}.py").read_text()
     read = {(m.group(1), m.group(2)) for pattern in PARAM_READS for m in pattern.finditer(source)}
+    read |= {(m.group(2) or SECTIONS[m.group(1)], "") for m in SETTINGS_READS.finditer(source)}
+    read = {(s, k) for s, k in read if s not in UNDECLARED}
     assert read, f"no parameter reads found in stages/{stage}.py"
     declared = declared_params(stage)
     missing = [f"{s}.{k}" if k else s for s, k in sorted(read) if s not in declared and f"{s}.{k}" not in declared]
