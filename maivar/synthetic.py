@@ -41,6 +41,7 @@ from maivar.core.atomic import atomic_path
 from maivar.core.errors import PipelineError
 from maivar.core.parallel import guarded_map
 from maivar.core.rejections import ClipFailure
+from maivar.data.ucf101 import CLASS_INDEX, LISTS_DIR, SPLIT_NUMBERS, VIDEOS_DIR, list_name
 
 if TYPE_CHECKING:
     from maivar.settings.data import SynthesizeSettings
@@ -48,7 +49,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TEST_GROUPS_PER_SPLIT = 7  # UCF101: split k tests on groups 7(k-1)+1 .. 7k
-N_SPLITS = 3
 PATHS = ("ring", "horizontal", "vertical", "diagonal", "figure8", "still")
 PITCH_CLASSES = ("C", "Cs", "D", "Ds", "E", "F", "Fs", "G", "Gs", "A", "As", "B")
 # Pitch classes chosen to be far apart on the chroma circle first (C, Fs, D, Gs, E, As, ...).
@@ -299,8 +299,8 @@ def clip_id(class_name: str, group: int, clip: int) -> str:
 
 def split_lists(specs: list[ClassSpec], groups: int, clips_per_group: int) -> dict[str, str]:
     """``classInd.txt`` and the train/test lists of every split with non-empty train and test sets."""
-    files = {"classInd.txt": "".join(f"{i} {s.name}\r\n" for i, s in enumerate(specs, 1))}
-    for k in range(1, N_SPLITS + 1):
+    files = {CLASS_INDEX: "".join(f"{i} {s.name}\r\n" for i, s in enumerate(specs, 1))}
+    for k in SPLIT_NUMBERS:
         held = set(test_groups(k))
         if not held & set(range(1, groups + 1)) or set(range(1, groups + 1)) <= held:
             continue
@@ -313,8 +313,8 @@ def split_lists(specs: list[ClassSpec], groups: int, clips_per_group: int) -> di
                         test.append(f"{rel}\r\n")  # UCF101's test lists: the path alone
                     else:
                         train.append(f"{rel} {i}\r\n")
-        files[f"trainlist{k:02d}.txt"] = "".join(train)
-        files[f"testlist{k:02d}.txt"] = "".join(test)
+        files[list_name("train", k)] = "".join(train)
+        files[list_name("test", k)] = "".join(test)
     return files
 
 
@@ -343,9 +343,9 @@ def synthesize(out_dir: str | Path, *, settings: SynthesizeSettings, workers: in
             if sound is not None and crng.random() < swap_p:
                 voiced = [o.sound for o in specs if o.sound is not None]
                 sound = voiced[int(crng.integers(len(voiced)))]
-            (tmp / "UCF-101" / spec.name).mkdir(parents=True, exist_ok=True)
+            (tmp / VIDEOS_DIR / spec.name).mkdir(parents=True, exist_ok=True)
             tasks.append(ClipTask(
-                path=str(tmp / "UCF-101" / spec.name / f"{clip_id(spec.name, g, c)}.avi"), seed=int(clip_seeds[i]),
+                path=str(tmp / VIDEOS_DIR / spec.name / f"{clip_id(spec.name, g, c)}.avi"), seed=int(clip_seeds[i]),
                 look=look, sound=sound, silent=i in silent, duration_s=settings.duration_s, width=settings.width,
                 height=settings.height, fps=settings.fps, sample_rate=settings.sample_rate, noise=settings.noise))
         results = guarded_map(make_clip, tasks, workers=workers, timeout_s=timeout_s, desc="synthesize")
@@ -354,7 +354,7 @@ def synthesize(out_dir: str | Path, *, settings: SynthesizeSettings, workers: in
             path, r = failed[0]
             raise PipelineError(f"synthesizing {len(failed)} clip(s) failed, first {Path(path).name}: "
                                 f"{r.reason} ({r.detail})")
-        lists = tmp / "ucfTrainTestlist"
+        lists = tmp / LISTS_DIR
         lists.mkdir()
         for name, text in split_lists(specs, settings.groups, settings.clips_per_group).items():
             (lists / name).write_bytes(text.encode())

@@ -4,8 +4,9 @@ Writes the manifest of kept clips, the rejection list, one WAV per kept clip and
 """
 
 from maivar.core.atomic import atomic_path, write_json, write_text
+from maivar.core.manifest import MANIFEST_COLUMNS
 from maivar.core.stage import run_stage, stage_args
-from maivar.data.subset import MANIFEST_COLUMNS, REJECTION_COLUMNS, check_subset, prepare_subset, to_csv
+from maivar.data.subset import REJECTION_COLUMNS, check_subset, prepare_subset, to_csv
 from maivar.settings.base import read_params
 from maivar.settings.data import DatasetSettings, PrepareSettings
 from maivar.settings.runtime import RuntimeSettings

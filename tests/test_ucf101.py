@@ -14,7 +14,7 @@ from maivar.data.listing import PRESETS, ListedClip, read_class_list, select_cla
 from maivar.data.subset import build_subset
 from maivar.data.ucf101 import read_class_index, read_split
 from maivar.settings.base import SettingsError
-from maivar.settings.data import PrepareSettings
+from maivar.settings.data import DatasetSettings, PrepareSettings
 
 from conftest import REPO, UCF_LISTS
 
@@ -153,8 +153,9 @@ def test_missing_list_file_and_bad_split_are_errors(tmp_path):
         d = write_lists(tmp_path, CLASSIND, "", "")
         (d / "trainlist02.txt").write_text("")
         read_split(d, 2)
-    with pytest.raises(PipelineError, match="split"):
-        read_split(UCF_LISTS, 4)
+    dataset = {"format": "ucf101", "root": str(tmp_path), "split": 4, "annotations": None}
+    with pytest.raises(SettingsError, match=r"dataset.split: 4 is not allowed \(an integer from 1 to 3\)"):
+        DatasetSettings.from_mapping(dataset)  # checked before a list is read
 
 
 def test_unknown_class_line_becomes_an_unknown_class_rejection(tmp_path):

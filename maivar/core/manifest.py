@@ -13,8 +13,12 @@ import pandas as pd
 
 from .errors import PipelineError
 
+# The manifest's columns, in the order stage prepare writes them (docs/CONTRACTS.md says what each holds).
+MANIFEST_COLUMNS = ("id", "class_name", "label", "split", "video_path", "audio_path", "start_s", "end_s",
+                    "duration_s", "fps", "frames", "width", "height", "audio_sample_rate", "audio_channels",
+                    "audio_peak_dbfs", "audio_rms_dbfs", "audio_coverage", "decoded_share")
 STRING_COLUMNS = ("id", "class_name", "split", "video_path", "audio_path")
-SPLITS = ("train", "test")
+SPLITS = ("train", "test")  # the split names, everywhere (manifest, listings, rejections)
 
 
 def read_manifest(path: str | Path, required: Iterable[str]) -> pd.DataFrame:

@@ -54,9 +54,6 @@ log = logging.getLogger(__name__)
 
 FAULTS = (R.MISSING_FILE, R.EMPTY_FILE, R.UNREADABLE_VIDEO, R.DECODE_FAILED, R.TRUNCATED, R.DEMUX_FAILED,
           R.TIMEOUT, R.CRASHED)
-MANIFEST_COLUMNS = ("id", "class_name", "label", "split", "video_path", "audio_path", "start_s", "end_s",
-                    "duration_s", "fps", "frames", "width", "height", "audio_sample_rate", "audio_channels",
-                    "audio_peak_dbfs", "audio_rms_dbfs", "audio_coverage", "decoded_share")
 MAX_LOGGED = 20  # faults named one by one in the log; all of them are in the rejection list
 REJECTION_COLUMNS = ("id", "class_name", "split", "video_path", "reason", "detail")
 
