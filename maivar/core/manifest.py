@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from .errors import PipelineError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # The manifest's columns, in the order stage prepare writes them (docs/CONTRACTS.md says what each holds).
 MANIFEST_COLUMNS = ("id", "class_name", "label", "split", "video_path", "audio_path", "start_s", "end_s",
@@ -27,6 +29,8 @@ def read_manifest(path: str | Path, required: Iterable[str]) -> pd.DataFrame:
     It must exist, parse, list at least one clip, hold the ``required`` columns and unique ids; a ``split``
     column may only say ``train`` or ``test``.
     """
+    import pandas as pd  # here, not above: the readers and settings import this module's names without pandas
+
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"{path} does not exist: run the prepare stage first (dvc repro prepare)")
