@@ -6,18 +6,18 @@ yuv420p, 16-bit PCM stereo audio) and ``ucfTrainTestlist/`` with ``classInd.txt`
 own format: path alone). Split k tests on groups 7(k-1)+1 .. 7k, as UCF101 does; lists are written for each
 split whose train and test sets are both non-empty.
 
-What makes a class (all cues global and low-frequency, so that even randomly initialised CNNs see them):
+What makes a class (all cues global and low-frequency, so that even randomly initialized CNNs see them):
 
-- **look**: background colour, a stripe texture (orientation and spatial frequency) drifting in a
-  class-specific direction, and a large coloured disc moving on a class-specific path;
+- **look**: background color, a stripe texture (orientation and spatial frequency) drifting in a
+  class-specific direction, and a large colored disc moving on a class-specific path;
 - **sound**: a tone with a class-specific pitch class (distinct in a chromagram, not only in octave) and
   harmonic, gated by a class-specific rhythm (pulse rate and duty cycle).
 
 Confusable pairs, so that fusion has something to gain: among the classes with audio, classes 4k and 4k+1
-*look* alike (same colours and texture, only the disc's path differs) but sound different, and classes 4k+2
+*look* alike (same colors and texture, only the disc's path differs) but sound different, and classes 4k+2
 and 4k+3 *sound* alike (same pitch, only the rhythm differs) but look different.
 
-Noise (``noise`` in 0..1): per-pixel picture noise, per-clip colour/pitch/tempo jitter, background hum, and
+Noise (``noise`` in 0..1): per-pixel picture noise, per-clip color/pitch/tempo jitter, background hum, and
 "cue swaps": with probability ``noise / 4`` a clip's picture, and independently its sound, is drawn from
 another random class. So neither modality alone is perfect, and the other modality can correct it.
 
@@ -101,7 +101,7 @@ def _looks(n: int) -> list[Look]:
     """``n`` visually distinct looks: hues spread around the circle, textures and paths varied."""
     looks = []
     for i in range(n):
-        hue = (i * 0.618034) % 1.0  # golden-ratio spacing keeps neighbours apart for any n
+        hue = (i * 0.618034) % 1.0  # golden-ratio spacing keeps neighbors apart for any n
         looks.append(Look(
             hue=hue,
             bg_hue=(hue + 0.5) % 1.0,
@@ -153,8 +153,8 @@ def _yuv(h: float, s: float, v: float) -> tuple[float, float, float]:
     return y, u, w
 
 
-def _disc_centre(path: str, t: float, phase: float, w: int, h: int) -> tuple[float, float]:
-    """Disc centre at time ``t`` (in periods) on a class-specific path."""
+def _disc_center(path: str, t: float, phase: float, w: int, h: int) -> tuple[float, float]:
+    """Disc center at time ``t`` (in periods) on a class-specific path."""
     a = 2 * np.pi * (t + phase)
     cx, cy, ax, ay = w / 2, h / 2, w * 0.3, h * 0.28
     if path == "ring":
@@ -195,7 +195,7 @@ def render_video(task: ClipTask, rng: np.random.Generator) -> list[tuple[np.ndar
         t = f / task.fps * speed
         off = int(round(f * look.drift)) % margin
         y = bg_y + stripes[:, off:off + w]
-        px, py = _disc_centre(look.path, t, phase, w, h)
+        px, py = _disc_center(look.path, t, phase, w, h)
         x0, x1 = max(0, int(px - radius) - 1), min(w, int(px + radius) + 2)
         y0, y1 = max(0, int(py - radius) - 1), min(h, int(py + radius) + 2)
         box = y[y0:y1, x0:x1]  # only the disc's bounding box needs the distance test

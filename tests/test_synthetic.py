@@ -124,7 +124,7 @@ def test_more_silent_clips_than_clips_with_audio_is_a_one_line_error(tiny_params
 
 
 def test_each_modality_carries_a_class_cue(tiny_dataset):
-    """Nearest-centroid on crude features (frame colour; tone spectrum) beats chance by far."""
+    """Nearest-centroid on crude features (frame color; tone spectrum) beats chance by far."""
     root, summary = tiny_dataset
     lists = read_split(root / "ucfTrainTestlist", 1)
     voiced = [c for c in summary["classes"] if c not in summary["classes_without_audio"]]

@@ -105,9 +105,9 @@ def test_both_test_list_formats_give_the_same_videos(tmp_path):
     train = "Alpha/v_Alpha_g08_c01.avi 1\nGamma/v_Gamma_g08_c01.avi 3\n"
     bare = write_lists(tmp_path / "bare", CLASSIND, train,
                        "Alpha/v_Alpha_g01_c01.avi\r\nGamma/v_Gamma_g01_c01.avi\r\n")
-    labelled = write_lists(tmp_path / "lab", CLASSIND, train,
+    labeled = write_lists(tmp_path / "lab", CLASSIND, train,
                            "Alpha/v_Alpha_g01_c01.avi 1\nGamma/v_Gamma_g01_c01.avi 3\n")
-    a, b = read_split(bare, 1), read_split(labelled, 1)
+    a, b = read_split(bare, 1), read_split(labeled, 1)
     assert [(v.id, v.class_name, v.split) for v in a.videos] == [(v.id, v.class_name, v.split) for v in b.videos]
     assert [v.split for v in a.videos] == ["train", "train", "test", "test"]
 
