@@ -212,6 +212,7 @@ def test_kinetics_listing_finds_downloaded_clips_in_either_layout(tmp_path):
     ("playing drums,abc,10.5,20,train,0\n", "val.csv:2: time_start '10.5' must be a whole number"),
     ("playing drums,abc,20,10,train,0\n", "val.csv:2: time_start 20 must be less than time_end 10"),
     ("playing drums,dup,0,10,train,0\n", "val.csv:2: 2 files for clip dup_000000_000010"),
+    ("\n", "val.csv list no clips"),
 ])
 def test_kinetics_bad_rows_are_one_line_errors(tmp_path, rows, message):
     root = write_csv(tmp_path / "k", "", ["a/dup_000000_000010.mp4", "b/dup_000000_000010.mkv"])

@@ -72,10 +72,10 @@ def _int(value: str, where: str, column: str) -> int:
 
 def read_listing(root: Path, settings: DatasetSettings) -> Listing:
     """The clips the Kinetics CSVs ``dataset.annotations`` list, found under ``root`` (see the module docstring)."""
-    files = annotation_files(root, settings.annotations, settings.format)
+    annotations = annotation_files(root, settings.annotations, settings.format)
     index = video_index(root)
     clips = []
-    for file in files:
+    for file in annotations:
         for where, cell in annotation_rows(file, REQUIRED, needs=f"Kinetics' CSVs have {','.join(REQUIRED)}"):
             if not cell["label"]:
                 raise PipelineError(f"{where}: the label is empty (Kinetics' test CSVs held their labels back: "
@@ -95,4 +95,4 @@ def read_listing(root: Path, settings: DatasetSettings) -> Listing:
                                     "keep one")
             path = str(files[0]) if files else str(root / f"{clip}.*")
             clips.append(ListedClip(clip, cell["label"], split, path, where))
-    return finish_listing(clips, f"{', '.join(map(str, files))} list no clips")
+    return finish_listing(clips, f"{', '.join(map(str, annotations))} list no clips")
