@@ -62,7 +62,7 @@ def build(root: Path, duration: float, workers: int | None, limit: int = 0) -> i
     """The dataset (step 1); returns the number of clips written. ``limit``: every k-th video only (a smoke test)."""
     from maivar.core.parallel import guarded_map
     from maivar.core.rejections import ClipFailure
-    from maivar.data.datasets import select_classes
+    from maivar.data.listing import select_classes
     from maivar.data.ucf101 import read_split
     from maivar.synthetic import ClipTask, class_specs
 

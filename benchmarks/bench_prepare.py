@@ -18,6 +18,7 @@ Hard links share one file, so the page cache holds the inputs: this measures the
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -25,11 +26,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from maivar.core.params import load_params, resolve_workers
-from maivar.data.datasets import PRESETS, read_class_list
+from maivar.data.listing import PRESETS, read_class_list
 from maivar.data.media import ffmpeg_exe
 from maivar.data.subset import prepare_subset
 from maivar.data.ucf101 import read_split
+from maivar.settings.base import read_params
+from maivar.settings.data import DatasetSettings, PrepareSettings
 from maivar.synthetic import ClipTask, class_specs, make_clip
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,7 +92,8 @@ def main() -> None:
     ap.add_argument("--reference-sample", type=int, default=200, help="videos timed on the reference route")
     ap.add_argument("--dir", default=None, help="scratch folder (default: a temporary one, removed)")
     args = ap.parse_args()
-    p = load_params(REPO / "params.yaml")["prepare"]
+    prepare = PrepareSettings.from_params(read_params(REPO / "params.yaml"))
+    prepare = dataclasses.replace(prepare, classes="all", frame_check=args.frame_check or prepare.frame_check)
     scratch = Path(args.dir or tempfile.mkdtemp(prefix="bench_prepare_"))
     try:
         t0 = time.perf_counter()
@@ -100,14 +103,11 @@ def main() -> None:
         wav_dir = scratch / "wav"
         wav_dir.mkdir()
         t0 = time.perf_counter()
-        subset = prepare_subset(scratch / "ucf", split=1, classes="all", wav_dir=wav_dir, audio_dir="audio",
-                                sample_rate=int(p["sample_rate"]), channels=int(p["channels"]),
-                                silence_dbfs=float(p["silence_dbfs"]),
-                                min_class_audio_share=float(p["min_class_audio_share"]),
-                                min_decoded_share=float(p["min_decoded_share"]), timeout_s=float(p["timeout_s"]),
-                                frame_check=args.frame_check or p["frame_check"], workers=resolve_workers(args.workers))
+        dataset = DatasetSettings.from_mapping({"format": "ucf101", "root": str(scratch / "ucf"), "split": 1,
+                                                "annotations": None})
+        subset = prepare_subset(dataset=dataset, prepare=prepare, wav_dir=wav_dir, audio_dir="audio",
+                                workers=args.workers or None)
         ours = time.perf_counter() - t0
-        subset_frame_check = args.frame_check or p["frame_check"]
         m = subset.metrics
         print(f"prepare: {n} videos in {ours:.1f} s = {n / ours:.1f} clips/s (kept {m['videos']}, "
               f"{m['classes']} classes, {m['train']}/{m['test']}; rejected {m['rejected']})")
@@ -121,7 +121,7 @@ def main() -> None:
         print(f"reference (one ffmpeg per video, sequential): {len(sample)} videos in {ref:.1f} s = "
               f"{1 / per:.1f} clips/s -> {n} videos in {per * n:.0f} s (extrapolated)")
         print(f"ratio (reference time / prepare time): {per * n / ours:.2f} "
-              f"(and also probes every container, checks frame counts ({subset_frame_check}) and measures levels)")
+              f"(and also probes every container, checks frame counts ({prepare.frame_check}) and measures levels)")
     finally:
         if not args.dir:
             shutil.rmtree(scratch, ignore_errors=True)

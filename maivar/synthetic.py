@@ -6,18 +6,18 @@ yuv420p, 16-bit PCM stereo audio) and ``ucfTrainTestlist/`` with ``classInd.txt`
 own format: path alone). Split k tests on groups 7(k-1)+1 .. 7k, as UCF101 does; lists are written for each
 split whose train and test sets are both non-empty.
 
-What makes a class (all cues global and low-frequency, so that even randomly initialised CNNs see them):
+What makes a class (all cues global and low-frequency, so that even randomly initialized CNNs see them):
 
-- **look**: background colour, a stripe texture (orientation and spatial frequency) drifting in a
-  class-specific direction, and a large coloured disc moving on a class-specific path;
+- **look**: background color, a stripe texture (orientation and spatial frequency) drifting in a
+  class-specific direction, and a large colored disc moving on a class-specific path;
 - **sound**: a tone with a class-specific pitch class (distinct in a chromagram, not only in octave) and
   harmonic, gated by a class-specific rhythm (pulse rate and duty cycle).
 
 Confusable pairs, so that fusion has something to gain: among the classes with audio, classes 4k and 4k+1
-*look* alike (same colours and texture, only the disc's path differs) but sound different, and classes 4k+2
+*look* alike (same colors and texture, only the disc's path differs) but sound different, and classes 4k+2
 and 4k+3 *sound* alike (same pitch, only the rhythm differs) but look different.
 
-Noise (``noise`` in 0..1): per-pixel picture noise, per-clip colour/pitch/tempo jitter, background hum, and
+Noise (``noise`` in 0..1): per-pixel picture noise, per-clip color/pitch/tempo jitter, background hum, and
 "cue swaps": with probability ``noise / 4`` a clip's picture, and independently its sound, is drawn from
 another random class. So neither modality alone is perfect, and the other modality can correct it.
 
@@ -32,6 +32,7 @@ import colorsys
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import av
 import numpy as np
@@ -40,11 +41,14 @@ from maivar.core.atomic import atomic_path
 from maivar.core.errors import PipelineError
 from maivar.core.parallel import guarded_map
 from maivar.core.rejections import ClipFailure
+from maivar.data.ucf101 import CLASS_INDEX, LISTS_DIR, SPLIT_NUMBERS, VIDEOS_DIR, list_name
+
+if TYPE_CHECKING:
+    from maivar.settings.data import SynthesizeSettings
 
 log = logging.getLogger(__name__)
 
 TEST_GROUPS_PER_SPLIT = 7  # UCF101: split k tests on groups 7(k-1)+1 .. 7k
-N_SPLITS = 3
 PATHS = ("ring", "horizontal", "vertical", "diagonal", "figure8", "still")
 PITCH_CLASSES = ("C", "Cs", "D", "Ds", "E", "F", "Fs", "G", "Gs", "A", "As", "B")
 # Pitch classes chosen to be far apart on the chroma circle first (C, Fs, D, Gs, E, As, ...).
@@ -97,7 +101,7 @@ def _looks(n: int) -> list[Look]:
     """``n`` visually distinct looks: hues spread around the circle, textures and paths varied."""
     looks = []
     for i in range(n):
-        hue = (i * 0.618034) % 1.0  # golden-ratio spacing keeps neighbours apart for any n
+        hue = (i * 0.618034) % 1.0  # golden-ratio spacing keeps neighbors apart for any n
         looks.append(Look(
             hue=hue,
             bg_hue=(hue + 0.5) % 1.0,
@@ -116,11 +120,6 @@ def _sounds(n: int) -> list[Sound]:
 
 def class_specs(n_classes: int, n_without_audio: int) -> list[ClassSpec]:
     """The classes, with their look and sound (see the module docstring for the confusable pairs)."""
-    if n_classes < 2:
-        raise PipelineError(f"synthesize.classes is {n_classes}: need at least 2 classes")
-    if not 0 <= n_without_audio < n_classes:
-        raise PipelineError(f"synthesize.classes_without_audio is {n_without_audio}: need 0 <= it < classes "
-                            f"({n_classes})")
     n_audio = n_classes - n_without_audio
     looks, sounds = _looks(n_classes), _sounds(n_classes)
     next_look = next_sound = 0
@@ -154,8 +153,8 @@ def _yuv(h: float, s: float, v: float) -> tuple[float, float, float]:
     return y, u, w
 
 
-def _disc_centre(path: str, t: float, phase: float, w: int, h: int) -> tuple[float, float]:
-    """Disc centre at time ``t`` (in periods) on a class-specific path."""
+def _disc_center(path: str, t: float, phase: float, w: int, h: int) -> tuple[float, float]:
+    """Disc center at time ``t`` (in periods) on a class-specific path."""
     a = 2 * np.pi * (t + phase)
     cx, cy, ax, ay = w / 2, h / 2, w * 0.3, h * 0.28
     if path == "ring":
@@ -196,7 +195,7 @@ def render_video(task: ClipTask, rng: np.random.Generator) -> list[tuple[np.ndar
         t = f / task.fps * speed
         off = int(round(f * look.drift)) % margin
         y = bg_y + stripes[:, off:off + w]
-        px, py = _disc_centre(look.path, t, phase, w, h)
+        px, py = _disc_center(look.path, t, phase, w, h)
         x0, x1 = max(0, int(px - radius) - 1), min(w, int(px + radius) + 2)
         y0, y1 = max(0, int(py - radius) - 1), min(h, int(py + radius) + 2)
         box = y[y0:y1, x0:x1]  # only the disc's bounding box needs the distance test
@@ -300,8 +299,8 @@ def clip_id(class_name: str, group: int, clip: int) -> str:
 
 def split_lists(specs: list[ClassSpec], groups: int, clips_per_group: int) -> dict[str, str]:
     """``classInd.txt`` and the train/test lists of every split with non-empty train and test sets."""
-    files = {"classInd.txt": "".join(f"{i} {s.name}\r\n" for i, s in enumerate(specs, 1))}
-    for k in range(1, N_SPLITS + 1):
+    files = {CLASS_INDEX: "".join(f"{i} {s.name}\r\n" for i, s in enumerate(specs, 1))}
+    for k in SPLIT_NUMBERS:
         held = set(test_groups(k))
         if not held & set(range(1, groups + 1)) or set(range(1, groups + 1)) <= held:
             continue
@@ -314,76 +313,57 @@ def split_lists(specs: list[ClassSpec], groups: int, clips_per_group: int) -> di
                         test.append(f"{rel}\r\n")  # UCF101's test lists: the path alone
                     else:
                         train.append(f"{rel} {i}\r\n")
-        files[f"trainlist{k:02d}.txt"] = "".join(train)
-        files[f"testlist{k:02d}.txt"] = "".join(test)
+        files[list_name("train", k)] = "".join(train)
+        files[list_name("test", k)] = "".join(test)
     return files
 
 
-def synthesize(
-    out_dir: str | Path,
-    *,
-    seed: int,
-    classes: int,
-    classes_without_audio: int,
-    groups: int,
-    clips_per_group: int,
-    silent_clips: int,
-    duration_s: float,
-    width: int,
-    height: int,
-    fps: int,
-    sample_rate: int,
-    noise: float,
-    workers: int | None = None,
-    timeout_s: float = 300.0,
-) -> dict:
-    """Write the dataset to ``out_dir`` (atomically, as a whole) and return a summary."""
-    if groups < 1 or clips_per_group < 1:
-        raise PipelineError("synthesize.groups and synthesize.clips_per_group must be >= 1")
-    if width % 2 or height % 2 or width < 32 or height < 32:
-        raise PipelineError(f"synthesize.width/height {width}x{height}: need even sizes >= 32")
-    if not 0 <= noise <= 1:
-        raise PipelineError(f"synthesize.noise is {noise}: need 0 <= noise <= 1")
-    specs = class_specs(classes, classes_without_audio)
-    rng = np.random.default_rng(seed)
-    ids = [(s, g, c) for s in specs for g in range(1, groups + 1) for c in range(1, clips_per_group + 1)]
-    with_audio = [i for i, (s, _, _) in enumerate(ids) if s.sound is not None]
-    if silent_clips > len(with_audio):
-        raise PipelineError(f"synthesize.silent_clips is {silent_clips} but only {len(with_audio)} clips have audio")
-    silent = set(rng.choice(with_audio, size=silent_clips, replace=False).tolist()) if silent_clips else set()
+def synthesize(out_dir: str | Path, *, settings: SynthesizeSettings, workers: int | None = None,
+               timeout_s: float = 300.0) -> dict:
+    """Write the dataset ``settings`` describes to ``out_dir`` (atomically, as a whole) and return a summary."""
+    specs = class_specs(settings.classes, settings.classes_without_audio)
+    rng = np.random.default_rng(settings.seed)
+    ids = [(spec, g, c) for spec in specs for g in range(1, settings.groups + 1)
+           for c in range(1, settings.clips_per_group + 1)]
+    with_audio = [i for i, (spec, _, _) in enumerate(ids) if spec.sound is not None]
+    if settings.silent_clips > len(with_audio):
+        raise PipelineError(f"synthesize.silent_clips is {settings.silent_clips} but only {len(with_audio)} clips "
+                            "have audio")
+    silent = (set(rng.choice(with_audio, size=settings.silent_clips, replace=False).tolist())
+              if settings.silent_clips else set())
     clip_seeds = rng.integers(0, 2**31, size=len(ids))
-    swap_p = noise / 4
+    swap_p = settings.noise / 4
     out_dir = Path(out_dir)
     with atomic_path(out_dir, directory=True) as tmp:
         tasks = []
-        for i, (s, g, c) in enumerate(ids):
+        for i, (spec, g, c) in enumerate(ids):
             crng = np.random.default_rng(clip_seeds[i])
-            look = specs[crng.integers(len(specs))].look if crng.random() < swap_p else s.look
-            sound = s.sound
+            look = specs[crng.integers(len(specs))].look if crng.random() < swap_p else spec.look
+            sound = spec.sound
             if sound is not None and crng.random() < swap_p:
                 voiced = [o.sound for o in specs if o.sound is not None]
                 sound = voiced[int(crng.integers(len(voiced)))]
-            (tmp / "UCF-101" / s.name).mkdir(parents=True, exist_ok=True)
+            (tmp / VIDEOS_DIR / spec.name).mkdir(parents=True, exist_ok=True)
             tasks.append(ClipTask(
-                path=str(tmp / "UCF-101" / s.name / f"{clip_id(s.name, g, c)}.avi"), seed=int(clip_seeds[i]),
-                look=look, sound=sound, silent=i in silent, duration_s=duration_s, width=width, height=height,
-                fps=fps, sample_rate=sample_rate, noise=noise))
+                path=str(tmp / VIDEOS_DIR / spec.name / f"{clip_id(spec.name, g, c)}.avi"), seed=int(clip_seeds[i]),
+                look=look, sound=sound, silent=i in silent, duration_s=settings.duration_s, width=settings.width,
+                height=settings.height, fps=settings.fps, sample_rate=settings.sample_rate, noise=settings.noise))
         results = guarded_map(make_clip, tasks, workers=workers, timeout_s=timeout_s, desc="synthesize")
         failed = [(t.path, r) for t, r in zip(tasks, results, strict=True) if isinstance(r, ClipFailure)]
         if failed:
             path, r = failed[0]
             raise PipelineError(f"synthesizing {len(failed)} clip(s) failed, first {Path(path).name}: "
                                 f"{r.reason} ({r.detail})")
-        lists = tmp / "ucfTrainTestlist"
+        lists = tmp / LISTS_DIR
         lists.mkdir()
-        for name, text in split_lists(specs, groups, clips_per_group).items():
+        for name, text in split_lists(specs, settings.groups, settings.clips_per_group).items():
             (lists / name).write_bytes(text.encode())
     summary = {
-        "classes": [s.name for s in specs],
-        "classes_without_audio": [s.name for s in specs if s.sound is None],
+        "classes": [spec.name for spec in specs],
+        "classes_without_audio": [spec.name for spec in specs if spec.sound is None],
         "clips": len(ids),
         "silent_clips": sorted(clip_id(ids[i][0].name, ids[i][1], ids[i][2]) for i in silent),
     }
     log.info("synthesized %d clips of %d classes (%d without audio, %d silent) in %s", len(ids), len(specs),
-             classes_without_audio, silent_clips, out_dir)
+             settings.classes_without_audio, settings.silent_clips, out_dir)
     return summary

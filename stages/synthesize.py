@@ -1,15 +1,18 @@
 """Stage synthesize: write the embedded default dataset (a synthetic UCF101 look-alike)."""
 
-from maivar.core.params import load_params, resolve_workers, runtime_settings
 from maivar.core.stage import run_stage, stage_args
+from maivar.settings.base import read_params
+from maivar.settings.data import SynthesizeSettings
+from maivar.settings.runtime import RuntimeSettings
 from maivar.synthetic import synthesize
 
 
 def main() -> None:
     args = stage_args(__doc__, "out")
-    params = load_params(args.params)
-    workers = resolve_workers(runtime_settings(params, "synthesize")["workers"])
-    synthesize(args.out, workers=workers, **params["synthesize"])
+    params = read_params(args.params)
+    settings = SynthesizeSettings.from_params(params)
+    runtime = RuntimeSettings.from_params(params)
+    synthesize(args.out, settings=settings, workers=runtime.worker_count)
 
 
 if __name__ == "__main__":

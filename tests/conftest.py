@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from maivar.settings.data import SynthesizeSettings
 from maivar.synthetic import synthesize
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,7 +28,7 @@ def tiny_params() -> dict:
 def tiny_dataset(tmp_path_factory) -> tuple[Path, dict]:
     """(root, summary) of a tiny synthetic dataset; read-only: use ``tiny_copy`` to damage it."""
     root = tmp_path_factory.mktemp("tiny") / "synthetic"
-    summary = synthesize(root, workers=2, **TINY)
+    summary = synthesize(root, settings=SynthesizeSettings.from_mapping(TINY), workers=2)
     return root, summary
 
 

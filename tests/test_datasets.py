@@ -3,8 +3,13 @@ whole pipeline on an example of each format (tests/dataset_examples.py), through
 
 from __future__ import annotations
 
+import ast
 import csv
+import dataclasses
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -13,10 +18,21 @@ import yaml
 
 from maivar.core import rejections as R
 from maivar.core.errors import PipelineError
-from maivar.data.datasets import PRESETS, read_class_list, read_listing, select_classes
+from maivar.data import readers
+from maivar.data.listing import PRESETS, read_class_list, select_classes
+from maivar.settings.base import SettingsError
+from maivar.settings.data import DatasetSettings
 
 from conftest import REPO
 from stage_cmd import run_stage_in_process, stage_path
+
+
+def read_listing(root: Path, **dataset):
+    """The listing of ``root`` through the READERS table, ``dataset`` (``format``, ``annotations``, ``split``)
+    checked as params.yaml's ``dataset`` section is."""
+    values = {"format": "ucf101", "root": str(root), "split": 1, "annotations": None, **dataset}
+    return readers.read_listing(DatasetSettings.from_mapping(values))
+
 
 # ------------------------------------------------------------------------------------------------ csv format
 
@@ -82,8 +98,10 @@ def test_csv_bad_annotations_are_one_line_errors_naming_file_and_line(tmp_path, 
 def test_dataset_settings_errors(tmp_path):
     root = write_csv(tmp_path / "data", GOOD)
     (tmp_path / "elsewhere.csv").write_text(GOOD)
+    with pytest.raises(SettingsError, match='dataset.format: "imagenet" is not allowed \\(one of "ucf101", "csv", '
+                       '"kinetics"\\)'):
+        read_listing(root, format="imagenet")
     cases = [
-        (dict(format="imagenet"), "dataset.format is 'imagenet': choose one of ucf101, csv, kinetics"),
         (dict(format="csv"), "dataset.format csv needs dataset.annotations"),
         (dict(format="csv", annotations="../elsewhere.csv"), "is outside dataset.root"),
         (dict(format="csv", annotations="nope.csv"), "does not exist: fix dataset.annotations"),
@@ -95,6 +113,77 @@ def test_dataset_settings_errors(tmp_path):
             read_listing(root, **kwargs)
     with pytest.raises(PipelineError, match="dataset root .* does not exist"):
         read_listing(tmp_path / "absent", format="csv", annotations="ann.csv")
+
+
+# -------------------------------------------------------------------------------------- the READERS table
+
+DATA_MODULES = ("maivar.data.listing", "maivar.data.ucf101", "maivar.data.csv_annotations", "maivar.data.kinetics",
+                "maivar.data.readers", "maivar.data.subset", "maivar.settings.data")
+
+
+def test_one_reader_per_format_with_one_signature():
+    import inspect
+
+    from maivar.settings.base import Choice
+
+    assert list(readers.READERS) == ["ucf101", "csv", "kinetics"]
+    check = next(f for f in dataclasses.fields(DatasetSettings) if f.name == "format").metadata["check"]
+    assert isinstance(check, Choice) and check.choices == tuple(readers.READERS)  # the formats are the table's keys
+    for reader in readers.READERS.values():
+        assert list(inspect.signature(reader).parameters) == ["root", "settings"], reader.__module__
+
+
+def runtime_imports(path: Path) -> set[str]:
+    """The ``maivar`` modules ``path`` imports anywhere (inside functions too), but under ``if TYPE_CHECKING``."""
+    tree = ast.parse(path.read_text())
+    package = ".".join(path.relative_to(REPO).with_suffix("").parts[:-1])
+    skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
+            for n in ast.walk(node)}
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            found.add(module)
+            found.update(f"{module}.{a.name}" for a in node.names)
+    return {m for m in found if (REPO / Path(*m.split("."))).with_suffix(".py").is_file()}
+
+
+def test_readers_import_only_the_listing_and_nothing_circles():
+    """listing imports no reader, each reader imports only listing of maivar.data, and the import graph of
+    maivar.data, maivar.settings and maivar.synthetic (lazy imports in functions included) has no cycle."""
+    files = [f for f in (*(REPO / "maivar/data").glob("*.py"), *(REPO / "maivar/settings").glob("*.py"),
+                         REPO / "maivar/synthetic.py") if f.name != "__init__.py"]
+    graph = {".".join(f.relative_to(REPO).with_suffix("").parts): runtime_imports(f) for f in files}
+    data = {m for m in graph if m.startswith("maivar.data.")}
+    assert not graph["maivar.data.listing"] & data
+    for reader in readers.READERS.values():
+        assert graph[reader.__module__] & data == {"maivar.data.listing"}, reader.__module__
+    state: dict[str, str] = {}
+
+    def visit(module: str, path: tuple[str, ...]) -> None:
+        state[module] = "open"
+        for other in sorted(graph.get(module, ())):
+            assert state.get(other) != "open", f"import circle: {' -> '.join((*path, other))}"
+            if other not in state:
+                visit(other, (*path, other))
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, (module,))
+
+
+@pytest.mark.parametrize("module", DATA_MODULES)
+def test_each_data_module_imports_alone(module):
+    """Each module imported first, alone, in a fresh interpreter (a circle would fail one of them)."""
+    proc = subprocess.run([sys.executable, "-c", f"import {module}"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 # ------------------------------------------------------------------------------------------- kinetics format
@@ -123,6 +212,7 @@ def test_kinetics_listing_finds_downloaded_clips_in_either_layout(tmp_path):
     ("playing drums,abc,10.5,20,train,0\n", "val.csv:2: time_start '10.5' must be a whole number"),
     ("playing drums,abc,20,10,train,0\n", "val.csv:2: time_start 20 must be less than time_end 10"),
     ("playing drums,dup,0,10,train,0\n", "val.csv:2: 2 files for clip dup_000000_000010"),
+    ("\n", "val.csv list no clips"),
 ])
 def test_kinetics_bad_rows_are_one_line_errors(tmp_path, rows, message):
     root = write_csv(tmp_path / "k", "", ["a/dup_000000_000010.mp4", "b/dup_000000_000010.mkv"])

@@ -15,7 +15,7 @@ import yaml
 from maivar.core import rejections as R
 from maivar.core.errors import PipelineError
 from maivar.core.rejections import ClipFailure
-from maivar.data.datasets import ListedClip
+from maivar.data.listing import ListedClip
 from maivar.data.media import demux_audio, ffmpeg_exe, measure_wav, probe_video
 from maivar.data.subset import (
     FAULTS,
@@ -26,18 +26,23 @@ from maivar.data.subset import (
     examine_video,
     prepare_subset,
 )
+from maivar.settings.data import DatasetSettings, PrepareSettings
 
 from conftest import REPO, TINY
 from stage_cmd import run_stage
 
-RULE = dict(split=1, classes="all", sample_rate=44100, channels=2, silence_dbfs=-60.0, min_class_audio_share=0.5,
-            min_decoded_share=0.9, timeout_s=30, frame_check="packets", workers=2)
+RULE = dict(sample_rate=44100, channels=2, classes="all", silence_dbfs=-60.0, min_class_audio_share=0.5,
+            min_decoded_share=0.9, min_audio_coverage=0.0, frame_check="packets", timeout_s=30,
+            max_rejected_share=0.7)
 
 
-def run_prepare(root, tmp_path, **change):
+def run_prepare(root, tmp_path, workers=2, **change):
     wav_dir = tmp_path / "wav"
     wav_dir.mkdir(exist_ok=True)
-    subset = prepare_subset(root, wav_dir=wav_dir, audio_dir="data/prepared/audio", **{**RULE, **change})
+    dataset = DatasetSettings.from_mapping({"format": "ucf101", "root": str(root), "split": 1, "annotations": None})
+    prepare = PrepareSettings.from_mapping({**RULE, **change})
+    subset = prepare_subset(dataset=dataset, prepare=prepare, wav_dir=wav_dir, audio_dir="data/prepared/audio",
+                            workers=workers)
     return subset, wav_dir
 
 
@@ -274,7 +279,8 @@ def test_stages_synthesize_then_prepare_end_to_end(tmp_path):
 
 @pytest.mark.parametrize("change,message", [
     ({"classes": ["NoSuchClass"]}, "prepare.classes names classes that the dataset lacks"),
-    ({"silence_dbfs": 10.0}, "no video passed the audio-subset rule"),
+    ({"silence_dbfs": 0.0}, "no video passed the audio-subset rule"),
+    ({"silence_dbfs": 10.0}, "params.yaml prepare.silence_dbfs: 10.0 is not allowed (a finite number from -200 to 0)"),
 ])
 def test_stage_failures_are_one_line_errors(tmp_path, tiny_dataset, change, message):
     root, _ = tiny_dataset

@@ -11,6 +11,8 @@ import pytest
 
 from maivar.core.errors import PipelineError
 from maivar.data.ucf101 import read_split
+from maivar.settings.base import SettingsError
+from maivar.settings.data import SynthesizeSettings
 from maivar.synthetic import class_specs, synthesize
 
 
@@ -80,11 +82,12 @@ def test_streams_audio_classes_and_silent_clips(tiny_dataset, tiny_params):
 def test_same_params_give_identical_bytes_and_another_seed_differs(tiny_dataset, tiny_params, tmp_path):
     root, _ = tiny_dataset
     again = tmp_path / "again"
-    synthesize(again, workers=1, **tiny_params)
+    synthesize(again, settings=SynthesizeSettings.from_mapping(tiny_params), workers=1)
     assert tree_digest(again) == tree_digest(root)
     other = tmp_path / "other"
-    synthesize(other, workers=2, **{**tiny_params, "seed": tiny_params["seed"] + 1, "classes": 2,
-                                    "classes_without_audio": 0, "silent_clips": 0})
+    changed = {**tiny_params, "seed": tiny_params["seed"] + 1, "classes": 2, "classes_without_audio": 0,
+               "silent_clips": 0}
+    synthesize(other, settings=SynthesizeSettings.from_mapping(changed), workers=2)
     a, b = tree_digest(root), tree_digest(other)
     shared = set(a) & set(b)
     assert shared and all(a[k] != b[k] for k in shared if k.endswith(".avi"))
@@ -104,17 +107,24 @@ def test_confusable_pairs_look_alike_or_sound_alike():
     assert len({(s.look, s.sound) for s in specs}) == 10
 
 
-@pytest.mark.parametrize("change", [{"classes": 1}, {"classes_without_audio": 4}, {"silent_clips": 99},
-                                    {"width": 95}, {"noise": 1.5}, {"groups": 0}])
-def test_invalid_sizes_are_one_line_errors(tiny_params, tmp_path, change):
-    with pytest.raises(PipelineError) as exc:
-        synthesize(tmp_path / "x", **{**tiny_params, **change})
+@pytest.mark.parametrize("change", [{"classes": 1}, {"classes_without_audio": 4}, {"width": 95}, {"noise": 1.5},
+                                    {"groups": 0}])
+def test_invalid_sizes_are_one_line_settings_errors(tiny_params, change):
+    with pytest.raises(SettingsError) as exc:
+        SynthesizeSettings.from_mapping({**tiny_params, **change})
     assert "synthesize." in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_more_silent_clips_than_clips_with_audio_is_a_one_line_error(tiny_params, tmp_path):
+    settings = SynthesizeSettings.from_mapping({**tiny_params, "silent_clips": 99})  # depends on the other sizes
+    with pytest.raises(PipelineError) as exc:
+        synthesize(tmp_path / "x", settings=settings)
+    assert "synthesize.silent_clips is 99 but only 27 clips have audio" == str(exc.value)
     assert not (tmp_path / "x").exists()
 
 
 def test_each_modality_carries_a_class_cue(tiny_dataset):
-    """Nearest-centroid on crude features (frame colour; tone spectrum) beats chance by far."""
+    """Nearest-centroid on crude features (frame color; tone spectrum) beats chance by far."""
     root, summary = tiny_dataset
     lists = read_split(root / "ucfTrainTestlist", 1)
     voiced = [c for c in summary["classes"] if c not in summary["classes_without_audio"]]

@@ -8,12 +8,15 @@ import pytest
 
 from maivar.core import rejections as R
 from maivar.core.errors import PipelineError
+from maivar.core.params import load_params
 from maivar.core.rejections import ClipFailure
-from maivar.data.datasets import PRESETS, ListedClip, read_class_list, select_classes
+from maivar.data.listing import PRESETS, ListedClip, read_class_list, select_classes
 from maivar.data.subset import build_subset
 from maivar.data.ucf101 import read_class_index, read_split
+from maivar.settings.base import SettingsError
+from maivar.settings.data import DatasetSettings, PrepareSettings
 
-from conftest import UCF_LISTS
+from conftest import REPO, UCF_LISTS
 
 
 def clips(videos) -> list[ListedClip]:
@@ -102,9 +105,9 @@ def test_both_test_list_formats_give_the_same_videos(tmp_path):
     train = "Alpha/v_Alpha_g08_c01.avi 1\nGamma/v_Gamma_g08_c01.avi 3\n"
     bare = write_lists(tmp_path / "bare", CLASSIND, train,
                        "Alpha/v_Alpha_g01_c01.avi\r\nGamma/v_Gamma_g01_c01.avi\r\n")
-    labelled = write_lists(tmp_path / "lab", CLASSIND, train,
+    labeled = write_lists(tmp_path / "lab", CLASSIND, train,
                            "Alpha/v_Alpha_g01_c01.avi 1\nGamma/v_Gamma_g01_c01.avi 3\n")
-    a, b = read_split(bare, 1), read_split(labelled, 1)
+    a, b = read_split(bare, 1), read_split(labeled, 1)
     assert [(v.id, v.class_name, v.split) for v in a.videos] == [(v.id, v.class_name, v.split) for v in b.videos]
     assert [v.split for v in a.videos] == ["train", "train", "test", "test"]
 
@@ -150,8 +153,9 @@ def test_missing_list_file_and_bad_split_are_errors(tmp_path):
         d = write_lists(tmp_path, CLASSIND, "", "")
         (d / "trainlist02.txt").write_text("")
         read_split(d, 2)
-    with pytest.raises(PipelineError, match="split"):
-        read_split(UCF_LISTS, 4)
+    dataset = {"format": "ucf101", "root": str(tmp_path), "split": 4, "annotations": None}
+    with pytest.raises(SettingsError, match=r"dataset.split: 4 is not allowed \(an integer from 1 to 3\)"):
+        DatasetSettings.from_mapping(dataset)  # checked before a list is read
 
 
 def test_unknown_class_line_becomes_an_unknown_class_rejection(tmp_path):
@@ -177,6 +181,7 @@ def test_select_classes_presets_and_errors():
         select_classes(["Alpha", "Delta"], classes)
     with pytest.raises(PipelineError, match="matches none"):
         select_classes("paper", classes)
-    for bad in ("some", [], 3, None):
-        with pytest.raises(PipelineError, match="prepare.classes"):
-            select_classes(bad, classes)
+    prepare = load_params(REPO / "params.yaml")["prepare"]
+    for bad in ("some", [], 3, None):  # the settings refuse them before any file is read
+        with pytest.raises(SettingsError, match="prepare.classes"):
+            PrepareSettings.from_mapping({**prepare, "classes": bad})

@@ -8,13 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from .errors import PipelineError
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+# The manifest's columns, in the order stage prepare writes them (docs/CONTRACTS.md says what each holds).
+MANIFEST_COLUMNS = ("id", "class_name", "label", "split", "video_path", "audio_path", "start_s", "end_s",
+                    "duration_s", "fps", "frames", "width", "height", "audio_sample_rate", "audio_channels",
+                    "audio_peak_dbfs", "audio_rms_dbfs", "audio_coverage", "decoded_share")
 STRING_COLUMNS = ("id", "class_name", "split", "video_path", "audio_path")
-SPLITS = ("train", "test")
+SPLITS = ("train", "test")  # the split names, everywhere (manifest, listings, rejections)
 
 
 def read_manifest(path: str | Path, required: Iterable[str]) -> pd.DataFrame:
@@ -23,6 +29,8 @@ def read_manifest(path: str | Path, required: Iterable[str]) -> pd.DataFrame:
     It must exist, parse, list at least one clip, hold the ``required`` columns and unique ids; a ``split``
     column may only say ``train`` or ``test``.
     """
+    import pandas as pd  # here, not above: the readers and settings import this module's names without pandas
+
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"{path} does not exist: run the prepare stage first (dvc repro prepare)")

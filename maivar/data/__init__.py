@@ -1,1 +1,2 @@
-"""The dataset: UCF101's split lists, media probing and ffmpeg demux, and the audio-subset rule (stage prepare)."""
+"""The dataset: its listing in any format (:mod:`maivar.data.readers`, :mod:`maivar.data.listing`), media probing
+and ffmpeg demux, and the audio-subset rule (stage prepare)."""

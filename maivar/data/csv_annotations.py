@@ -10,18 +10,31 @@
 
 Other columns are ignored. A malformed line, an empty label or split, a path outside ``dataset.root``, a
 duplicate (path, window), or a class with test clips but no train clip is a one-line error naming the
-file and the line. Clip ids: see :mod:`maivar.data.datasets`.
+file and the line. Clip ids: see :mod:`maivar.data.listing`.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from maivar.core.errors import PipelineError
 from maivar.core.manifest import SPLITS
 
-from .datasets import ListedClip, Listing, annotation_rows, finish_listing, inside, safe_id, window_suffix
+from .listing import (
+    ListedClip,
+    Listing,
+    annotation_files,
+    annotation_rows,
+    finish_listing,
+    inside,
+    safe_id,
+    window_suffix,
+)
+
+if TYPE_CHECKING:
+    from maivar.settings.data import DatasetSettings
 
 REQUIRED = ("path", "label", "split")
 WINDOW = ("start_s", "end_s")
@@ -47,9 +60,12 @@ def clip_id(rel_path: str, start_s: float | None, end_s: float | None) -> str:
     return base + (window_suffix(start_s, end_s) if start_s is not None else "")
 
 
-def read_listing(root: str | Path, annotations: str | Path) -> Listing:
-    """The clips ``annotations`` lists (see the module docstring)."""
-    root, annotations = Path(root), Path(annotations)
+def read_listing(root: Path, settings: DatasetSettings) -> Listing:
+    """The clips the one CSV ``dataset.annotations`` lists (see the module docstring)."""
+    files = annotation_files(root, settings.annotations, settings.format)
+    if len(files) != 1:
+        raise PipelineError("dataset.annotations must name one CSV file for dataset.format csv")
+    annotations = files[0]
     clips = []
     for where, cell in annotation_rows(annotations, REQUIRED, WINDOW, needs=f"it needs {', '.join(REQUIRED)}; "
                                        f"optional {', '.join(WINDOW)}",

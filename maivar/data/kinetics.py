@@ -29,10 +29,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from maivar.core.errors import PipelineError
 
-from .datasets import ListedClip, Listing, annotation_rows, finish_listing
+from .listing import ListedClip, Listing, annotation_files, annotation_rows, finish_listing
+
+if TYPE_CHECKING:
+    from maivar.settings.data import DatasetSettings
 
 REQUIRED = ("label", "youtube_id", "time_start", "time_end", "split")
 SPLIT_MAP = {"train": "train", "val": "test", "validate": "test", "valid": "test", "test": "test"}
@@ -66,12 +70,12 @@ def _int(value: str, where: str, column: str) -> int:
     return int(number)
 
 
-def read_listing(root: str | Path, annotation_files: list[Path]) -> Listing:
-    """The clips the Kinetics CSVs ``annotation_files`` list, found under ``root`` (see the module docstring)."""
-    root = Path(root)
+def read_listing(root: Path, settings: DatasetSettings) -> Listing:
+    """The clips the Kinetics CSVs ``dataset.annotations`` list, found under ``root`` (see the module docstring)."""
+    annotations = annotation_files(root, settings.annotations, settings.format)
     index = video_index(root)
     clips = []
-    for file in annotation_files:
+    for file in annotations:
         for where, cell in annotation_rows(file, REQUIRED, needs=f"Kinetics' CSVs have {','.join(REQUIRED)}"):
             if not cell["label"]:
                 raise PipelineError(f"{where}: the label is empty (Kinetics' test CSVs held their labels back: "
@@ -91,4 +95,4 @@ def read_listing(root: str | Path, annotation_files: list[Path]) -> Listing:
                                     "keep one")
             path = str(files[0]) if files else str(root / f"{clip}.*")
             clips.append(ListedClip(clip, cell["label"], split, path, where))
-    return finish_listing(clips, f"{', '.join(map(str, annotation_files))} list no clips")
+    return finish_listing(clips, f"{', '.join(map(str, annotations))} list no clips")

@@ -82,7 +82,7 @@ def probe_video(path: str | Path, frame_check: str = "packets", start_s: float |
 
     ``frame_check="packets"`` counts the video packets (in AVI one chunk per frame, dropped frames included)
     without decoding: it catches truncation at a fraction of a millisecond per video. ``"decode"`` decodes
-    every packet (no colour conversion, about 20x slower) and also rejects streams that fail to decode.
+    every packet (no color conversion, about 20x slower) and also rejects streams that fail to decode.
 
     With a window (``start_s``, ``end_s``: a clip out of a longer video), only the frames whose time
     (:func:`frame_time`) lies in ``[start_s, end_s)`` count, and the window declares ``round((end_s -

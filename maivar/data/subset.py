@@ -1,6 +1,6 @@
 """The audio subset (paper IV-A): which listed videos are kept, and why the others are not.
 
-The rule, applied to the clips the dataset lists (:mod:`maivar.data.datasets`: UCF101's split
+The rule, applied to the clips the dataset lists (:mod:`maivar.data.readers`: UCF101's split
 ``dataset.split``, a CSV, or Kinetics' annotations; a clip may be a window of a longer video):
 
 0. **Class list** (``prepare.classes``: ``all`` | a preset | a list). Clips of other classes are
@@ -36,22 +36,24 @@ import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from maivar.core import rejections as R
 from maivar.core.errors import PipelineError
 from maivar.core.parallel import guarded_map
 from maivar.core.rejections import ClipFailure, Rejection, check_rejected_share
 
-from .datasets import ListedClip, read_listing, select_classes
-from .media import FRAME_CHECKS, demux_audio, probe_video
+from .listing import ListedClip, select_classes
+from .media import demux_audio, probe_video
+from .readers import read_listing
+
+if TYPE_CHECKING:
+    from maivar.settings.data import DatasetSettings, PrepareSettings
 
 log = logging.getLogger(__name__)
 
 FAULTS = (R.MISSING_FILE, R.EMPTY_FILE, R.UNREADABLE_VIDEO, R.DECODE_FAILED, R.TRUNCATED, R.DEMUX_FAILED,
           R.TIMEOUT, R.CRASHED)
-MANIFEST_COLUMNS = ("id", "class_name", "label", "split", "video_path", "audio_path", "start_s", "end_s",
-                    "duration_s", "fps", "frames", "width", "height", "audio_sample_rate", "audio_channels",
-                    "audio_peak_dbfs", "audio_rms_dbfs", "audio_coverage", "decoded_share")
 MAX_LOGGED = 20  # faults named one by one in the log; all of them are in the rejection list
 REJECTION_COLUMNS = ("id", "class_name", "split", "video_path", "reason", "detail")
 
@@ -215,55 +217,41 @@ def check_subset(subset: Subset, max_rejected_share: float) -> None:
 
 
 def prepare_subset(
-    root: str | Path,
     *,
-    classes,
+    dataset: DatasetSettings,
+    prepare: PrepareSettings,
     wav_dir: str | Path,
     audio_dir: str,
-    sample_rate: int,
-    channels: int,
-    silence_dbfs: float,
-    min_class_audio_share: float,
-    min_decoded_share: float,
-    timeout_s: float,
-    format: str = "ucf101",
-    split: int = 1,
-    annotations=None,
-    min_audio_coverage: float = 0.0,
-    frame_check: str = "packets",
     workers: int | None = None,
 ) -> Subset:
-    """Run the whole rule on the dataset at ``root`` (``format``, ``split`` for UCF101, ``annotations`` for
-    csv / kinetics: :func:`maivar.data.datasets.read_listing`); WAVs of kept clips are left in ``wav_dir``.
+    """Run the whole rule with ``prepare``'s settings on the dataset ``dataset`` describes
+    (:func:`maivar.data.readers.read_listing`); WAVs of kept clips are left in ``wav_dir``.
 
-    ``audio_dir`` is how the manifest names the WAVs' folder (the final place ``wav_dir`` is renamed to).
+    ``audio_dir`` is how the manifest names the WAVs' folder (the final place ``wav_dir`` is renamed to);
+    ``workers`` is :func:`~maivar.core.parallel.guarded_map`'s (None: all cores).
     """
-    if frame_check not in FRAME_CHECKS:
-        raise PipelineError(f"prepare.frame_check is {frame_check!r}: use one of {', '.join(FRAME_CHECKS)}")
-    if not 0 <= min_audio_coverage <= 1:
-        raise PipelineError(f"prepare.min_audio_coverage is {min_audio_coverage!r}: a share of the picture's "
-                            "duration, 0..1")
-    listing = read_listing(root, format=format, split=split, annotations=annotations)
-    selected = select_classes(classes, listing.classes)
+    listing = read_listing(dataset)
+    selected = select_classes(prepare.classes, listing.classes)
     chosen = set(selected)
     to_probe = sorted((v for v in listing.clips if v.class_name in chosen), key=lambda v: v.id)
-    where = f"split {split}" if format == "ucf101" else f"{format} dataset"
-    log.info("%s: %d clips listed (%d classes), %d of %d selected classes to probe, %d unknown-class lines", where,
+    log.info("%s dataset %s: %d clips listed (%d classes), %d of %d selected classes to probe, %d unknown-class lines",
+             dataset.format, dataset.root,
              len(listing.clips) + len(listing.unknown), len(listing.classes), len(to_probe), len(selected),
              len(listing.unknown))
     tasks = [ExamineTask(id=v.id, video_path=v.path, wav_path=str(Path(wav_dir) / f"{v.id}.wav"),
-                         sample_rate=sample_rate, channels=channels, min_decoded_share=min_decoded_share,
-                         silence_dbfs=silence_dbfs, timeout_s=timeout_s * 0.9, frame_check=frame_check,
-                         min_audio_coverage=min_audio_coverage, start_s=v.start_s, end_s=v.end_s)
+                         sample_rate=prepare.sample_rate, channels=prepare.channels,
+                         min_decoded_share=prepare.min_decoded_share, silence_dbfs=prepare.silence_dbfs,
+                         timeout_s=prepare.timeout_s * 0.9, frame_check=prepare.frame_check,
+                         min_audio_coverage=prepare.min_audio_coverage, start_s=v.start_s, end_s=v.end_s)
              for v in to_probe]
-    results = guarded_map(examine_video, tasks, workers=workers, timeout_s=timeout_s, desc="probe+demux")
+    results = guarded_map(examine_video, tasks, workers=workers, timeout_s=prepare.timeout_s, desc="probe+demux")
     examined = {}
     for task, result in zip(tasks, results, strict=True):
         if isinstance(result, ClipFailure):  # e.g. a worker killed after a timeout: its WAV may be half-written
             Path(task.wav_path).unlink(missing_ok=True)
         examined[task.id] = result
     subset = build_subset(listing.classes, listing.clips, listing.unknown, selected, examined, audio_dir=audio_dir,
-                          min_class_audio_share=min_class_audio_share)
+                          min_class_audio_share=prepare.min_class_audio_share)
     kept_ids = {r["id"] for r in subset.manifest}
     for task in tasks:  # WAVs of clips whose class was dropped
         if task.id not in kept_ids:

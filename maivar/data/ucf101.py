@@ -15,19 +15,32 @@ a list line is ignored: the class comes from the path. A malformed line is a one
 :class:`~maivar.core.errors.PipelineError` naming the file and the line; a well-formed line that names a class
 ``classInd.txt`` lacks is returned as an ``unknown_class`` rejection (it never stops the stage).
 
-The class presets (``paper``: the paper's 51 classes, UCF101 minus UCF50) are in :mod:`maivar.data.datasets`.
+The class presets (``paper``: the paper's 51 classes, UCF101 minus UCF50) are in :mod:`maivar.data.listing`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from maivar.core.errors import PipelineError
+from maivar.core.manifest import SPLITS
 
-from .datasets import ListedClip, Listing, read_utf8
+from .listing import ListedClip, Listing, read_utf8
 
-SPLITS = (1, 2, 3)
+if TYPE_CHECKING:
+    from maivar.settings.data import DatasetSettings
+
+VIDEOS_DIR = "UCF-101"  # <Class>/<file>.<ext>
+LISTS_DIR = "ucfTrainTestlist"  # CLASS_INDEX and a train and a test list per split
+CLASS_INDEX = "classInd.txt"
+SPLIT_NUMBERS = (1, 2, 3)  # UCF101's official train/test splits (dataset.split)
+
+
+def list_name(kind: str, split: int) -> str:
+    """The name of split ``split``'s ``kind`` (train | test) list: ``trainlist01.txt``."""
+    return f"{kind}list{split:02d}.txt"
 
 
 @dataclass(frozen=True)
@@ -96,15 +109,14 @@ def parse_list_line(line: str, path: Path, number: int) -> tuple[str, str, str]:
 
 
 def read_split(list_dir: str | Path, split: int) -> SplitLists:
-    """Parse ``classInd.txt`` and split ``split``'s train and test lists."""
-    if split not in SPLITS:
-        raise PipelineError(f"dataset.split is {split!r}: UCF101 has splits 1, 2 and 3")
+    """Parse ``classInd.txt`` and split ``split``'s train and test lists (``split``: one of
+    :data:`SPLIT_NUMBERS`)."""
     list_dir = Path(list_dir)
-    classes = read_class_index(list_dir / "classInd.txt")
+    classes = read_class_index(list_dir / CLASS_INDEX)
     canonical = {c.lower(): c for c in classes}
     videos, unknown, seen = [], [], {}
-    for kind in ("train", "test"):
-        path = list_dir / f"{kind}list{split:02d}.txt"
+    for kind in SPLITS:
+        path = list_dir / list_name(kind, split)
         for number, line in _lines(path):
             rel, cls, vid = parse_list_line(line, path, number)
             source = f"{path.name}:{number}"
@@ -117,15 +129,14 @@ def read_split(list_dir: str | Path, split: int) -> SplitLists:
     return SplitLists(classes=classes, videos=videos, unknown=unknown)
 
 
-def read_listing(root: str | Path, split: int) -> Listing:
-    """The ``ucf101`` format's :class:`~maivar.data.datasets.Listing`: split ``split`` of ``root``'s lists,
+def read_listing(root: Path, settings: DatasetSettings) -> Listing:
+    """The ``ucf101`` format's :class:`~maivar.data.listing.Listing`: split ``dataset.split`` of ``root``'s lists,
     each clip's path in ``root/UCF-101`` (class folders matched case-insensitively)."""
-    root = Path(root)
-    videos_dir = root / "UCF-101"
+    videos_dir = root / VIDEOS_DIR
     if not videos_dir.is_dir():
         raise PipelineError(f"{videos_dir} does not exist: with dataset.format ucf101, dataset.root must hold "
                             "UCF-101/<Class>/<file> and ucfTrainTestlist/")
-    lists = read_split(root / "ucfTrainTestlist", split)
+    lists = read_split(root / LISTS_DIR, settings.split)
     class_dirs = {p.name.lower(): p.name for p in videos_dir.iterdir() if p.is_dir()}
 
     def clip(v: ListedVideo) -> ListedClip:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from maivar.data.datasets import FORMATS, PRESETS
+from maivar.data.listing import PRESETS
 from maivar.data.media import FRAME_CHECKS
+from maivar.data.readers import READERS
+from maivar.data.ucf101 import SPLIT_NUMBERS
 
 from .base import Check, Choice, Float, Int, ListOf, Section, SettingsError, Text, setting
 
@@ -44,9 +46,9 @@ class _Classes(Check):
 @dataclass(frozen=True)
 class DatasetSettings(Section):
     SECTION = "dataset"
-    format: str = setting(Choice(FORMATS), "the annotation format (README, 'Your own data')")
+    format: str = setting(Choice(tuple(READERS)), "the annotation format (README, 'Your own data')")
     root: str = setting(Text(what="a folder"), "the dataset's folder")
-    split: int = setting(Int(1, 3), "ucf101: the official train/test split")
+    split: int = setting(Int(SPLIT_NUMBERS[0], SPLIT_NUMBERS[-1]), "ucf101: the official train/test split")
     annotations: str | tuple[str, ...] | None = setting(_Annotations(), "csv, kinetics: the annotation file(s)")
 
 

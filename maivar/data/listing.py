@@ -1,13 +1,7 @@
-"""Datasets in any of three formats, behind one interface: the clips a dataset lists, with their classes.
+"""What every dataset reader shares: the listing types, clip ids, class lists and annotation-file helpers.
 
-``dataset.format`` in params.yaml chooses the reader; each returns a :class:`Listing`:
-
-- ``ucf101`` (:mod:`maivar.data.ucf101`): ``UCF-101/<Class>/<file>.<ext>`` and ``ucfTrainTestlist/``
-  (classInd.txt and the split ``dataset.split``); any container PyAV can open.
-- ``csv`` (:mod:`maivar.data.csv_annotations`): one CSV (``dataset.annotations``) with columns
-  ``path,label,split`` and optionally ``start_s,end_s`` (a clip taken out of a longer video).
-- ``kinetics`` (:mod:`maivar.data.kinetics`): Kinetics' annotation CSVs (``label,youtube_id,time_start,
-  time_end,split``) and the videos the common downloaders write.
+A reader (:mod:`maivar.data.readers`) turns a dataset into a :class:`Listing`: the clips it lists, with their
+classes. This module imports no reader, so every reader imports it and nothing circles back.
 
 **Clip ids** (the manifest's ``id``, the WAV's name, the key that joins audio and video downstream) are
 unique within a dataset and stable: the same file gives the same id on every run and in any folder layout.
@@ -30,13 +24,12 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from maivar.core.errors import PipelineError
 
-FORMATS = ("ucf101", "csv", "kinetics")
 CLASS_LIST_DIR = Path(__file__).parent / "class_lists"
 PRESETS = {
     "paper": CLASS_LIST_DIR / "paper51.txt",  # UCF101's 51 classes with audio (UCF101 minus UCF50)
@@ -65,31 +58,7 @@ class Listing:
     unknown: list[ListedClip] = field(default_factory=list)  # ucf101: lines naming a class classInd.txt lacks
 
 
-def read_listing(root: str | Path, *, format: str, split: int = 1, annotations=None) -> Listing:
-    """The clips of the dataset at ``root`` in ``format`` (see the module docstring)."""
-    root = Path(root)
-    if format not in FORMATS:
-        raise PipelineError(f"dataset.format is {format!r}: choose one of {', '.join(FORMATS)}")
-    if not root.is_dir():
-        raise PipelineError(f"dataset root {root} does not exist: set dataset.root in params.yaml to your dataset's "
-                            "folder, or run the synthesize stage")
-    if format == "ucf101":
-        from .ucf101 import read_listing as read_ucf101
-
-        return read_ucf101(root, split)
-    files = annotation_files(root, annotations, format)
-    if format == "csv":
-        from .csv_annotations import read_listing as read_csv
-
-        if len(files) != 1:
-            raise PipelineError("dataset.annotations must name one CSV file for dataset.format csv")
-        return read_csv(root, files[0])
-    from .kinetics import read_listing as read_kinetics
-
-    return read_kinetics(root, files)
-
-
-def annotation_files(root: Path, annotations, format: str) -> list[Path]:
+def annotation_files(root: Path, annotations: str | Sequence[str] | None, format: str) -> list[Path]:
     """``dataset.annotations`` (a path or a list of paths, relative to ``dataset.root``) as existing files
     inside ``dataset.root``: DVC tracks that folder, so an annotation file outside it could change unseen."""
     if not annotations:
@@ -134,24 +103,22 @@ def read_class_list(path: str | Path) -> list[str]:
     return [line for line in lines if line and not line.startswith("#")]
 
 
-def select_classes(spec, classes: list[str]) -> list[str]:
-    """The classes chosen by ``prepare.classes`` (``all`` | a preset name | a list), in ``classes`` order.
+def select_classes(spec: str | Sequence[str], classes: list[str]) -> list[str]:
+    """The classes chosen by ``prepare.classes`` (``all`` | a name of :data:`PRESETS` | a list of class names,
+    as :class:`~maivar.settings.data.PrepareSettings` allows), in ``classes`` order.
 
     A preset keeps those of its classes the dataset has (one dataset may lack some, e.g. Kinetics-400 has 31
     of Kinetics-Sounds' 34); a list must name only classes the dataset has."""
     if spec == "all":
         return list(classes)
-    if isinstance(spec, str) and spec in PRESETS:
+    if isinstance(spec, str):
         wanted, what = read_class_list(PRESETS[spec]), f"the '{spec}' preset"
-    elif isinstance(spec, (list, tuple)) and spec and all(isinstance(c, str) for c in spec):
-        wanted, what = list(spec), "prepare.classes"
     else:
-        raise PipelineError(f"prepare.classes is {spec!r}: use 'all', one of {', '.join(PRESETS)}, "
-                            "or a list of class names")
-    known = {c.lower() for c in classes}
-    missing = [c for c in wanted if c.lower() not in known]
-    if isinstance(spec, (list, tuple)) and missing:
-        raise PipelineError(f"prepare.classes names classes that the dataset lacks: {', '.join(missing)}")
+        wanted, what = list(spec), "prepare.classes"
+        known = {c.lower() for c in classes}
+        missing = [c for c in wanted if c.lower() not in known]
+        if missing:
+            raise PipelineError(f"prepare.classes names classes that the dataset lacks: {', '.join(missing)}")
     chosen = {c.lower() for c in wanted}
     selected = [c for c in classes if c.lower() in chosen]
     if not selected:
