@@ -3,7 +3,8 @@
 DVC reruns a stage only when one of its declared deps changes, so a module that a stage imports but does
 not declare could change without the stage rerunning: DVC would serve a stale output. This module follows
 each stage's imports from its entry point (``stages/<name>.py`` in its ``cmd``), transitively, through every
-``import maivar...`` and relative import it finds (at any depth: lazy imports inside functions count too),
+``import maivar...`` and relative import it finds (at any depth: lazy imports inside functions count too; those
+under ``if TYPE_CHECKING:`` do not, since they never run),
 adding each package's ``__init__.py``; then it checks that each module is a dep of the stage, itself or
 through a folder that holds it (``maivar/core``). ``maivar check-deps`` runs it; a test keeps it green.
 
@@ -109,11 +110,24 @@ def _package_of(path: Path) -> str:
     return ".".join(parts[:-1])
 
 
+def _type_checking_only(tree: ast.AST) -> set[int]:
+    """The ids of the nodes under ``if TYPE_CHECKING:`` (imports for annotations only: never run)."""
+    skipped: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
+            skipped.update(id(n) for stmt in node.body for n in ast.walk(stmt))
+    return skipped
+
+
 def imported_modules(root: Path, path: Path) -> set[str]:
-    """The project modules (``maivar`` and below) that the file ``root/path`` imports, anywhere in it."""
+    """The project modules (``maivar`` and below) that the file ``root/path`` imports, anywhere in it (lazy imports
+    inside functions too), but for those under ``if TYPE_CHECKING:``, which never run."""
     tree = ast.parse((root / path).read_text(), filename=str(path))
+    skipped = _type_checking_only(tree)
     found: set[str] = set()
     for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):

@@ -44,7 +44,7 @@ from maivar.core.rejections import ClipFailure
 from maivar.data.ucf101 import CLASS_INDEX, LISTS_DIR, SPLIT_NUMBERS, VIDEOS_DIR, list_name
 
 if TYPE_CHECKING:
-    from maivar.settings.data import SynthesizeSettings
+    from maivar.settings.synthesize import SynthesizeSettings
 
 log = logging.getLogger(__name__)
 

@@ -2,8 +2,8 @@
 
 from maivar.core.stage import run_stage, stage_args
 from maivar.settings.base import read_params
-from maivar.settings.data import SynthesizeSettings
 from maivar.settings.runtime import RuntimeSettings
+from maivar.settings.synthesize import SynthesizeSettings
 from maivar.synthetic import synthesize
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from maivar.settings.data import SynthesizeSettings
+from maivar.settings.synthesize import SynthesizeSettings
 from maivar.synthetic import synthesize
 
 REPO = Path(__file__).resolve().parents[1]

@@ -90,6 +90,23 @@ def test_imports_are_followed_through_every_form(tmp_path):
     assert missing_deps(tmp_path) == {"s": ["maivar/b.py", "maivar/c.py"]}
 
 
+def test_imports_for_annotations_only_are_not_followed(tmp_path):
+    """``if TYPE_CHECKING:`` imports never run: they make no dependency (the settings types a library function
+    names in its annotations, without importing their modules at run time)."""
+    files = {
+        "stages/s.py": "from maivar.a import f\n",
+        "maivar/__init__.py": "",
+        "maivar/a.py": ("from typing import TYPE_CHECKING\nimport typing\nif TYPE_CHECKING:\n    from .b import B\n"
+                        "if typing.TYPE_CHECKING:\n    import maivar.c\nelse:\n    from . import d\ndef f(): pass\n"),
+        "maivar/b.py": "", "maivar/c.py": "", "maivar/d.py": "",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    closure = {str(p) for p in module_closure(tmp_path, "stages/s.py")}
+    assert closure == {"stages/s.py", "maivar/__init__.py", "maivar/a.py", "maivar/d.py"}
+
+
 def test_audio_code_does_not_rerun_video_stages_and_back():
     """The layout keeps the deps exact: no video stage depends on an audio module, and no audio stage on a video
     module, so a change to one branch's code reruns only that branch (and what follows it)."""

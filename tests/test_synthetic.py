@@ -12,7 +12,7 @@ import pytest
 from maivar.core.errors import PipelineError
 from maivar.data.ucf101 import read_split
 from maivar.settings.base import SettingsError
-from maivar.settings.data import SynthesizeSettings
+from maivar.settings.synthesize import SynthesizeSettings
 from maivar.synthetic import class_specs, synthesize
 
 

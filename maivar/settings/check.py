@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from .base import Params, read_params
-from .data import DatasetSettings, PrepareSettings, SynthesizeSettings
+from .data import DatasetSettings, PrepareSettings
 from .extract import ExtractAudioSettings, ExtractVideoSettings
 from .heads import FusionSettings, HeadSettings, TrainSettings, VideoHeadSettings
 from .render import RenderSettings, representation_from_params
 from .runtime import RuntimeSettings
+from .synthesize import SynthesizeSettings
 
 __all__ = ["SECTIONS", "check_params"]
 

@@ -1,5 +1,6 @@
-"""Settings of the data stages: ``dataset`` (which clips), ``synthesize`` (the embedded default), ``prepare``
-(the audio demux and the audio-subset rule)."""
+"""Settings of stage prepare: ``dataset`` (which clips) and ``prepare`` (the audio demux and the audio-subset
+rule). ``synthesize`` has its own module (:mod:`maivar.settings.synthesize`): the embedded default does not
+depend on the dataset readers."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from maivar.data.media import FRAME_CHECKS
 from maivar.data.readers import READERS
 from maivar.data.ucf101 import SPLIT_NUMBERS
 
-from .base import Check, Choice, Float, Int, ListOf, Section, SettingsError, Text, setting
+from .base import Check, Choice, Float, Int, ListOf, Section, Text, setting
 
-__all__ = ["DatasetSettings", "PrepareSettings", "SynthesizeSettings"]
+__all__ = ["SAMPLE_RATE", "DatasetSettings", "PrepareSettings"]
 
 SAMPLE_RATE = Int(8000, 192000)
 SHARE = Float(0, 1)
@@ -50,32 +51,6 @@ class DatasetSettings(Section):
     root: str = setting(Text(what="a folder"), "the dataset's folder")
     split: int = setting(Int(SPLIT_NUMBERS[0], SPLIT_NUMBERS[-1]), "ucf101: the official train/test split")
     annotations: str | tuple[str, ...] | None = setting(_Annotations(), "csv, kinetics: the annotation file(s)")
-
-
-@dataclass(frozen=True)
-class SynthesizeSettings(Section):
-    SECTION = "synthesize"
-    seed: int = setting(Int(0, 2**32 - 1))
-    classes: int = setting(Int(2, 1000))
-    classes_without_audio: int = setting(Int(0, 999))
-    groups: int = setting(Int(8, 100), "split 1 tests on groups 1-7: at least one more to train on")
-    clips_per_group: int = setting(Int(1, 100))
-    silent_clips: int = setting(Int(0, 100_000))
-    duration_s: float = setting(Float(0.5, 600))
-    width: int = setting(Int(32, 1920))
-    height: int = setting(Int(32, 1080))
-    fps: int = setting(Int(1, 120))
-    sample_rate: int = setting(SAMPLE_RATE)
-    noise: float = setting(Float(0, 1))
-
-    def validate(self, where, name):
-        if self.classes_without_audio >= self.classes:
-            raise SettingsError(f"{where} {name}.classes_without_audio: {self.classes_without_audio} is not allowed "
-                                f"(less than {name}.classes, {self.classes})")
-        for key in ("width", "height"):
-            if getattr(self, key) % 2:
-                raise SettingsError(f"{where} {name}.{key}: {getattr(self, key)} is not allowed (an even number: "
-                                    "H.264 needs even sizes)")
 
 
 @dataclass(frozen=True)
