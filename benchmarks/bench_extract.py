@@ -42,7 +42,7 @@ from maivar.audio.features import create_audio_backbone, extract_audio_features,
 from maivar.core.feature_store import LazyRows, create_store
 from maivar.core.parallel import default_workers
 from maivar.core.params import load_params, resolve_workers, runtime_settings
-from maivar.extraction.backbones import compute_dtype, prepare_for_inference, select_device
+from maivar.extraction.inference import compute_dtype, prepare_for_inference, select_device
 from maivar.video.features import VideoClip, extract_video_features, preprocessing_from_config
 from maivar.video.tsn import build_tsn
 

@@ -190,7 +190,7 @@ def _interrupt(*args, **kwargs):
 def test_bf16_precision_is_close_to_fp32_and_recorded(resnet18, tmp_path, monkeypatch, caplog):
     """extract_*.precision: bf16 autocast (native on this CPU when it has AVX512-BF16/AMX, emulated and warned
     about elsewhere); features within bf16 rounding of fp32's; the store's dtype attribute says which."""
-    from maivar.extraction import backbones
+    from maivar.extraction import inference
 
     rows = images(4, seed=5)
     fp32 = run(resnet18, rows)
@@ -202,7 +202,7 @@ def test_bf16_precision_is_close_to_fp32_and_recorded(resnet18, tmp_path, monkey
     params = yaml.safe_load((work / "params.yaml").read_text())
     params["extract_audio"]["precision"] = "bf16"
     (work / "params.yaml").write_text(yaml.safe_dump(params))
-    monkeypatch.setattr(backbones, "native_bf16", lambda device: False)
+    monkeypatch.setattr(inference, "native_bf16", lambda device: False)
     with caplog.at_level("WARNING"):
         assert run_stage_in_process("extract_audio", work) == 0
     assert "bf16 on a CPU without native bf16 is emulated" in caplog.text

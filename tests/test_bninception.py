@@ -10,7 +10,8 @@ import torch
 from maivar.cli import main as cli
 from maivar.core.errors import PipelineError
 from maivar.core.feature_store import open_store
-from maivar.extraction.backbones import fuse_conv_bn, prepare_for_inference, weights_sha256
+from maivar.extraction.checkpoints import weights_sha256
+from maivar.extraction.inference import fuse_conv_bn, prepare_for_inference
 from maivar.video.bninception import (
     BNInception,
     convert_checkpoint,

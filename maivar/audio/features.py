@@ -24,19 +24,7 @@ from maivar.core.errors import PipelineError
 from maivar.core.feature_store import LazyRows, create_store, open_store
 from maivar.core.parallel import default_start_method
 from maivar.core.params import resolve_workers
-from maivar.extraction.backbones import (
-    OomGuard,
-    Weights,
-    autocast,
-    check_precision,
-    compute_dtype,
-    load_checkpoint_into,
-    prepare_for_inference,
-    select_device,
-    warn_if_emulated,
-    warn_random_weights,
-    weights_sha256,
-)
+from maivar.extraction.checkpoints import Weights, load_checkpoint_into, warn_random_weights, weights_sha256
 from maivar.extraction.data_parallel import (
     Extraction,
     World,
@@ -45,6 +33,15 @@ from maivar.extraction.data_parallel import (
     rank_todo,
     rank_workers,
     run_stage,
+)
+from maivar.extraction.inference import (
+    OomGuard,
+    autocast,
+    check_precision,
+    compute_dtype,
+    prepare_for_inference,
+    select_device,
+    warn_if_emulated,
 )
 from maivar.extraction.resume import Journal, Resumed, blocks, file_identity
 
@@ -66,7 +63,7 @@ def create_audio_backbone(
     ``torch.save`` file: a state dict, bare or under ``state_dict`` / ``model`` / ``state_dict_ema`` (timm's
     train.py checkpoints, ``args`` and all), with ``module.`` (DataParallel/DDP) or ``_orig_mod.``
     (``torch.compile``) key prefixes or none; the classifier's keys are ignored. It is read by
-    :func:`~maivar.extraction.backbones.load_state_dict_file` rather than timm's ``load_checkpoint``: that
+    :func:`~maivar.extraction.checkpoints.load_state_dict_file` rather than timm's ``load_checkpoint``: that
     refuses any checkpoint with a pickled class but ``argparse.Namespace`` (even ``numpy.float64``), prefers
     EMA weights, and fails with torch's multi-line key-mismatch errors or a bare ``FileNotFoundError``.
     """

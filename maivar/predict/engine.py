@@ -46,7 +46,7 @@ from maivar.core.params import load_params, runtime_settings
 from maivar.core.rejections import ClipFailure
 from maivar.data.subset import ExamineTask, examine_video
 from maivar.evaluation import HEADS, ranked
-from maivar.extraction.backbones import prepare_for_inference, select_device
+from maivar.extraction.inference import prepare_for_inference, select_device
 from maivar.heads.join import video_input
 from maivar.heads.training import predict as head_logits
 from maivar.video.features import Preprocessing, VideoClip, extract_video_features

@@ -16,7 +16,7 @@ Nothing is re-read from today's params.yaml. The settings come from the run's ow
   rate, channels, silence threshold, minimum coverage, frame check), the random-initialisation seeds of the
   backbones, the decoding limits of ``extract_video`` and the heads' thread count (``train.threads``).
 
-The backbones rebuilt from these must hash (:func:`~maivar.extraction.backbones.weights_sha256`) to the
+The backbones rebuilt from these must hash (:func:`~maivar.extraction.checkpoints.weights_sha256`) to the
 ``weights_sha256`` their store records: a run can only be used with the very weights that made its features.
 """
 

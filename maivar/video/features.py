@@ -36,15 +36,6 @@ from maivar.core.manifest import read_manifest
 from maivar.core.parallel import default_workers, guarded_imap, reorder_window, shared_array
 from maivar.core.params import resolve_workers
 from maivar.core.rejections import ClipFailure, Rejection, check_rejected_share
-from maivar.extraction.backbones import (
-    OomGuard,
-    autocast,
-    check_precision,
-    compute_dtype,
-    prepare_for_inference,
-    select_device,
-    warn_if_emulated,
-)
 from maivar.extraction.data_parallel import (
     Extraction,
     World,
@@ -53,6 +44,15 @@ from maivar.extraction.data_parallel import (
     rank_todo,
     rank_workers,
     run_stage,
+)
+from maivar.extraction.inference import (
+    OomGuard,
+    autocast,
+    check_precision,
+    compute_dtype,
+    prepare_for_inference,
+    select_device,
+    warn_if_emulated,
 )
 from maivar.extraction.resume import Journal, Resumed, blocks, file_identity
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from maivar.core.errors import PipelineError
-from maivar.extraction.backbones import Weights, load_checkpoint_into, warn_random_weights, weights_sha256
+from maivar.extraction.checkpoints import Weights, load_checkpoint_into, warn_random_weights, weights_sha256
 
 log = logging.getLogger(__name__)
 
