@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from maivar.audio.features import create_audio_backbone
+from maivar.audio.backbone import create_audio_backbone
 from maivar.core.errors import PipelineError
 from maivar.extraction.checkpoints import load_checkpoint_into, weights_sha256
 from maivar.extraction.inference import OomGuard, fuse_conv_bn, prepare_for_inference, select_device

@@ -23,7 +23,7 @@ import pytest
 import torch
 from torch import nn
 
-from maivar.audio.features import create_audio_backbone
+from maivar.audio.backbone import create_audio_backbone
 from maivar.core.errors import PipelineError
 from maivar.extraction.checkpoints import load_state_dict_file, weights_sha256
 from maivar.video.tsn import build_tsn

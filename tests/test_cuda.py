@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from maivar.audio.features import IMAGENET_MEAN, IMAGENET_STD, create_audio_backbone, extract_audio_features
+from maivar.audio.backbone import IMAGENET_MEAN, IMAGENET_STD, create_audio_backbone
+from maivar.audio.features import extract_audio_features
 from maivar.extraction.inference import prepare_for_inference
 from maivar.heads.mlp import MLP
 from maivar.heads.training import set_determinism, train_head

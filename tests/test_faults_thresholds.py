@@ -120,6 +120,19 @@ PARAM_READS = (
 )
 
 
+# A section converted to its typed settings (maivar/settings/): ``ExtractAudioSettings.from_params(params)``.
+SETTINGS_READ = re.compile(r'(?<![\w.])(\w+Settings)\.from_params\(params\b')
+
+
+def settings_reads(source: str) -> set[tuple[str, str]]:
+    """The sections a stage converts to typed settings, but ``runtime`` (machine settings: no stage declares
+    them, so that changing them never reruns one)."""
+    from maivar.settings.check import SECTIONS
+
+    section = {kind.__name__: name for name, kind in SECTIONS.items()}
+    return {(section[m.group(1)], "") for m in SETTINGS_READ.finditer(source)} - {("runtime", "")}
+
+
 def declared_params(stage: str) -> set[str]:
     return {p for p in DVC[stage].get("params", []) if isinstance(p, str)}
 
@@ -128,6 +141,7 @@ def declared_params(stage: str) -> set[str]:
 def test_every_parameter_a_stage_reads_is_declared_for_it(stage):
     source = (REPO / "stages" / f"{stage}.py").read_text()
     read = {(m.group(1), m.group(2)) for pattern in PARAM_READS for m in pattern.finditer(source)}
+    read |= settings_reads(source)
     assert read, f"no parameter reads found in stages/{stage}.py"
     declared = declared_params(stage)
     missing = [f"{s}.{k}" if k else s for s, k in sorted(read) if s not in declared and f"{s}.{k}" not in declared]

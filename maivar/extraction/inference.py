@@ -20,7 +20,6 @@ import torch
 from torch import nn
 
 from maivar.core.errors import PipelineError
-from maivar.settings.extract import PRECISIONS
 
 log = logging.getLogger(__name__)
 
@@ -136,13 +135,6 @@ def _first_tensor(out) -> torch.Tensor:
     while isinstance(out, (tuple, list)):
         out = out[-1]
     return out
-
-
-def check_precision(precision, where: str) -> str:
-    """``precision`` if it is one of :data:`PRECISIONS`, else a one-line error naming ``where``."""
-    if precision not in PRECISIONS:
-        raise PipelineError(f"params.yaml {where} must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-    return precision
 
 
 def native_bf16(device: torch.device) -> bool:

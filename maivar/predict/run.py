@@ -9,12 +9,13 @@ Nothing is re-read from today's params.yaml. The settings come from the run's ow
 - the models (``models/*_mlp.pt``): weights, normalisation, classes, how the video features enter
   (``segments``); the audio and video models also carry the attributes of the features they were trained on,
   which must be those of the stores (else the models are stale: an error);
-- the stores' attributes: ``images.h5`` the representation and every ``render.*`` setting, ``audio.h5`` the
-  audio backbone, input size, mean/std and weights, ``video.h5`` the TSN config, segments, short side, crop,
-  mean/std, channel order and weights (docs/CONTRACTS.md);
+- the stores' attributes: ``images.h5`` the representation and every ``render.*`` setting, ``audio.h5`` and
+  ``video.h5`` every ``extract_audio.*`` / ``extract_video.*`` setting (read back through the settings' own
+  checks, :meth:`~maivar.settings.base.Section.from_attrs`) and what the stage resolved from them: mean/std,
+  weights, BatchNorm layers folded, and the TSN config's short side, crop and channel order (docs/CONTRACTS.md);
 - the run's ``dvc.lock`` for what no store records: how ``prepare`` demuxed and checked the audio (sample
-  rate, channels, silence threshold, minimum coverage, frame check), the random-initialisation seeds of the
-  backbones, the decoding limits of ``extract_video`` and the heads' thread count (``train.threads``).
+  rate, channels, silence threshold, minimum coverage, frame check) and the heads' thread count
+  (``train.threads``).
 
 The backbones rebuilt from these must hash (:func:`~maivar.extraction.checkpoints.weights_sha256`) to the
 ``weights_sha256`` their store records: a run can only be used with the very weights that made its features.
@@ -37,8 +38,10 @@ from maivar.evaluation import HEADS
 from maivar.heads.mlp import MLP
 from maivar.heads.model_files import load_model
 from maivar.runs import RunFiles, read_paths
+from maivar.settings.base import Section
+from maivar.settings.extract import ExtractAudioSettings, ExtractVideoSettings
 
-LOCKED_STAGES = ("prepare", "extract_audio", "extract_video")  # what made the features: required
+LOCKED_STAGES = ("prepare",)  # what made the audio the features were drawn from: required
 OPTIONAL_STAGES = ("evaluate", "train_fusion")  # where train.threads is read (evaluate's first), else 1
 
 
@@ -61,14 +64,12 @@ class AudioRecipe:
     render: dict
     render_timeout_s: float
     librosa_version: str | None
-    # extract_audio
-    backbone: str
-    input_size: int
+    # extract_audio: its settings as audio.h5 records them, and what the stage resolved from them
+    settings: ExtractAudioSettings
     mean: tuple[float, ...]
     std: tuple[float, ...]
     weights: str  # random | timm-pretrained | checkpoint:<path>
     sha256: str
-    seed: int
     folded: int  # BatchNorm layers the stage folded into convolutions (0: none)
 
 
@@ -76,8 +77,8 @@ class AudioRecipe:
 class VideoRecipe:
     """How the run turned a video's picture into TSN segment features (extract_video)."""
 
-    config: str  # the MMAction2 config as the store records it (a path relative to the repository)
-    num_segments: int
+    settings: ExtractVideoSettings  # as video.h5 records them (config: a path relative to the repository)
+    # what the stage resolved from them: the config's preprocessing, the weights, the BatchNorm layers folded
     short_side: int
     crop_size: int
     mean: tuple[float, float, float]
@@ -85,10 +86,7 @@ class VideoRecipe:
     channel_order: str
     weights: str
     sha256: str
-    seed: int
     folded: int
-    timeout_s: float
-    min_decoded_share: float
 
 
 @dataclass
@@ -180,9 +178,16 @@ def _need(attrs: dict, key: str, path: str):
     return attrs[key]
 
 
+def _settings(kind: type[Section], attrs: dict, path: str):
+    """The settings of the stage that made a store, as the store records them (``<section>.<key>``)."""
+    if not any(k.startswith(f"{kind.SECTION}.") for k in attrs):
+        raise PipelineError(f"{path} does not record its {kind.SECTION} settings: it was made by an older maivar, "
+                            "rerun dvc repro")
+    return kind.from_attrs(attrs, where=path)
+
+
 def audio_recipe(images: dict, features: dict, locked: dict, paths: dict) -> AudioRecipe:
     p = _section(locked, "prepare", "prepare")
-    ea = _section(locked, "extract_audio", "extract_audio")
     ip, fp = paths["images"], paths["audio_features"]
     representation = _need(images, "representation", ip)
     if features.get("representation") != representation:
@@ -199,24 +204,21 @@ def audio_recipe(images: dict, features: dict, locked: dict, paths: dict) -> Aud
         frame_check=str(p.get("frame_check", "packets")), timeout_s=float(p["timeout_s"]),
         representation=representation, render=r, render_timeout_s=float(r.get("timeout_s", 60)),
         librosa_version=images.get("librosa_version"),
-        backbone=str(_need(features, "backbone", fp)), input_size=int(_need(features, "input_size", fp)),
+        settings=_settings(ExtractAudioSettings, features, fp),
         mean=tuple(map(float, _need(features, "mean", fp))), std=tuple(map(float, _need(features, "std", fp))),
         weights=str(_need(features, "weights", fp)), sha256=str(_need(features, "weights_sha256", fp)),
-        seed=int(ea.get("seed", 0)), folded=int(features.get("conv_bn_folded", 0)),
+        folded=int(features.get("conv_bn_folded", 0)),
     )
 
 
-def video_recipe(features: dict, locked: dict, paths: dict) -> VideoRecipe:
-    ev = _section(locked, "extract_video", "extract_video")
+def video_recipe(features: dict, paths: dict) -> VideoRecipe:
     fp = paths["video_features"]
     return VideoRecipe(
-        config=str(_need(features, "config", fp)), num_segments=int(_need(features, "num_segments", fp)),
-        short_side=int(_need(features, "short_side", fp)), crop_size=int(_need(features, "input_size", fp)),
+        settings=_settings(ExtractVideoSettings, features, fp),
+        short_side=int(_need(features, "short_side", fp)), crop_size=int(_need(features, "crop_size", fp)),
         mean=tuple(map(float, _need(features, "mean", fp))), std=tuple(map(float, _need(features, "std", fp))),
         channel_order=str(features.get("channel_order", "RGB")), weights=str(_need(features, "weights", fp)),
-        sha256=str(_need(features, "weights_sha256", fp)), seed=int(ev.get("seed", 0)),
-        folded=int(features.get("conv_bn_folded", 0)), timeout_s=float(ev.get("timeout_s", 120)),
-        min_decoded_share=float(ev.get("min_decoded_share", 0.0)),
+        sha256=str(_need(features, "weights_sha256", fp)), folded=int(features.get("conv_bn_folded", 0)),
     )
 
 
@@ -255,7 +257,7 @@ def load_run(root: str | Path = ".", rev: str | None = None) -> TrainedRun:
         threads = next((int(locked[s]["train"]["threads"]) for s in OPTIONAL_STAGES
                         if "threads" in (locked.get(s, {}).get("train") or {})), 1)
         return TrainedRun("workspace" if rev is None else rev, heads, saved, classes, segments,
-                          audio_recipe(images, audio_attrs, locked, paths), video_recipe(video_attrs, locked, paths),
+                          audio_recipe(images, audio_attrs, locked, paths), video_recipe(video_attrs, paths),
                           threads, files)
     except BaseException:
         files.close()
