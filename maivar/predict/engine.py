@@ -9,10 +9,10 @@ For each video, as the pipeline does for a clip of its dataset:
 2. **picture**: extract_video's decoding and TSN (:func:`maivar.video.features.extract_video_features`);
 3. **audio features**: extract_audio's preprocessing and backbone
    (:func:`maivar.audio.features.extract_audio_features`, the unflipped image as evaluate scores it);
-
-both backbones built by the stages' own builders (:func:`maivar.audio.backbone.build_audio_backbone`,
-:func:`maivar.video.tsn.build_video_backbone`) from the settings the run's stores record;
 4. **heads**: the audio, video and fusion MLPs, with the thread count evaluate used.
+
+Both backbones are built by the stages' own builders (:func:`maivar.audio.backbone.build_audio_backbone`,
+:func:`maivar.video.tsn.build_video_backbone`) from the settings the run's stores record.
 
 A video whose sound the pipeline would not have kept (no audio stream, silent, too short, not demuxable,
 unreadable WAV) gets the video branch only, with the reason; a video that cannot be used at all (missing,

@@ -2,7 +2,7 @@
 
 Videos are decoded in guarded worker processes (:func:`maivar.core.parallel.guarded_imap` over
 :func:`maivar.video.frames.decode_segments`: PyAV, RGB conversion of the kept frames only, short side +
-centre crop; a hung decoder is killed after ``timeout_s``, a crashed one fails only its video) and batched
+center crop; a hung decoder is killed after ``timeout_s``, a crashed one fails only its video) and batched
 across videos (:func:`frame_batches`): each worker writes a video's T x C x C x 3 uint8 frames into a slot of
 shared memory, the parent copies them from there into one reused batch buffer (pinned memory on CUDA) and
 the slot goes back to the ring; no frame travels pickled through a pipe, and at most ``2 x workers +

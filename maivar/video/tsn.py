@@ -3,7 +3,7 @@
 :func:`build_tsn` builds the config's ``Recognizer2D`` with MMAction2's registry (imported through
 :mod:`maivar.video.mmaction_compat`) and loads an optional MMAction2 checkpoint (only the backbone makes the
 features: the classification head's weights, for any number of classes, are not used). Without a
-checkpoint the recognizer keeps MMAction2's own initialisation, seeded, and says so in the log.
+checkpoint the recognizer keeps MMAction2's own initialization, seeded, and says so in the log.
 
 Besides MMAction2's own backbones a config may name ``BNInception`` (:mod:`maivar.video.bninception`, the
 paper's TSN backbone), registered here before the model is built. A checkpoint that does not fit because it
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 class Preprocessing:
     """MMAction2's TSN test preprocessing, read from the config (:func:`preprocessing_from_config`).
 
-    ``channel_order`` is the order of the colour channels the network takes: ``RGB`` (the decoded frames as
+    ``channel_order`` is the order of the color channels the network takes: ``RGB`` (the decoded frames as
     they are: MMAction2's ResNets) or ``BGR`` (reversed: Caffe-trained BN-Inception). ``mean`` and ``std``
     are per channel in that order, applied after the reordering, as MMAction2's ``ActionDataPreprocessor``
     does.
