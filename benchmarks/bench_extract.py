@@ -15,7 +15,7 @@ s, 320x240, 25 fps; ``--unique`` distinct files, the rest symlinks to them, so t
   ``extract_feat(stage='backbone')`` + average pool, one video at a time, fp32, on ``--ref-videos`` of
   the videos; it also reports how far apart the two routes' features are on the videos both ran;
 - audio, our route: :func:`maivar.audio.features.extract_audio_features` with ``extract_audio`` params;
-- audio, reference route: the authors' notebook, one image at a time (resize, normalise, forward).
+- audio, reference route: the authors' notebook, one image at a time (resize, normalize, forward).
 
 Prints videos/s, images/s, the ratios, the device, and on CUDA the mean GPU utilisation (nvidia-smi).
 
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import resource
 import shutil
 import subprocess
@@ -38,13 +39,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from maivar.audio.features import create_audio_backbone, extract_audio_features, normalization, preprocess
+from maivar.audio.backbone import build_audio_backbone, create_audio_backbone
+from maivar.audio.features import extract_audio_features, preprocess
 from maivar.core.feature_store import LazyRows, create_store
 from maivar.core.parallel import default_workers
-from maivar.core.params import load_params, resolve_workers, runtime_settings
-from maivar.extraction.backbones import compute_dtype, prepare_for_inference, select_device
-from maivar.video.features import VideoClip, extract_video_features, preprocessing_from_config
-from maivar.video.tsn import build_tsn
+from maivar.extraction.inference import compute_dtype, select_device
+from maivar.settings.base import read_params
+from maivar.settings.extract import ExtractAudioSettings, ExtractVideoSettings
+from maivar.settings.runtime import RuntimeSettings
+from maivar.video.features import VideoClip, extract_video_features
+from maivar.video.tsn import build_tsn, build_video_backbone
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -174,24 +178,23 @@ def notebook_route(model, images, input_size: int, mean, std, device: torch.devi
     return np.concatenate(out)
 
 
-def bench_video(args, params, device) -> None:
-    p = params["extract_video"]
-    num_segments = int(p["num_segments"])
+def bench_video(args, s: ExtractVideoSettings, runtime: RuntimeSettings, device) -> None:
+    num_segments = s.num_segments
+    batch_videos = args.batch_videos or runtime.extract_video.batch_videos
     t0 = time.perf_counter()
     clips = video_workload(args.workdir, n=args.videos, unique=args.unique, seconds=args.duration, fps=25)
-    print(f"video config: {p['config']}")
+    print(f"video config: {s.config}")
     print(f"video workload: {len(clips)} videos ({min(args.unique, len(clips))} distinct) of {args.duration:g} s, "
           f"320x240, 25 fps, generated in {time.perf_counter() - t0:.1f} s")
-    model, _, cfg = build_tsn(REPO / p["config"], checkpoint=None, seed=int(p["seed"]))
-    pre = preprocessing_from_config(cfg)
-    folded = prepare_for_inference(model, device, compile_model=bool(args.compile or p["compile"]),
-                                   fold_batchnorm=bool(p["fuse_conv_bn"]), input_size=pre.crop_size,
-                                   image_module=model.backbone)
-    print(f"video  ours: {folded} BatchNorm layers folded into their convolutions (extract_video.fuse_conv_bn)")
-    workers = args.workers if args.workers is not None else (resolve_workers(p["workers"]) or default_workers())
-    kwargs = dict(num_segments=num_segments, pre=pre, batch_videos=int(p["batch_videos"]), workers=workers,
-                  device=device, timeout_s=float(p["timeout_s"]), progress=False, precision=p["precision"])
-    extract_video_features(model, clips[: max(1, min(len(clips), int(p["batch_videos"])))], **kwargs)  # warm-up
+    s = dataclasses.replace(s, config=str(REPO / s.config), checkpoint=None)  # random weights: the same speed
+    backbone = build_video_backbone(s, device, compile_model=bool(args.compile or runtime.extract_video.compile))
+    model, pre = backbone.model, backbone.pre
+    print(f"video  ours: {backbone.folded} BatchNorm layers folded into their convolutions "
+          "(extract_video.fuse_conv_bn)")
+    workers = args.workers if args.workers is not None else (runtime.worker_count or default_workers())
+    kwargs = dict(num_segments=num_segments, pre=pre, batch_videos=batch_videos, workers=workers,
+                  device=device, timeout_s=s.timeout_s, progress=False, precision=s.precision)
+    extract_video_features(model, clips[: max(1, min(len(clips), batch_videos))], **kwargs)  # warm-up
     sync(device)
     with GpuUtilisation(device) as gpu:
         t0, c0 = time.perf_counter(), cpu_seconds()
@@ -202,7 +205,7 @@ def bench_video(args, params, device) -> None:
     ours_rate = len(clips) / ours_s
 
     ref_clips = clips[: args.ref_videos]
-    ref_model, _, _ = build_tsn(REPO / p["config"], checkpoint=None, seed=int(p["seed"]))
+    ref_model, _, cfg = build_tsn(s.config, checkpoint=None, seed=s.seed)
     ref_model.eval().to(device)
     mmaction_route(ref_model, cfg, ref_clips[:1], num_segments, device)  # warm-up
     sync(device)
@@ -214,7 +217,7 @@ def bench_video(args, params, device) -> None:
     unflipped = ours[:, 0] if args.flips else ours  # the notebook route has no flips: compare variant 0
     diff = np.abs(unflipped[: len(ref)] - ref).max() / max(np.abs(ref).max(), 1e-12)
     print(f"video  ours   : {len(clips)} videos x {num_segments} segments in {ours_s:.2f} s = {ours_rate:.2f} videos/s "
-          f"(batch_videos {p['batch_videos']}, workers {workers}, {compute_dtype(p['precision'])}, "
+          f"(batch_videos {batch_videos}, workers {workers}, {compute_dtype(s.precision)}, "
           f"GPU util {gpu.mean()}); "
           f"{ours_cpu / len(clips):.2f} CPU s/video")
     print(f"video  MMAction2 pipeline: {len(ref_clips)} videos in {ref_s:.2f} s = {ref_rate:.2f} videos/s "
@@ -228,42 +231,41 @@ def bench_video(args, params, device) -> None:
           f"(PyAV vs decord RGB conversion, folded BatchNorm)")
 
 
-def bench_audio(args, params, device) -> None:
-    p = params["extract_audio"]
-    size = int(params["render"]["image_size"])
-    path = image_workload(args.workdir, n=args.images, size=size)
-    model, _ = create_audio_backbone(str(p["backbone"]), pretrained=False, checkpoint=None, seed=int(p["seed"]))
-    folded = prepare_for_inference(model, device, compile_model=bool(args.compile or p["compile"]),
-                                   fold_batchnorm=bool(p["fuse_conv_bn"]), input_size=int(p["input_size"]))
-    print(f"audio  ours: {folded} BatchNorm layers folded into their convolutions (extract_audio.fuse_conv_bn)")
-    mean, std = normalization(model, str(p["normalization"]))
+def bench_audio(args, s: ExtractAudioSettings, runtime: RuntimeSettings, image_size: int, device) -> None:
+    batch_size = args.batch_size or runtime.extract_audio.batch_size
+    path = image_workload(args.workdir, n=args.images, size=image_size)
+    s = dataclasses.replace(s, pretrained=False, checkpoint=None)  # random weights: the same speed
+    backbone = build_audio_backbone(s, device, compile_model=bool(args.compile or runtime.extract_audio.compile))
+    model, mean, std = backbone.model, backbone.mean, backbone.std
+    print(f"audio  ours: {backbone.folded} BatchNorm layers folded into their convolutions "
+          "(extract_audio.fuse_conv_bn)")
     images = LazyRows(path, "images")
-    workers = args.workers if args.workers is not None else (resolve_workers(p["workers"]) or default_workers())
-    kwargs = dict(input_size=int(p["input_size"]), mean=mean, std=std, batch_size=int(p["batch_size"]),
-                  workers=workers, device=device, progress=False, flips=bool(args.flips), precision=p["precision"])
-    extract_audio_features(model, [images[i] for i in range(min(len(images), int(p["batch_size"])))], **kwargs)
+    workers = args.workers if args.workers is not None else (runtime.worker_count or default_workers())
+    kwargs = dict(input_size=s.input_size, mean=mean, std=std, batch_size=batch_size,
+                  workers=workers, device=device, progress=False, flips=bool(args.flips), precision=s.precision)
+    extract_audio_features(model, [images[i] for i in range(min(len(images), batch_size))], **kwargs)
     sync(device)
     with GpuUtilisation(device) as gpu:
         t0, c0 = time.perf_counter(), cpu_seconds()
         ours = extract_audio_features(model, images, **kwargs)
         sync(device)
         ours_s, ours_cpu = time.perf_counter() - t0, cpu_seconds() - c0
-    ref_model, _ = create_audio_backbone(str(p["backbone"]), pretrained=False, checkpoint=None, seed=int(p["seed"]))
+    ref_model, _ = create_audio_backbone(s.backbone, pretrained=False, checkpoint=None, seed=s.seed)
     ref_model.eval().to(device)
     ref_images = [images[i] for i in range(min(args.ref_images, len(images)))]
-    notebook_route(ref_model, ref_images[:1], int(p["input_size"]), mean, std, device)
+    notebook_route(ref_model, ref_images[:1], s.input_size, mean, std, device)
     sync(device)
     t0, c0 = time.perf_counter(), cpu_seconds()
-    ref = notebook_route(ref_model, ref_images, int(p["input_size"]), mean, std, device)
+    ref = notebook_route(ref_model, ref_images, s.input_size, mean, std, device)
     sync(device)
     ref_s, ref_cpu = time.perf_counter() - t0, cpu_seconds() - c0
     unflipped = ours[:, 0] if args.flips else ours  # the notebook route has no flips: compare variant 0
     diff = np.abs(unflipped[: len(ref)] - ref).max() / max(np.abs(ref).max(), 1e-12)
     ours_rate, ref_rate = len(images) / ours_s, len(ref_images) / ref_s
     flipped = " x 4 flip variants" if args.flips else ""
-    print(f"audio  ours   : {len(images)} images{flipped} ({p['backbone']} at {p['input_size']} px) in "
+    print(f"audio  ours   : {len(images)} images{flipped} ({s.backbone} at {s.input_size} px) in "
           f"{ours_s:.2f} s = "
-          f"{ours_rate:.1f} images/s (batch {p['batch_size']}, {compute_dtype(p['precision'])}, "
+          f"{ours_rate:.1f} images/s (batch {batch_size}, {compute_dtype(s.precision)}, "
           f"GPU util {gpu.mean()}); "
           f"{ours_cpu / len(images):.2f} CPU s/image")
     print(f"audio  notebook (batch 1): {len(ref_images)} images in {ref_s:.2f} s = {ref_rate:.1f} images/s; "
@@ -295,27 +297,23 @@ def main() -> None:
     ap.add_argument("--skip", choices=["audio", "video"], default=None)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/maivar-bench-extract"))
     args = ap.parse_args()
-    params = load_params(REPO / "params.yaml")
-    for stage in ("extract_audio", "extract_video"):  # the machine settings (params.yaml runtime) with each section
-        params[stage].update(runtime_settings(params, stage))
+    params = read_params(REPO / "params.yaml")
+    audio, video = ExtractAudioSettings.from_params(params), ExtractVideoSettings.from_params(params)
+    runtime = RuntimeSettings.from_params(params)
     if args.config:
-        params["extract_video"]["config"] = args.config
-    if args.batch_videos:
-        params["extract_video"]["batch_videos"] = args.batch_videos
-    if args.batch_size:
-        params["extract_audio"]["batch_size"] = args.batch_size
+        video = dataclasses.replace(video, config=args.config)
     if args.input_size:
-        params["extract_audio"]["input_size"] = args.input_size
+        audio = dataclasses.replace(audio, input_size=args.input_size)
     if args.precision:
-        params["extract_audio"]["precision"] = params["extract_video"]["precision"] = args.precision
-    device = select_device(args.device or str(params["extract_video"]["device"]))
+        audio, video = (dataclasses.replace(s, precision=args.precision) for s in (audio, video))
+    device = select_device(args.device or runtime.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {device} ({name}); torch {torch.__version__}")
     args.workdir.mkdir(parents=True, exist_ok=True)
     if args.skip != "video":
-        bench_video(args, params, device)
+        bench_video(args, video, runtime, device)
     if args.skip != "audio":
-        bench_audio(args, params, device)
+        bench_audio(args, audio, runtime, int(params["render"]["image_size"]), device)
 
 
 if __name__ == "__main__":

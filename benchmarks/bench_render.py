@@ -30,10 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from maivar.audio.drawing import render, style_from_params
+from maivar.audio.drawing import render, style_from_settings
 from maivar.audio.raster import PIXEL_MAPPINGS
 from maivar.audio.representations import NAMES
-from maivar.core.params import load_params
+from maivar.settings.base import read_params
+from maivar.settings.render import RenderSettings, representation_from_params
 
 SR = 44100
 DURATION_S = 4.8  # the clip length of the reference figures in ../shared/notes/reference-routes.md
@@ -163,7 +164,7 @@ def librosa_features_alone(representation: str):
 # ------------------------------------------------------------------------------------ measurements
 
 
-def per_clip(clips, repeats: int, render_params: dict, interleaved: bool = False) -> list[dict]:
+def per_clip(clips, repeats: int, settings: RenderSettings, interleaved: bool = False) -> list[dict]:
     """ms per clip for each route. Default protocol: each route renders all ``clips`` in a loop (as a stage
     does), the routes take turns block by block (so that load from other processes hits all alike), and
     the figure is the median over ``repeats`` of block time / clips. ``interleaved``: one call of each route
@@ -172,19 +173,18 @@ def per_clip(clips, repeats: int, render_params: dict, interleaved: bool = False
     import torch
 
     torch.set_num_threads(1)
-    p = render_params
-    style = style_from_params(p)
-    size = int(p["image_size"])
-    other = [m for m in PIXEL_MAPPINGS if m != p["pixel_mapping"]][0]
+    p = settings
+    style = style_from_settings(p)
+    size = p.image_size
+    other = [m for m in PIXEL_MAPPINGS if m != p.pixel_mapping][0]
     rows = []
     for representation in NAMES:
         ref = reference_route(representation)
         feat = librosa_features_alone(representation)
 
-        def ours(x, representation=representation, mapping=p["pixel_mapping"]):
-            return render(x, SR, representation, size=size, n_fft=int(p["n_fft"]), hop_length=int(p["hop_length"]),
-                          n_mfcc=int(p["n_mfcc"]), chroma_tuning=p["chroma_tuning"], style=style,
-                          pixel_mapping=mapping)
+        def ours(x, representation=representation, mapping=p.pixel_mapping):
+            return render(x, SR, representation, size=size, n_fft=p.n_fft, hop_length=p.hop_length, n_mfcc=p.n_mfcc,
+                          chroma_tuning=p.chroma_tuning, style=style, pixel_mapping=mapping)
 
         pngs = {}
 
@@ -236,7 +236,7 @@ def per_clip(clips, repeats: int, render_params: dict, interleaved: bool = False
     return rows
 
 
-def whole_stage(n_clips: int, render_params: dict, representation: str, duration_s: float) -> None:
+def whole_stage(n_clips: int, settings: RenderSettings, representation: str, duration_s: float) -> None:
     import pandas as pd
     import soundfile as sf
 
@@ -256,7 +256,7 @@ def whole_stage(n_clips: int, render_params: dict, representation: str, duration
             import librosa
 
             t0 = time.perf_counter()
-            render_manifest(manifest, representation=representation, render_params=render_params, workers=workers,
+            render_manifest(manifest, representation=representation, settings=settings, workers=workers,
                             out_path=tmp / f"images_{workers}.h5", previews_dir=tmp / f"previews_{workers}",
                             librosa_version=librosa.__version__)
             dt = time.perf_counter() - t0
@@ -274,21 +274,22 @@ def main() -> None:
     ap.add_argument("--interleaved", action="store_true", help="time single calls in turn instead of loops")
     args = ap.parse_args()
 
-    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
-    render_params = params["render"]
-    print(f"{args.clips} clips of {args.duration} s at {SR} Hz, image {render_params['image_size']} px, one core, "
-          f"pixel_mapping {render_params['pixel_mapping']}, {'interleaved calls' if args.interleaved else 'loops'}; "
+    params = read_params(str(Path(__file__).resolve().parents[1] / "params.yaml"))
+    settings = RenderSettings.from_params(params)
+    print(f"{args.clips} clips of {args.duration} s at {SR} Hz, image {settings.image_size} px, one core, "
+          f"pixel_mapping {settings.pixel_mapping}, {'interleaved calls' if args.interleaved else 'loops'}; "
           f"median of {args.clips * args.repeats if args.interleaved else args.repeats} timings each, in ms per clip; "
           f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
     clips = [synthetic_clip(i, duration_s=args.duration) for i in range(args.clips)]
-    rows = per_clip(clips, args.repeats, render_params, interleaved=args.interleaved)
+    rows = per_clip(clips, args.repeats, settings, interleaved=args.interleaved)
     for c in CLOCKS:
         print(f"slowest ratio ({c}): {min(r[f'{c}_png_ms'] / r[f'{c}_ours_ms'] for r in rows):.1f}x against the "
               f"route to PNG, {min(r[f'{c}_array_ms'] / r[f'{c}_ours_ms'] for r in rows):.1f}x against the route to "
               f"an array (target 20x)")
     print(f"load average after: {os.getloadavg()[0]:.1f}")
     if args.stage_clips:
-        whole_stage(args.stage_clips, render_params, args.representation or params["representation"], args.duration)
+        whole_stage(args.stage_clips, settings, args.representation or representation_from_params(params),
+                    args.duration)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,18 @@
 """Stage extract_audio: audio images -> pooled features of a frozen timm backbone (Inception-ResNet-v2)."""
 
 from maivar.audio.features import extract_audio_stage
-from maivar.core.params import load_params, runtime_settings
 from maivar.core.stage import run_stage, stage_args
+from maivar.settings.base import read_params
+from maivar.settings.extract import ExtractAudioSettings
+from maivar.settings.runtime import RuntimeSettings
 
 
 def main() -> None:
     args = stage_args(__doc__, "images", "features")
-    params = load_params(args.params)
-    extract_audio_stage(args.images, args.features, params["extract_audio"],
-                        runtime_settings(params, "extract_audio"))
+    params = read_params(args.params)
+    settings = ExtractAudioSettings.from_params(params)
+    runtime = RuntimeSettings.from_params(params)
+    extract_audio_stage(args.images, args.features, settings=settings, runtime=runtime)
 
 
 if __name__ == "__main__":

@@ -8,22 +8,14 @@ import pytest
 import torch
 import yaml
 
-from maivar.audio.features import (
-    FLIPS,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    create_audio_backbone,
-    extract_audio_features,
-    extract_audio_stage,
-    normalization,
-    preprocess,
-)
+from maivar.audio.backbone import IMAGENET_MEAN, IMAGENET_STD, create_audio_backbone, normalization
+from maivar.audio.features import FLIPS, extract_audio_features, preprocess
 from maivar.core import rejections
-from maivar.core.errors import PipelineError
 from maivar.core.feature_store import LazyRows, create_store, open_store
-from maivar.core.params import runtime_settings
 from maivar.core.rejections import Rejection
 from maivar.heads.join import load_features
+from maivar.settings.base import SettingsError
+from maivar.settings.extract import ExtractAudioSettings
 
 from stage_cmd import run_stage, run_stage_in_process
 
@@ -70,7 +62,7 @@ def test_flip_variants_are_the_features_of_the_flipped_images(resnet18):
     assert not np.allclose(feats[:, 0], feats[:, 1])  # a flip changes what the backbone sees
 
 
-def test_preprocess_resizes_and_normalises():
+def test_preprocess_resizes_and_normalizes():
     x = torch.full((2, 24, 24, 3), 255, dtype=torch.uint8)
     mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
     out = preprocess(x, input_size=40, mean=mean, std=std)
@@ -122,7 +114,13 @@ def test_extract_audio_stage_end_to_end(tmp_path):
     assert store.rejected == rejected
     assert store.data.shape == (3, 512) and store.data.dtype == np.float32
     attrs = store.attrs
-    assert attrs["backbone"] == "resnet18" and attrs["input_size"] == 32 and attrs["representation"] == "mfcc"
+    # every setting as extract_audio.<key>, and what was derived from them
+    settings = yaml.safe_load((work / "params.yaml").read_text())["extract_audio"]
+    assert {k: v for k, v in attrs.items() if k.startswith("extract_audio.")} == {
+        f"extract_audio.{k}": ("null" if v is None else v) for k, v in settings.items()}
+    assert attrs["extract_audio.backbone"] == "resnet18" and attrs["extract_audio.input_size"] == 32
+    assert "backbone" not in attrs and "input_size" not in attrs and "normalization" not in attrs  # not twice
+    assert attrs["representation"] == "mfcc" and attrs["mean"] == "[0.485, 0.456, 0.406]" and attrs["device"] == "cpu"
     assert attrs["weights"] == "random" and attrs["pretrained"] is False and len(attrs["weights_sha256"]) == 64
     assert attrs["conv_bn_folded"] == 20  # resnet18: every conv has a BN
 
@@ -190,7 +188,7 @@ def _interrupt(*args, **kwargs):
 def test_bf16_precision_is_close_to_fp32_and_recorded(resnet18, tmp_path, monkeypatch, caplog):
     """extract_*.precision: bf16 autocast (native on this CPU when it has AVX512-BF16/AMX, emulated and warned
     about elsewhere); features within bf16 rounding of fp32's; the store's dtype attribute says which."""
-    from maivar.extraction import backbones
+    from maivar.extraction import inference
 
     rows = images(4, seed=5)
     fp32 = run(resnet18, rows)
@@ -202,13 +200,12 @@ def test_bf16_precision_is_close_to_fp32_and_recorded(resnet18, tmp_path, monkey
     params = yaml.safe_load((work / "params.yaml").read_text())
     params["extract_audio"]["precision"] = "bf16"
     (work / "params.yaml").write_text(yaml.safe_dump(params))
-    monkeypatch.setattr(backbones, "native_bf16", lambda device: False)
+    monkeypatch.setattr(inference, "native_bf16", lambda device: False)
     with caplog.at_level("WARNING"):
         assert run_stage_in_process("extract_audio", work) == 0
     assert "bf16 on a CPU without native bf16 is emulated" in caplog.text
     assert open_store(work / "data/features/audio.h5", "features").attrs["dtype"] == "bfloat16-autocast"
     params["extract_audio"]["precision"] = "fp16"
-    (work / "params.yaml").write_text(yaml.safe_dump(params))
-    with pytest.raises(PipelineError, match="extract_audio.precision must be one of fp32, bf16, not 'fp16'"):
-        extract_audio_stage(work / "data/audio_images/images.h5", work / "x.h5", params["extract_audio"],
-                            runtime_settings(params, "extract_audio"))
+    with pytest.raises(SettingsError, match=r'^params.yaml extract_audio.precision: "fp16" is not allowed '
+                                            r'\(one of "fp32", "bf16"\)'):
+        ExtractAudioSettings.from_params(params)

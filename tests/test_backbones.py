@@ -7,16 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from maivar.audio.features import create_audio_backbone
+from maivar.audio.backbone import create_audio_backbone
 from maivar.core.errors import PipelineError
-from maivar.extraction.backbones import (
-    OomGuard,
-    fuse_conv_bn,
-    load_checkpoint_into,
-    prepare_for_inference,
-    select_device,
-    weights_sha256,
-)
+from maivar.extraction.checkpoints import load_checkpoint_into, weights_sha256
+from maivar.extraction.inference import OomGuard, fuse_conv_bn, prepare_for_inference, select_device
 from maivar.video.tsn import build_tsn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -243,7 +237,7 @@ def test_fuse_conv_bn_undoes_a_fold_that_changes_the_output(caplog):
     module.eval()
     x = torch.randn(2, 3, 16, 16)
     before = _features(module, x)
-    with caplog.at_level(logging.WARNING, logger="maivar.extraction.backbones"):
+    with caplog.at_level(logging.WARNING, logger="maivar.extraction.inference"):
         assert fuse_conv_bn(module, input_size=16) == 0
     assert "left unfused" in caplog.text
     assert type(module.bn) is torch.nn.BatchNorm2d and module.conv.bias is not None

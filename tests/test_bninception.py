@@ -10,7 +10,8 @@ import torch
 from maivar.cli import main as cli
 from maivar.core.errors import PipelineError
 from maivar.core.feature_store import open_store
-from maivar.extraction.backbones import fuse_conv_bn, prepare_for_inference, weights_sha256
+from maivar.extraction.checkpoints import weights_sha256
+from maivar.extraction.inference import fuse_conv_bn, prepare_for_inference
 from maivar.video.bninception import (
     BNInception,
     convert_checkpoint,
@@ -18,8 +19,7 @@ from maivar.video.bninception import (
     port_layout_hint,
     register_bninception,
 )
-from maivar.video.features import preprocessing_from_config
-from maivar.video.tsn import build_tsn
+from maivar.video.tsn import build_tsn, preprocessing_from_config
 
 from stage_cmd import run_stage_in_process
 from test_backbones import _trained_looking_batchnorms, write_tiny_tsn
@@ -211,4 +211,4 @@ def test_extract_video_stage_with_bninception(tmp_path):
     attrs = store.attrs
     assert attrs["backbone"] == "BNInception" and attrs["backbone_depth"] == "null"  # no depth: stored as null
     assert attrs["channel_order"] == "BGR" and attrs["mean"] == "[104.0, 117.0, 128.0]"
-    assert attrs["conv_bn_folded"] == 69 and attrs["input_size"] == 64 and attrs["weights"] == "random"
+    assert attrs["conv_bn_folded"] == 69 and attrs["crop_size"] == 64 and attrs["weights"] == "random"

@@ -23,9 +23,9 @@ import pytest
 import torch
 from torch import nn
 
-from maivar.audio.features import create_audio_backbone
+from maivar.audio.backbone import create_audio_backbone
 from maivar.core.errors import PipelineError
-from maivar.extraction.backbones import load_state_dict_file, weights_sha256
+from maivar.extraction.checkpoints import load_state_dict_file, weights_sha256
 from maivar.video.tsn import build_tsn
 
 from test_backbones import write_tiny_tsn
@@ -95,7 +95,7 @@ def test_mmengine_runner_checkpoint_loads_through_build_tsn(tmp_path, tsn_donor,
         torch.save(checkpoint, path, _use_new_zipfile_serialization=False)
     with pytest.raises(Exception, match="HistoryBuffer|numpy"):  # open-mmlab/mmengine#1655: the plain load fails
         torch.load(path, weights_only=True)
-    with caplog.at_level(logging.INFO, logger="maivar.extraction.backbones"):
+    with caplog.at_level(logging.INFO, logger="maivar.extraction.checkpoints"):
         model, weights, _ = build_tsn(config, checkpoint=str(path), seed=0)
     assert weights.source == f"checkpoint:{path}" and weights.pretrained
     assert weights.sha256 == weights_sha256(donor.backbone)
@@ -107,7 +107,7 @@ def test_mmengine_runner_checkpoint_loads_through_build_tsn(tmp_path, tsn_donor,
 def test_numpy_scalars_in_meta_are_real_and_mmengine_objects_inert(tmp_path, tsn_donor):
     from mmengine.runner.checkpoint import save_checkpoint
 
-    from maivar.extraction.backbones import NotLoaded, _load_pickle_safely
+    from maivar.extraction.checkpoints import NotLoaded, _load_pickle_safely
 
     _, donor, donor_cfg = tsn_donor
     save_checkpoint(_mmengine_runner_checkpoint(donor, donor_cfg), str(tmp_path / "ck.pth"))

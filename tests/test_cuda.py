@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from maivar.audio.features import IMAGENET_MEAN, IMAGENET_STD, create_audio_backbone, extract_audio_features
-from maivar.extraction.backbones import prepare_for_inference
+from maivar.audio.backbone import IMAGENET_MEAN, IMAGENET_STD, create_audio_backbone
+from maivar.audio.features import extract_audio_features
+from maivar.extraction.inference import prepare_for_inference
 from maivar.heads.mlp import MLP
 from maivar.heads.training import set_determinism, train_head
 from maivar.video.features import VideoClip, extract_video_features

@@ -21,16 +21,10 @@ import yaml
 from maivar.core import rejections
 from maivar.core.errors import PipelineError
 from maivar.core.feature_store import open_store
-from maivar.extraction.data_parallel import (
-    Extraction,
-    World,
-    processes,
-    rank_blocks,
-    rank_summary,
-    rank_todo,
-    run_stage,
-)
+from maivar.extraction.data_parallel import JobSpec, World, rank_blocks, rank_summary, rank_todo, run_extraction
 from maivar.extraction.resume import BATCHES_PER_BLOCK, Journal, blocks
+from maivar.settings.base import SettingsError
+from maivar.settings.runtime import RuntimeSettings
 
 from conftest import REPO as ROOT
 from stage_cmd import run_stage_in_process, stage_argv, stage_path
@@ -65,13 +59,17 @@ def test_blocks_are_whole_batches_and_ranks_take_them_in_turn():
     assert rank_blocks(spans, World(0, 1)) == spans
 
 
-def test_runtime_processes_must_be_a_positive_integer():
-    from maivar.core.errors import PipelineError
+def _runtime(**values) -> RuntimeSettings:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["runtime"].update(values)
+    return RuntimeSettings.from_params(params)
 
-    assert processes({}) == 1 and processes({"processes": 4}) == 4
+
+def test_runtime_processes_must_be_a_positive_integer():
+    assert _runtime(processes=4).processes == 4
     for bad in (0, -1, 1.5, "2", True):
-        with pytest.raises(PipelineError, match="runtime.processes must be a positive integer"):
-            processes({"processes": bad})
+        with pytest.raises(SettingsError, match=r"^params.yaml runtime.processes: .* is not allowed \(an integer "):
+            _runtime(processes=bad)
 
 
 def test_journal_todo_and_collect_work_block_by_block(tmp_path):
@@ -265,49 +263,46 @@ class _ToyJob:
     """Squares of 0..n-1 in blocks (of 8 batches of 1), journaled; ``damage``: chunks made unreadable right after
     the first ``fill`` (a disk error between computing and assembling)."""
 
+    what = "squares"
+
     def __init__(self, out, n, damage):
         self.device, self.spans, self.damage, self.fills = "cpu", blocks(n, 1), damage, 0
         self.journal = Journal(out, {"toy": n}, every_s=0.0)
+
+    def fill(self, world, threads):
+        mine, todo = rank_todo(self.journal, self.spans, world, "squares")
+        for span in todo:
+            rows = list(span)
+            self.journal.add(span.start, span.stop, rows, np.array([[r * r] for r in rows], dtype=np.float32), [])
+        self.journal.write()
+        self.fills += 1
+        if self.damage and (self.fills == 1 or self.damage == "always"):
+            for chunk in sorted(self.journal.dir.glob("chunk-*"))[:1]:
+                chunk.write_bytes(b"not a chunk")
+        return rank_summary(world, mine, todo, self.device, threads, rejected=0)
+
+    def assemble(self, out, done):
+        self.assembled = (list(done.rows), np.concatenate(done.features).ravel().tolist())
 
 
 _JOBS: dict = {}
 
 
-def _toy_job(inp, out, p, runtime, world):
-    return _JOBS[str(out)]
-
-
-def _toy_fill(job, world, threads):
-    mine, todo = rank_todo(job.journal, job.spans, world, "squares")
-    for span in todo:
-        rows = list(span)
-        job.journal.add(span.start, span.stop, rows, np.array([[r * r] for r in rows], dtype=np.float32), [])
-    job.journal.write()
-    job.fills += 1
-    if job.damage and (job.fills == 1 or job.damage == "always"):
-        for chunk in sorted(job.journal.dir.glob("chunk-*"))[:1]:
-            chunk.write_bytes(b"not a chunk")
-    return rank_summary(world, mine, todo, job.device, threads, rejected=0)
-
-
-def _toy_assemble(job, out, done):
-    job.assembled = (list(done.rows), np.concatenate(done.features).ravel().tolist())
-
-
-TOY = Extraction("squares", _toy_job, _toy_fill, _toy_assemble)
+def _toy_job(spec, world):
+    return _JOBS[spec.out_path]
 
 
 @pytest.mark.parametrize("damage", [None, "once", "always"])
 def test_the_runner_assembles_every_block_and_computes_an_unreadable_one_again(tmp_path, caplog, damage):
     out = tmp_path / "toy.h5"
     job = _JOBS[str(out)] = _ToyJob(out, 20, damage)  # 3 blocks: 8 + 8 + 4
-    args = (tmp_path / "in", out, {}, {"processes": 1, "threads": 1})
+    spec = JobSpec(str(tmp_path / "in"), str(out), None, _runtime(processes=1, threads=1))
     if damage == "always":  # the block cannot be read back even after computing it again: one line, rerun
         with pytest.raises(PipelineError, match=r"^\d of 3 blocks of squares are not in the journal .*rerun"):
-            run_stage(TOY, args, len(job.spans), "cpu")
+            run_extraction(_toy_job, spec, n_blocks=len(job.spans), device_type="cpu")
         return
     with caplog.at_level(logging.WARNING):
-        run_stage(TOY, args, len(job.spans), "cpu")
+        run_extraction(_toy_job, spec, n_blocks=len(job.spans), device_type="cpu")
     assert job.assembled == (list(range(20)), [float(r * r) for r in range(20)])
     assert job.fills == (2 if damage else 1)
     assert ("of 3 blocks of squares are missing from the journal: computing them again" in caplog.text) == bool(damage)

@@ -248,13 +248,13 @@ def test_hung_and_crashing_decoders_fail_their_video_not_the_extraction(media, t
     import torch
 
     import maivar.video.features as vf
-    from maivar.video.tsn import build_tsn
+    from maivar.video.tsn import build_tsn, preprocessing_from_config
 
     from test_backbones import write_tiny_tsn
 
     config = write_tiny_tsn(tmp_path / "tsn.py")
     model, _, cfg = build_tsn(config, checkpoint=None, seed=0)
-    pre = vf.preprocessing_from_config(cfg)
+    pre = preprocessing_from_config(cfg)
     for name in ("a.avi", "hang.avi", "segv.avi", "b.avi"):
         (tmp_path / name).write_bytes((media / "clip.avi").read_bytes())
     fifo = tmp_path / "fifo.avi"

@@ -82,7 +82,7 @@ def test_the_paper_preset_runs_end_to_end_as_a_named_experiment(tmp_path):
     with h5py.File(repo / "data/features/video.h5") as h5:
         assert h5["features"].shape[1:] == (25, 1024) and h5.attrs["backbone"] == "BNInception"
     with h5py.File(repo / "data/features/audio.h5") as h5:
-        assert h5["features"].shape[1:] == (4, 1536) and h5.attrs["input_size"] == 224
+        assert h5["features"].shape[1:] == (4, 1536) and h5.attrs["extract_audio.input_size"] == 224
     models = {h: torch.load(repo / f"models/{h}_mlp.pt", weights_only=True) for h in ("video", "fusion")}
     assert models["video"]["segments"] == "flatten" and models["video"]["config"]["in_features"] == 25 * 1024
     assert models["fusion"]["config"]["in_features"] == 1536 + 25 * 1024

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from maivar.core.errors import PipelineError
-from maivar.core.params import runtime_settings
+from maivar.settings.runtime import RuntimeSettings
 from maivar.stage_deps import read_stages
 
 from stage_cmd import REPO, scratch_repository
@@ -29,13 +29,19 @@ def test_no_stage_lists_the_runtime_section():
     assert set(read_stages(REPO)) == set(spec)
 
 
-def test_runtime_settings_merge_the_shared_and_the_stage_values():
-    params = {"runtime": {"device": "cpu", "workers": 2, "extract_audio": {"batch_size": 8, "compile": False}}}
-    assert runtime_settings(params, "extract_audio") == {"device": "cpu", "workers": 2, "batch_size": 8,
-                                                         "compile": False}
-    assert runtime_settings(params, "prepare") == {"device": "cpu", "workers": 2}
-    with pytest.raises(PipelineError, match="no runtime section"):
-        runtime_settings({}, "prepare")
+def test_runtime_settings_hold_the_shared_and_each_stages_values():
+    params = {"runtime": {"device": "cpu", "workers": 2, "processes": 1, "threads": 0,
+                          "extract_audio": {"batch_size": 8, "compile": False},
+                          "extract_video": {"batch_videos": 1, "compile": True}}}
+    runtime = RuntimeSettings.from_params(params)
+    assert (runtime.device, runtime.workers, runtime.worker_count) == ("cpu", 2, 2)
+    assert runtime.extract_audio.batch_size == 8 and runtime.extract_video.compile is True
+    assert RuntimeSettings.from_params({"runtime": {**params["runtime"], "workers": 0}}).worker_count is None
+    with pytest.raises(PipelineError, match="has no runtime section"):
+        RuntimeSettings.from_params({})
+    with pytest.raises(PipelineError, match=r"runtime.extract_video.batch_video: unknown key \(did you mean "):
+        RuntimeSettings.from_params({"runtime": {**params["runtime"], "extract_video": {"batch_video": 1,
+                                                                                        "compile": False}}})
 
 
 def test_changing_any_runtime_value_leaves_dvc_status_unchanged(tmp_path):

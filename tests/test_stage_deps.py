@@ -34,8 +34,9 @@ def _without(line: str, stage: str) -> str:
 
 @pytest.mark.parametrize("stage,dep,expected", [
     ("render", "maivar/audio/spectra.py", ["maivar/audio/spectra.py"]),  # a module of the stage's own job
-    ("extract_video", "maivar/extraction", ["maivar/extraction/__init__.py", "maivar/extraction/backbones.py",  # folder
-                                            "maivar/extraction/data_parallel.py", "maivar/extraction/resume.py"]),
+    ("extract_video", "maivar/extraction", [  # a folder
+        "maivar/extraction/__init__.py", "maivar/extraction/checkpoints.py", "maivar/extraction/data_parallel.py",
+        "maivar/extraction/inference.py", "maivar/extraction/job.py", "maivar/extraction/resume.py"]),
     ("train_fusion", "maivar/__init__.py", ["maivar/__init__.py"]),  # the package's own __init__
     ("synthesize", "stages/synthesize.py", ["stages/synthesize.py"]),  # the entry point itself
 ])

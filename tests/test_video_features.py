@@ -13,16 +13,9 @@ import yaml
 from maivar.core import rejections
 from maivar.core.feature_store import open_store
 from maivar.core.rejections import ClipFailure
-from maivar.video.features import (
-    VideoClip,
-    decode_clip,
-    extract_video_features,
-    frame_batches,
-    pooled_segment_features,
-    preprocessing_from_config,
-)
+from maivar.video.features import VideoClip, decode_clip, extract_video_features, frame_batches, pooled_segment_features
 from maivar.video.frames import decode_segments, segment_centres
-from maivar.video.tsn import build_tsn
+from maivar.video.tsn import build_tsn, preprocessing_from_config
 
 from stage_cmd import run_stage, run_stage_in_process
 
@@ -230,7 +223,11 @@ def test_extract_video_stage_end_to_end(tiny_tsn, tmp_path):
     assert store.data.shape == (3, 3, 512) and store.data.dtype == np.float32
     attrs = store.attrs
     assert attrs["weights"] == "random" and attrs["pretrained"] is False and len(attrs["weights_sha256"]) == 64
-    assert attrs["num_segments"] == 3 and attrs["input_size"] == 32 and attrs["device"] == "cpu"
+    settings = yaml.safe_load((work / "params.yaml").read_text())["extract_video"]
+    assert {k: v for k, v in attrs.items() if k.startswith("extract_video.")} == {
+        f"extract_video.{k}": ("null" if v is None else v) for k, v in settings.items()}  # every setting
+    assert attrs["extract_video.num_segments"] == 3 and "num_segments" not in attrs and "config" not in attrs
+    assert attrs["crop_size"] == 32 and attrs["short_side"] == 40 and attrs["device"] == "cpu"
     assert attrs["dtype"] == "float32" and attrs["conv_bn_folded"] == 20  # ResNet-18: every conv has a BN
     assert attrs["backbone"] == "ResNet" and attrs["backbone_depth"] == 18
     assert "channel_order" not in attrs  # recorded only when it is not RGB: RGB configs' outputs are unchanged

@@ -1,4 +1,4 @@
-"""Load ``params.yaml``, the one source of truth, and check the values that have a fixed vocabulary."""
+"""Load ``params.yaml``, the one source of truth, as YAML 1.2 reads it (the checks are :mod:`maivar.settings`)."""
 
 from __future__ import annotations
 
@@ -40,32 +40,3 @@ def load_params(path: str | Path = "params.yaml") -> dict:
     if not isinstance(params, dict):
         raise PipelineError(f"{path} must hold a mapping of sections")
     return params
-
-
-def runtime_settings(params: dict, stage: str) -> dict:
-    """A stage's machine settings: params.yaml's ``runtime`` section (``device``, ``workers``) with the stage's own
-    subsection (e.g. ``runtime.extract_audio.batch_size``) on top.
-
-    No stage lists ``runtime`` in dvc.yaml: changing it never reruns a stage. Only what makes a stage faster
-    belongs there (devices, worker and batch counts, compilation), never what changes its results."""
-    runtime = params.get("runtime")
-    if not isinstance(runtime, dict):
-        raise PipelineError("params.yaml has no runtime section (devices, workers, batch sizes): copy it from the "
-                            "repository's params.yaml")
-    shared = {k: v for k, v in runtime.items() if not isinstance(v, dict)}
-    own = runtime.get(stage) or {}
-    return {**shared, **own}
-
-
-def resolve_workers(workers: int | None) -> int | None:
-    """0 or null means all cores (``None`` for :func:`maivar.core.parallel.guarded_map`)."""
-    return None if not workers else int(workers)
-
-
-def number(section: dict, key: str, where: str, kind: type = float):
-    """``section[key]`` as ``kind`` (float or int); anything else is a one-line error naming ``where.key``."""
-    value = section.get(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
-        raise PipelineError(f"params.yaml {where}.{key} must be {'an integer' if kind is int else 'a number'}, "
-                            f"got {value!r}")
-    return kind(value)

@@ -35,14 +35,16 @@ import uuid
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from maivar.core.errors import PipelineError
 from maivar.core.parallel import default_start_method, default_workers
+from maivar.core.stage import _on_sigterm, setup_logging
 from maivar.extraction.resume import Journal, Resumed
+from maivar.settings.base import Section
+from maivar.settings.runtime import RuntimeSettings
 
 log = logging.getLogger(__name__)
 
@@ -70,25 +72,22 @@ class World:
         return f"rank {self.rank} of {self.size} (world size {self.size}; {self.local_size} on this machine)"
 
 
+@dataclass(frozen=True)
+class JobSpec:
+    """An extract stage's job as the stage names it and every rank receives it (picklable): the input (the image
+    store, or the manifest), the output, the stage's settings and the machine's (``runtime``)."""
+
+    source: str
+    out_path: str
+    settings: Section  # ExtractAudioSettings | ExtractVideoSettings
+    runtime: RuntimeSettings
+
+
 def rank_setup() -> None:
     """In a rank's process: the stage's logging, and SIGTERM (how the launcher stops the other ranks when one
     fails) as an exception, so that the finished batches are journaled on the way out."""
-    from maivar.core.stage import setup_logging
-
     setup_logging()
     signal.signal(signal.SIGTERM, _on_sigterm)
-
-
-def _on_sigterm(signum, frame):
-    raise SystemExit(128 + signum)
-
-
-def processes(runtime: dict) -> int:
-    """``runtime.processes`` (default 1) as a positive integer."""
-    value = runtime.get("processes", 1)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise PipelineError(f"params.yaml runtime.processes must be a positive integer, got {value!r}")
-    return value
 
 
 def rank_blocks(blocks: Sequence[range], world: World) -> list[range]:
@@ -108,11 +107,9 @@ def rank_device(device: torch.device, world: World) -> torch.device:
     return torch.device("cuda", world.local_rank)
 
 
-def rank_threads(threads: int | None, world: World) -> int:
-    """Set and return this process's intra-op threads: ``threads`` (``runtime.threads``), or with 0/None the
-    cores shared out among this machine's processes."""
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 0):
-        raise PipelineError(f"params.yaml runtime.threads must be a non-negative integer, got {threads!r}")
+def rank_threads(threads: int, world: World) -> int:
+    """Set and return this process's intra-op threads: ``threads`` (``runtime.threads``), or with 0 the cores
+    shared out among this machine's processes."""
     n = threads or max(1, default_workers() // max(1, world.local_size))
     if n != torch.get_num_threads():
         torch.set_num_threads(n)
@@ -225,75 +222,65 @@ def rank_summary(world: World, mine: Sequence[range], todo: Sequence[range], dev
             "device": str(device), "threads": threads, "rejected": rejected}
 
 
-@dataclass(frozen=True)
-class Extraction:
-    """An extract stage as the data-parallel runner sees it: module-level functions (so that a spawned rank
-    can unpickle them) of the stage's ``args`` = ``(input path, output path, params section, runtime)``.
-
-    ``make_job(*args, world)`` sets up what the stage computes with: a job with ``.device``, ``.journal`` and
-    ``.spans`` (the blocks); ``fill(job, world, threads)`` computes the rank's unjournaled blocks into the journal
-    and returns its :func:`rank_summary`; ``assemble(job, out_path, done)`` writes the store from every block's
-    journaled results (``done``, in input order).
-    """
-
-    what: str  # the items, for the log: "images", "videos"
-    make_job: Callable[..., Any]
-    fill: Callable[[Any, World, int], dict]
-    assemble: Callable[[Any, str | Path, Resumed], None]
+# What an extract stage sets up in each process (``make_job(spec, world)``, a module-level function, so that a
+# spawned rank can unpickle it): a job (:class:`maivar.extraction.job.Job`) with ``what`` (the items, for the
+# log: "images", "videos"), ``device``, ``journal``, ``spans`` (the blocks), ``fill(world, threads)`` (the rank's
+# unjournaled blocks into the journal; its :func:`rank_summary`) and ``assemble(out_path, done)`` (the store,
+# from every block's journaled results, in input order).
+MakeJob = Callable[[JobSpec, World], Any]
 
 
-def run_rank(stage: Extraction, args: tuple) -> dict:
+def run_rank(make_job: MakeJob, spec: JobSpec) -> dict:
     """One rank (launched here or by torchrun): its blocks into the journal; every rank's summary gathered and
     logged by rank 0. Returns this rank's summary, or ``{"error": message}`` for a :class:`PipelineError`."""
     rank_setup()
     world = World.from_env()
     try:
-        threads = rank_threads(args[3].get("threads"), world)
-        job = stage.make_job(*args, world)
+        threads = rank_threads(spec.runtime.threads, world)
+        job = make_job(spec, world)
         with process_group(world, job.device):
-            summaries = gather(stage.fill(job, world, threads))
+            summaries = gather(job.fill(world, threads))
         if world.rank == 0:
-            log_summaries(stage.what, summaries)
+            log_summaries(job.what, summaries)
         return summaries[0] if len(summaries) == 1 else summaries[world.rank]
     except PipelineError as exc:
         return {"error": str(exc)}
 
 
-def run_stage(stage: Extraction, args: tuple, n_blocks: int, device_type: str) -> None:
+def run_extraction(make_job: MakeJob, spec: JobSpec, *, n_blocks: int, device_type: str) -> None:
     """Run an extract stage the way this process was started: under torchrun, as one rank that only fills the
     journal; with ``runtime.processes`` > 1 (and more than one block), N ranks launched here, then the store
     assembled; else in this process alone. ``device_type``: where the backbone runs (``cuda``: ranks spawned)."""
     world = World.from_env()
-    out_path, runtime = args[1], args[3]
     if world.launched:  # torchrun on each machine: fill the journal; `dvc repro` assembles the output
-        result = run_rank(stage, args)
+        result = run_rank(make_job, spec)
         if "error" in result:
             raise PipelineError(result["error"])
         log.info("%s: its blocks are journaled in %s.partial; once every rank is done, `dvc repro` assembles "
-                 "%s", world, out_path, out_path)
+                 "%s", world, spec.out_path, spec.out_path)
         return
-    nprocs = processes(runtime)
-    threads = rank_threads(runtime.get("threads"), World())
+    nprocs = spec.runtime.processes
+    threads = rank_threads(spec.runtime.threads, World())
     if nprocs > 1 and n_blocks > 1:
-        launch(run_rank, (stage, args), min(nprocs, n_blocks), device_type=device_type)
-        job = stage.make_job(*args, World())
+        launch(run_rank, (make_job, spec), min(nprocs, n_blocks), device_type=device_type)
+        job = make_job(spec, World())
     else:
-        job = stage.make_job(*args, World())
-        stage.fill(job, World(), threads)
-    stage.assemble(job, out_path, _collect(stage, job, threads))
+        job = make_job(spec, World())
+        job.fill(World(), threads)
+    job.assemble(spec.out_path, _collect(job, threads))
 
 
-def _collect(stage: Extraction, job, threads: int) -> Resumed:
+def _collect(job, threads: int) -> Resumed:
     """Every block's results from the journal; a block whose chunk could not be read (it is removed) is
     computed again here, and one still missing is a one-line error."""
     done, unfinished = job.journal.collect(job.spans)
     if unfinished:
         log.warning("%d of %d blocks of %s are missing from the journal: computing them again", len(unfinished),
-                    len(job.spans), stage.what)
-        stage.fill(job, World(), threads)
+                    len(job.spans), job.what)
+        job.fill(World(), threads)
         done, unfinished = job.journal.collect(job.spans)
     if unfinished:
-        raise PipelineError(f"{len(unfinished)} of {len(job.spans)} blocks of {stage.what} are not in the journal "
-                            f"{job.journal.dir} (first: {stage.what} {unfinished[0].start}-{unfinished[0].stop - 1}): "
+        raise PipelineError(f"{len(unfinished)} of {len(job.spans)} blocks of {job.what} are not in the journal "
+                            f"{job.journal.dir} (first: {job.what} {unfinished[0].start}-{unfinished[0].stop - 1}): "
                             "rerun to compute them")
     return done

@@ -11,6 +11,9 @@ For each video, as the pipeline does for a clip of its dataset:
    (:func:`maivar.audio.features.extract_audio_features`, the unflipped image as evaluate scores it);
 4. **heads**: the audio, video and fusion MLPs, with the thread count evaluate used.
 
+Both backbones are built by the stages' own builders (:func:`maivar.audio.backbone.build_audio_backbone`,
+:func:`maivar.video.tsn.build_video_backbone`) from the settings the run's stores record.
+
 A video whose sound the pipeline would not have kept (no audio stream, silent, too short, not demuxable,
 unreadable WAV) gets the video branch only, with the reason; a video that cannot be used at all (missing,
 unreadable, truncated, undecodable, hung) gets its one-line reason and the others go on. Videos are processed
@@ -24,6 +27,7 @@ stores hold, hence its row of ``metrics/predictions.csv`` (tested).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import tempfile
@@ -35,24 +39,25 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from maivar.audio.drawing import style_from_params
-from maivar.audio.features import create_audio_backbone, extract_audio_features
+from maivar.audio.backbone import AudioBackbone, build_audio_backbone
+from maivar.audio.features import extract_audio_features
 from maivar.audio.render import clip_keywords, render_clip
 from maivar.audio.render import warm_up as warm_up_render
 from maivar.core import rejections as R
 from maivar.core.errors import PipelineError
 from maivar.core.parallel import default_workers, guarded_imap
-from maivar.core.params import load_params, runtime_settings
 from maivar.core.rejections import ClipFailure
 from maivar.data.subset import ExamineTask, examine_video
 from maivar.evaluation import HEADS, ranked
-from maivar.extraction.backbones import prepare_for_inference, select_device
+from maivar.extraction.inference import select_device
 from maivar.heads.join import video_input
 from maivar.heads.training import predict as head_logits
-from maivar.video.features import Preprocessing, VideoClip, extract_video_features
-from maivar.video.tsn import build_tsn
+from maivar.settings.base import read_params
+from maivar.settings.runtime import RuntimeSettings
+from maivar.video.features import VideoClip, extract_video_features
+from maivar.video.tsn import Preprocessing, VideoBackbone, build_video_backbone
 
-from .run import AudioRecipe, TrainedRun
+from .run import AudioBranch, TrainedRun
 
 log = logging.getLogger(__name__)
 
@@ -91,24 +96,15 @@ class Prediction:
         return out
 
 
-def render_keywords(recipe: AudioRecipe) -> dict:
-    """:func:`~maivar.audio.render.render_clip`'s keywords for the run's recorded render settings."""
-    try:
-        style = style_from_params(recipe.render)
-    except (KeyError, ValueError, TypeError) as exc:
-        raise PipelineError(f"the run's images.h5 records an unusable drawing style ({exc}): rerun dvc repro") from None
-    return clip_keywords(recipe.representation, recipe.render, style)
-
-
-def prepare_sound(item: tuple[int, str], *, recipe: AudioRecipe, render: dict, wav_dir: str) -> Sound:
+def prepare_sound(item: tuple[int, str], *, branch: AudioBranch, render: dict, wav_dir: str) -> Sound:
     """Worker: prepare's checks and demux of one video, then its audio image; raises :class:`ClipFailure` for a
     video that cannot be used at all (as prepare would reject it)."""
     index, path = item
     wav = Path(wav_dir) / f"{index}.wav"
-    task = ExamineTask(id=str(index), video_path=path, wav_path=str(wav), sample_rate=recipe.sample_rate,
-                       channels=recipe.channels, min_decoded_share=recipe.min_decoded_share,
-                       silence_dbfs=recipe.silence_dbfs, timeout_s=0.9 * recipe.timeout_s,
-                       frame_check=recipe.frame_check, min_audio_coverage=recipe.min_audio_coverage)
+    p = branch.prepare
+    task = ExamineTask(id=str(index), video_path=path, wav_path=str(wav), sample_rate=p.sample_rate,
+                       channels=p.channels, min_decoded_share=p.min_decoded_share, silence_dbfs=p.silence_dbfs,
+                       timeout_s=0.9 * p.timeout_s, frame_check=p.frame_check, min_audio_coverage=p.min_audio_coverage)
     try:
         try:
             info = examine_video(task)
@@ -131,12 +127,12 @@ def predictor_settings(params_path: str | Path, device: str | None = None) -> di
     batch sizes), ``device`` (``--device``) on top."""
     settings = {"device": "auto", "workers": 0, "batch_size": 8, "batch_videos": 1}
     if Path(params_path).is_file():
-        try:
-            params = load_params(params_path)
-            settings.update({k: v for k, v in runtime_settings(params, "extract_audio").items() if k != "compile"})
-            settings.update({k: v for k, v in runtime_settings(params, "extract_video").items() if k != "compile"})
-        except PipelineError:
-            pass  # no runtime section: the defaults
+        params = read_params(params_path)
+        if "runtime" in params:  # else the defaults
+            runtime = RuntimeSettings.from_params(params)
+            settings.update(device=runtime.device, workers=runtime.workers,
+                            batch_size=runtime.extract_audio.batch_size,
+                            batch_videos=runtime.extract_video.batch_videos)
     if device:
         settings["device"] = device
     return settings
@@ -169,17 +165,16 @@ class Predictor:
         self.batch_videos = max(int(batch_videos), GPU_BATCH_VIDEOS if on_gpu else 1)
         self.workers = int(workers) if workers else default_workers()
         self.chunk = max(8, 2 * self.workers, 2 * self.batch_videos)
-        self.render = render_keywords(run.audio)
+        self.render = clip_keywords(run.audio.representation, run.audio.render)
         self._check_librosa()
-        self.audio_model = self._audio_backbone()
-        self.video_model, self.pre = self._video_backbone()
+        self.audio = self._audio_backbone()
+        self.video = self._video_backbone()
         warm_up_render(self.render)  # librosa's first call compiles (numba): once here, not in every worker
 
     # ------------------------------------------------------------------------------------------- backbones
-    def _checkpoint(self, weights: str) -> str | None:
-        if not weights.startswith("checkpoint:"):
+    def _checkpoint(self, path: str | None) -> str | None:
+        if not path:
             return None
-        path = weights.removeprefix("checkpoint:")
         files = self.run.files
         if files.exists(path):  # under the workspace's root, or tracked by git or DVC at the revision
             return str(files.local(path))
@@ -191,29 +186,35 @@ class Predictor:
                 f"the {what} backbone rebuilt from {source} is not the one that made the run's features (weights "
                 f"sha256 {sha256[:12]}, the store records {recorded[:12]}): is the checkpoint file the same?")
 
-    def _audio_backbone(self):
-        r = self.run.audio
-        model, weights = create_audio_backbone(r.backbone, pretrained=r.weights == "timm-pretrained",
-                                               checkpoint=self._checkpoint(r.weights), seed=r.seed)
-        self._check_weights("audio", weights.sha256, r.sha256, r.weights)
-        folded = prepare_for_inference(model, self.device, fold_batchnorm=r.folded > 0, input_size=r.input_size)
-        if folded != r.folded:
-            log.warning("audio backbone: %d BatchNorm layers folded here, %d when the run extracted its features",
-                        folded, r.folded)
-        return model
+    def _check_resolved(self, what: str, here, recorded) -> None:
+        if here != recorded:
+            raise PipelineError(f"the {what} rebuilt here is {here}, the run's store records {recorded}: is the code "
+                                "or the config the run's? (rerun dvc repro)")
 
-    def _video_backbone(self):
+    def _check_folded(self, what: str, folded: int, recorded: int) -> None:
+        if folded != recorded:
+            log.warning("%s backbone: %d BatchNorm layers folded here, %d when the run extracted its features", what,
+                        folded, recorded)
+
+    def _audio_backbone(self) -> AudioBackbone:
+        r = self.run.audio
+        settings = dataclasses.replace(r.settings, checkpoint=self._checkpoint(r.settings.checkpoint))
+        backbone = build_audio_backbone(settings, self.device)
+        self._check_weights("audio", backbone.weights.sha256, r.sha256, r.weights)
+        self._check_resolved("audio backbone's mean/std", (backbone.mean, backbone.std), (r.mean, r.std))
+        self._check_folded("audio", backbone.folded, r.folded)
+        return backbone
+
+    def _video_backbone(self) -> VideoBackbone:
         r = self.run.video
-        config = self.run.files.local(r.config, folder=True)
-        model, weights, _ = build_tsn(config, checkpoint=self._checkpoint(r.weights), seed=r.seed)
-        self._check_weights("video", weights.sha256, r.sha256, r.weights)
-        pre = Preprocessing(r.short_side, r.crop_size, r.mean, r.std, r.channel_order)
-        folded = prepare_for_inference(model, self.device, fold_batchnorm=r.folded > 0, input_size=pre.crop_size,
-                                       image_module=model.backbone)
-        if folded != r.folded:
-            log.warning("video backbone: %d BatchNorm layers folded here, %d when the run extracted its features",
-                        folded, r.folded)
-        return model, pre
+        config = str(self.run.files.local(r.settings.config, folder=True))
+        settings = dataclasses.replace(r.settings, config=config, checkpoint=self._checkpoint(r.settings.checkpoint))
+        backbone = build_video_backbone(settings, self.device)
+        self._check_weights("video", backbone.weights.sha256, r.sha256, r.weights)
+        self._check_resolved("video preprocessing", backbone.pre,
+                             Preprocessing(r.short_side, r.crop_size, r.mean, r.std, r.channel_order))
+        self._check_folded("video", backbone.folded, r.folded)
+        return backbone
 
     def _check_librosa(self) -> None:
         import librosa
@@ -236,9 +237,9 @@ class Predictor:
         results = [Prediction(p) for p in paths]
         run = self.run
         with tempfile.TemporaryDirectory(prefix="maivar-predict-") as wav_dir:
-            worker = functools.partial(prepare_sound, recipe=run.audio, render=self.render, wav_dir=wav_dir)
+            worker = functools.partial(prepare_sound, branch=run.audio, render=self.render, wav_dir=wav_dir)
             sounds = list(guarded_imap(worker, list(enumerate(paths)), workers=self.workers,
-                                       timeout_s=run.audio.timeout_s + run.audio.render_timeout_s))
+                                       timeout_s=run.audio.prepare.timeout_s + run.audio.render.timeout_s))
         clips, images, with_sound = [], [], []
         for i, sound in enumerate(sounds):
             if isinstance(sound, ClipFailure):
@@ -251,19 +252,19 @@ class Predictor:
                 images.append(sound.image)
                 with_sound.append(i)
         ok = [i for i, s in enumerate(sounds) if not isinstance(s, ClipFailure)]
-        v = run.video
+        v = run.video.settings
         rows, video_feats, rejected = extract_video_features(
-            self.video_model, clips, num_segments=v.num_segments, pre=self.pre, batch_videos=self.batch_videos,
+            self.video.model, clips, num_segments=v.num_segments, pre=self.video.pre, batch_videos=self.batch_videos,
             workers=self.workers, device=self.device, timeout_s=v.timeout_s, min_decoded_share=v.min_decoded_share,
-            progress=False)
+            precision=v.precision, progress=False)
         by_path = {r.id: r for r in rejected}
         for i in ok:
             if paths[i] in by_path:
                 results[i].error = f"{by_path[paths[i]].reason}: {by_path[paths[i]].detail}"
-        a = run.audio
-        audio_feats = extract_audio_features(self.audio_model, images, input_size=a.input_size, mean=a.mean, std=a.std,
-                                             batch_size=self.batch_images, workers=0, device=self.device,
-                                             progress=False)
+        a = self.audio
+        audio_feats = extract_audio_features(a.model, images, input_size=run.audio.settings.input_size, mean=a.mean,
+                                             std=a.std, batch_size=self.batch_images, workers=0, device=self.device,
+                                             precision=run.audio.settings.precision, progress=False)
         video_x = video_input(video_feats, run.segments)
         video_row = {ok[r]: k for k, r in enumerate(rows)}
         audio_row = {i: k for k, i in enumerate(with_sound)}

@@ -9,26 +9,24 @@ Nothing is re-read from today's params.yaml. The settings come from the run's ow
 - the models (``models/*_mlp.pt``): weights, normalisation, classes, how the video features enter
   (``segments``); the audio and video models also carry the attributes of the features they were trained on,
   which must be those of the stores (else the models are stale: an error);
-- the stores' attributes: ``images.h5`` the representation and every ``render.*`` setting, ``audio.h5`` the
-  audio backbone, input size, mean/std and weights, ``video.h5`` the TSN config, segments, short side, crop,
-  mean/std, channel order and weights (docs/CONTRACTS.md);
+- the stores' attributes: ``images.h5`` the representation and every ``render.*`` setting, ``audio.h5`` and
+  ``video.h5`` every ``extract_audio.*`` / ``extract_video.*`` setting (read back through the settings' own
+  checks, :meth:`~maivar.settings.base.Section.from_attrs`) and what the stage resolved from them: mean/std,
+  weights, BatchNorm layers folded, and the TSN config's short side, crop and channel order (docs/CONTRACTS.md);
 - the run's ``dvc.lock`` for what no store records: how ``prepare`` demuxed and checked the audio (sample
-  rate, channels, silence threshold, minimum coverage, frame check), the random-initialisation seeds of the
-  backbones, the decoding limits of ``extract_video`` and the heads' thread count (``train.threads``).
+  rate, channels, silence threshold, minimum coverage, frame check) and the heads' thread count
+  (``train.threads``).
 
-The backbones rebuilt from these must hash (:func:`~maivar.extraction.backbones.weights_sha256`) to the
+The backbones rebuilt from these must hash (:func:`~maivar.extraction.checkpoints.weights_sha256`) to the
 ``weights_sha256`` their store records: a run can only be used with the very weights that made its features.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
-import numpy as np
 import yaml
 
 from maivar.core.errors import PipelineError
@@ -37,47 +35,38 @@ from maivar.evaluation import HEADS
 from maivar.heads.mlp import MLP
 from maivar.heads.model_files import load_model
 from maivar.runs import RunFiles, read_paths
+from maivar.settings.base import Section, decoded_attr
+from maivar.settings.data import PrepareSettings
+from maivar.settings.extract import ExtractAudioSettings, ExtractVideoSettings
+from maivar.settings.render import RenderSettings
 
-LOCKED_STAGES = ("prepare", "extract_audio", "extract_video")  # what made the features: required
+LOCKED_STAGES = ("prepare",)  # what made the audio the features were drawn from: required
 OPTIONAL_STAGES = ("evaluate", "train_fusion")  # where train.threads is read (evaluate's first), else 1
 
 
 @dataclass(frozen=True)
-class AudioRecipe:
-    """How the run turned a video's sound into audio features (prepare, render, extract_audio)."""
+class AudioBranch:
+    """How the run turned a video's sound into audio features: the settings of prepare, render and extract_audio
+    as the run recorded them, and what extract_audio resolved from its settings."""
 
-    # prepare: the demux and the audio-subset checks (maivar.data.subset.examine_video)
-    sample_rate: int
-    channels: int
-    silence_dbfs: float
-    min_audio_coverage: float
-    min_decoded_share: float
-    frame_check: str
-    timeout_s: float
-    # render: the run's render settings as images.h5 records them (its render.* attributes, image_size filled in
-    # from size for runs before the rename; maivar.audio.render.clip_keywords makes render_clip's keywords), and
-    # the render timeout
+    prepare: PrepareSettings  # the demux and the audio-subset checks (maivar.data.subset.examine_video)
     representation: str
-    render: dict
-    render_timeout_s: float
+    render: RenderSettings  # as images.h5 records them (render.*)
     librosa_version: str | None
-    # extract_audio
-    backbone: str
-    input_size: int
+    settings: ExtractAudioSettings  # as audio.h5 records them (extract_audio.*)
     mean: tuple[float, ...]
     std: tuple[float, ...]
     weights: str  # random | timm-pretrained | checkpoint:<path>
     sha256: str
-    seed: int
     folded: int  # BatchNorm layers the stage folded into convolutions (0: none)
 
 
 @dataclass(frozen=True)
-class VideoRecipe:
+class VideoBranch:
     """How the run turned a video's picture into TSN segment features (extract_video)."""
 
-    config: str  # the MMAction2 config as the store records it (a path relative to the repository)
-    num_segments: int
+    settings: ExtractVideoSettings  # as video.h5 records them (config: a path relative to the repository)
+    # what the stage resolved from them: the config's preprocessing, the weights, the BatchNorm layers folded
     short_side: int
     crop_size: int
     mean: tuple[float, float, float]
@@ -85,38 +74,25 @@ class VideoRecipe:
     channel_order: str
     weights: str
     sha256: str
-    seed: int
     folded: int
-    timeout_s: float
-    min_decoded_share: float
 
 
 @dataclass
 class TrainedRun:
-    """A run's heads (eval mode) and recipes; ``files`` fetches the code and weights files the backbones need."""
+    """A run's heads (eval mode) and branches; ``files`` fetches the code and weights files the backbones need."""
 
     name: str  # "workspace" or the revision as given
     heads: dict[str, MLP]
     saved: dict[str, dict]  # the whole saved dict of each model file
     classes: list[str]
     segments: str  # how the video features enter the video and fusion heads (mean | flatten)
-    audio: AudioRecipe
-    video: VideoRecipe
+    audio: AudioBranch
+    video: VideoBranch
     threads: int  # train.threads of the run's evaluate: the heads run with it, as evaluate did
     files: RunFiles = field(repr=False)
 
     def close(self) -> None:
         self.files.close()
-
-
-def _decode_attr(value):
-    """A store attribute as it was given to the writer (lists, dicts and None are stored as JSON text)."""
-    if isinstance(value, bytes):
-        value = value.decode()
-    if isinstance(value, str) and (value == "null" or value[:1] in "[{"):
-        with contextlib.suppress(ValueError):
-            return json.loads(value)
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def read_locked_params(files: RunFiles) -> dict[str, dict]:
@@ -152,7 +128,7 @@ def read_store_attrs(files: RunFiles, path: str) -> dict:
         raise PipelineError(f"{path} does not exist{where}: run the pipeline (dvc repro) first")
     try:
         with files.open(path) as f, h5py.File(f, "r") as h5:
-            attrs = {k: _decode_attr(v) for k, v in h5.attrs.items()}
+            attrs = {k: decoded_attr(v) for k, v in h5.attrs.items()}
     except OSError as exc:
         raise PipelineError(f"{path} is not a readable HDF5 store ({exc})") from None
     if not attrs.get("complete", False):
@@ -180,43 +156,50 @@ def _need(attrs: dict, key: str, path: str):
     return attrs[key]
 
 
-def audio_recipe(images: dict, features: dict, locked: dict, paths: dict) -> AudioRecipe:
-    p = _section(locked, "prepare", "prepare")
-    ea = _section(locked, "extract_audio", "extract_audio")
+def _settings(kind: type[Section], attrs: dict, path: str):
+    """The settings of the stage that made a store, as the store records them (``<section>.<key>``)."""
+    if not any(k.startswith(f"{kind.SECTION}.") for k in attrs):
+        raise PipelineError(f"{path} does not record its {kind.SECTION} settings: it was made by an older maivar, "
+                            "rerun dvc repro")
+    return kind.from_attrs(attrs, where=path)
+
+
+# What a run made by an older maivar did not record, as it behaved then.
+LEGACY_PREPARE = {"min_audio_coverage": 0.0, "frame_check": "packets"}
+LEGACY_RENDER = {"recipe": "corrected", "chroma_tuning": None, "previews_per_class": 0, "max_rejected_share": 1.0}
+
+
+def audio_branch(images: dict, features: dict, locked: dict, paths: dict) -> AudioBranch:
     ip, fp = paths["images"], paths["audio_features"]
     representation = _need(images, "representation", ip)
     if features.get("representation") != representation:
         raise PipelineError(f"{fp} holds features of {features.get('representation')!r} images but {ip} holds "
                             f"{representation!r} images: the stores are out of step, rerun dvc repro")
-    r = {k.removeprefix("render."): v for k, v in images.items() if k.startswith("render.")}
-    _need(r, "sample_rate", ip)
-    if "image_size" not in r:  # runs before the rename recorded size
-        r["image_size"] = _need(r, "size", ip)
-    r.setdefault("chroma_tuning", None)
-    return AudioRecipe(
-        sample_rate=int(p["sample_rate"]), channels=int(p["channels"]), silence_dbfs=float(p["silence_dbfs"]),
-        min_audio_coverage=float(p.get("min_audio_coverage", 0.0)), min_decoded_share=float(p["min_decoded_share"]),
-        frame_check=str(p.get("frame_check", "packets")), timeout_s=float(p["timeout_s"]),
-        representation=representation, render=r, render_timeout_s=float(r.get("timeout_s", 60)),
+    if "render.size" in images and "render.image_size" not in images:  # runs before the rename recorded size
+        images = {**images, "render.image_size": images["render.size"]}
+    images = {k: v for k, v in images.items() if k != "render.size"}
+    _need(images, "render.sample_rate", ip)
+    prepare = PrepareSettings.from_mapping({**LEGACY_PREPARE, **_section(locked, "prepare", "prepare")},
+                                           where="dvc.lock (stage prepare)")
+    return AudioBranch(
+        prepare=prepare, representation=representation,
+        render=RenderSettings.from_attrs(images, where=ip, defaults=LEGACY_RENDER),
         librosa_version=images.get("librosa_version"),
-        backbone=str(_need(features, "backbone", fp)), input_size=int(_need(features, "input_size", fp)),
+        settings=_settings(ExtractAudioSettings, features, fp),
         mean=tuple(map(float, _need(features, "mean", fp))), std=tuple(map(float, _need(features, "std", fp))),
         weights=str(_need(features, "weights", fp)), sha256=str(_need(features, "weights_sha256", fp)),
-        seed=int(ea.get("seed", 0)), folded=int(features.get("conv_bn_folded", 0)),
+        folded=int(features.get("conv_bn_folded", 0)),
     )
 
 
-def video_recipe(features: dict, locked: dict, paths: dict) -> VideoRecipe:
-    ev = _section(locked, "extract_video", "extract_video")
+def video_branch(features: dict, paths: dict) -> VideoBranch:
     fp = paths["video_features"]
-    return VideoRecipe(
-        config=str(_need(features, "config", fp)), num_segments=int(_need(features, "num_segments", fp)),
-        short_side=int(_need(features, "short_side", fp)), crop_size=int(_need(features, "input_size", fp)),
+    return VideoBranch(
+        settings=_settings(ExtractVideoSettings, features, fp),
+        short_side=int(_need(features, "short_side", fp)), crop_size=int(_need(features, "crop_size", fp)),
         mean=tuple(map(float, _need(features, "mean", fp))), std=tuple(map(float, _need(features, "std", fp))),
         channel_order=str(features.get("channel_order", "RGB")), weights=str(_need(features, "weights", fp)),
-        sha256=str(_need(features, "weights_sha256", fp)), seed=int(ev.get("seed", 0)),
-        folded=int(features.get("conv_bn_folded", 0)), timeout_s=float(ev.get("timeout_s", 120)),
-        min_decoded_share=float(ev.get("min_decoded_share", 0.0)),
+        sha256=str(_need(features, "weights_sha256", fp)), folded=int(features.get("conv_bn_folded", 0)),
     )
 
 
@@ -255,7 +238,7 @@ def load_run(root: str | Path = ".", rev: str | None = None) -> TrainedRun:
         threads = next((int(locked[s]["train"]["threads"]) for s in OPTIONAL_STAGES
                         if "threads" in (locked.get(s, {}).get("train") or {})), 1)
         return TrainedRun("workspace" if rev is None else rev, heads, saved, classes, segments,
-                          audio_recipe(images, audio_attrs, locked, paths), video_recipe(video_attrs, locked, paths),
+                          audio_branch(images, audio_attrs, locked, paths), video_branch(video_attrs, paths),
                           threads, files)
     except BaseException:
         files.close()

@@ -313,11 +313,11 @@ class Section:
         keys a store made by an older maivar lacks (a store of ``exclude``-d keys needs them too)."""
         prefix = cls.SECTION if prefix is None else prefix
         data = dict(defaults or {})
-        data.update({k[len(prefix) + 1:]: _decoded(v) for k, v in attrs.items() if k.startswith(prefix + ".")})
+        data.update({k[len(prefix) + 1:]: decoded_attr(v) for k, v in attrs.items() if k.startswith(prefix + ".")})
         return cls.from_mapping(data, section=prefix, where=where)
 
 
-def _decoded(value):
+def decoded_attr(value):
     """An HDF5 attribute as it was written (lists, mappings and None are stored as JSON text)."""
     if isinstance(value, bytes):
         value = value.decode()

@@ -76,7 +76,7 @@ class BNInception(nn.Module):
 
     Module names, shapes and order are those of the PyTorch port (see the module docstring): each
     convolution is registered right before its BatchNorm, so that
-    :func:`maivar.extraction.backbones.fuse_conv_bn` folds all 69 of them. ``pretrained`` exists for
+    :func:`maivar.extraction.inference.fuse_conv_bn` folds all 69 of them. ``pretrained`` exists for
     MMAction2-style configs and must be None: weights come from a checkpoint (``extract_video.checkpoint``).
     """
 
@@ -230,7 +230,7 @@ def convert_checkpoint(src: str | Path, dst: str | Path) -> tuple[int, list[str]
     ``extract_video.checkpoint`` can point at with configs/tsn_bninception_video.py. Returns the number of
     backbone tensors written and the classifier keys dropped."""
     from maivar.core.atomic import atomic_path
-    from maivar.extraction.backbones import load_state_dict_file
+    from maivar.extraction.checkpoints import load_state_dict_file
 
     src, dst = Path(src), Path(dst)
     if not src.is_file():
@@ -250,7 +250,7 @@ def convert_checkpoint(src: str | Path, dst: str | Path) -> tuple[int, list[str]
 def port_layout_hint(checkpoint: str | Path) -> str:
     """A sentence for a checkpoint that does not fit: how to convert it, if it holds the port's BN-Inception
     weights; else ''."""
-    from maivar.extraction.backbones import load_state_dict_file
+    from maivar.extraction.checkpoints import load_state_dict_file
 
     try:
         keys = list(load_state_dict_file(checkpoint))

@@ -2,14 +2,15 @@
 
 Videos are decoded in guarded worker processes (:func:`maivar.core.parallel.guarded_imap` over
 :func:`maivar.video.frames.decode_segments`: PyAV, RGB conversion of the kept frames only, short side +
-centre crop; a hung decoder is killed after ``timeout_s``, a crashed one fails only its video) and batched
+center crop; a hung decoder is killed after ``timeout_s``, a crashed one fails only its video) and batched
 across videos (:func:`frame_batches`): each worker writes a video's T x C x C x 3 uint8 frames into a slot of
 shared memory, the parent copies them from there into one reused batch buffer (pinned memory on CUDA) and
 the slot goes back to the ring; no frame travels pickled through a pipe, and at most ``2 x workers +
 batch_videos`` decoded videos wait in memory however long a decoder hangs. The batch goes to the device, is
-put in the network's channel order and normalised there as the MMAction2 config's data preprocessor does
-(:class:`Preprocessing`), and run through the recognizer's ``extract_feat(stage='backbone')``; the feature
-maps are average-pooled over space. A video that fails to decode becomes a
+put in the network's channel order and normalized there as the MMAction2 config's data preprocessor does
+(:class:`~maivar.video.tsn.Preprocessing`), and run through the recognizer's ``extract_feat(stage='backbone')``
+(:func:`maivar.video.tsn.build_video_backbone`; the loop: :func:`maivar.extraction.job.journaled_batches`); the
+feature maps are average-pooled over space. A video that fails to decode becomes a
 :class:`~maivar.core.rejections.Rejection`; the other rows keep the input order.
 """
 
@@ -28,36 +29,20 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from maivar.core.errors import PipelineError
-from maivar.core.feature_store import create_store
 from maivar.core.manifest import read_manifest
 from maivar.core.parallel import default_workers, guarded_imap, reorder_window, shared_array
-from maivar.core.params import resolve_workers
 from maivar.core.rejections import ClipFailure, Rejection, check_rejected_share
-from maivar.extraction.backbones import (
-    OomGuard,
-    autocast,
-    check_precision,
-    compute_dtype,
-    prepare_for_inference,
-    select_device,
-    warn_if_emulated,
-)
-from maivar.extraction.data_parallel import (
-    Extraction,
-    World,
-    rank_device,
-    rank_summary,
-    rank_todo,
-    rank_workers,
-    run_stage,
-)
+from maivar.extraction.data_parallel import JobSpec, World, rank_device, rank_workers, run_extraction
+from maivar.extraction.inference import autocast, compute_dtype, select_device
+from maivar.extraction.job import Batch, Job, journaled_batches, journaled_prefix
 from maivar.extraction.resume import Journal, Resumed, blocks, file_identity
+from maivar.settings.extract import ExtractVideoSettings
+from maivar.settings.runtime import RuntimeSettings
 
 from .frames import decode_segments
-from .tsn import build_tsn
+from .tsn import Preprocessing, VideoBackbone, build_video_backbone
 
 log = logging.getLogger(__name__)
 
@@ -69,55 +54,6 @@ class VideoClip:
     expected_frames: int | None = None
     start_s: float | None = None  # a window of the video (a clip out of a longer one), as the manifest says
     end_s: float | None = None
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """MMAction2's TSN test preprocessing, read from the config (:func:`preprocessing_from_config`).
-
-    ``channel_order`` is the order of the colour channels the network takes: ``RGB`` (the decoded frames as
-    they are: MMAction2's ResNets) or ``BGR`` (reversed: Caffe-trained BN-Inception). ``mean`` and ``std``
-    are per channel in that order, applied after the reordering, as MMAction2's ``ActionDataPreprocessor``
-    does.
-    """
-
-    short_side: int
-    crop_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    channel_order: str = "RGB"
-
-
-def preprocessing_from_config(cfg) -> Preprocessing:
-    """Short side (``Resize(scale=(-1, S))``), crop (``CenterCrop``), mean/std and channel order of an MMAction2
-    config.
-
-    The channel order follows ``model.data_preprocessor.to_rgb``. MMAction2's decoders (Decord, PyAV,
-    OpenCV) give RGB frames, as ours do; ``ActionDataPreprocessor(to_rgb=True)`` reverses the channels of
-    the stacked batch (``inputs[..., [2, 1, 0], :, :]``, named for BGR -> RGB, which on RGB frames gives BGR)
-    before subtracting ``mean`` and dividing by ``std``. So ``to_rgb=True`` is ``BGR`` here, and absent or
-    False is ``RGB``.
-    """
-    short_side = crop_size = None
-    for step in cfg.get("test_pipeline", []):
-        if step.get("type") == "Resize":
-            scale = tuple(step.get("scale", ()))
-            if len(scale) == 2 and scale[0] == -1 and step.get("keep_ratio", True):
-                short_side = int(scale[1])
-        elif step.get("type") == "CenterCrop":
-            size = step.get("crop_size")
-            crop_size = int(size if isinstance(size, int) else size[0])
-    pre = cfg.model.get("data_preprocessor", {})
-    if short_side is None or crop_size is None or "mean" not in pre or "std" not in pre:
-        raise PipelineError(
-            "the MMAction2 config needs test_pipeline Resize(scale=(-1, S)) and CenterCrop(crop_size=C), "
-            "and model.data_preprocessor mean/std"
-        )
-    to_rgb = pre.get("to_rgb", False)
-    if not isinstance(to_rgb, bool):
-        raise PipelineError(f"model.data_preprocessor.to_rgb must be True or False (got {to_rgb!r})")
-    return Preprocessing(short_side, crop_size, tuple(map(float, pre["mean"])), tuple(map(float, pre["std"])),
-                         "BGR" if to_rgb else "RGB")
 
 
 def decode_clip(clip: VideoClip, *, num_segments: int, short_side: int, crop_size: int, timeout_s: float,
@@ -203,7 +139,7 @@ def frame_batches(
 
 
 def pooled_segment_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """B x T x 3 x H x W normalised frames -> B x T x D: ``extract_feat(stage='backbone')`` + spatial mean."""
+    """B x T x 3 x H x W normalized frames -> B x T x D: ``extract_feat(stage='backbone')`` + spatial mean."""
     b, t = x.shape[:2]
     feats, _ = model.extract_feat(x, stage="backbone")
     if isinstance(feats, (tuple, list)):
@@ -248,19 +184,17 @@ def extract_video_features(
     interrupted run already finished are taken from it instead of being decoded and run again.
     """
     n = len(clips)
-    done = journal.load(range(0, n)) if journal is not None else Resumed()
-    if done.stop:
-        log.info("resuming: %d of %d videos were done by an interrupted run (%s)", done.stop, n, journal.dir)
+    done = journaled_prefix(journal, n, "videos")
     rows, chunks, rejected = list(done.rows), list(done.features), list(done.rejected)
-    for batch, feats, new_rejected in _feature_batches(
+    for batch, feats in _feature_batches(
         model, clips, [range(done.stop, n)], num_segments=num_segments, pre=pre, batch_videos=batch_videos,
         workers=workers, device=device, timeout_s=timeout_s, min_decoded_share=min_decoded_share,
         recycle_after=recycle_after, journal=journal, precision=precision, progress=progress, total=n,
         initial=done.stop,
     ):
-        rows.extend(batch)
-        rejected.extend(new_rejected)
-        if batch:
+        rows.extend(batch.rows)
+        rejected.extend(batch.rejected)
+        if batch.rows:
             chunks.append(feats)
     if chunks:
         features = np.concatenate(chunks)
@@ -269,7 +203,17 @@ def extract_video_features(
     return rows, features, rejected
 
 
-@torch.inference_mode()
+def _clip_batches(batches: Iterator[FrameBatch], clips: Sequence[VideoClip]) -> Iterator[Batch]:
+    """:func:`frame_batches`' batches with a rejection for each clip that failed (logged)."""
+    try:
+        for start, stop, rows, frames, failures in batches:
+            for i, failure in failures:  # from the decoder, or a worker that hung or crashed
+                log.warning("rejected %s: %s (%s)", clips[i].id, failure.reason, failure.detail)
+            yield Batch(start, stop, rows, frames, [failure.rejection(clips[i].id) for i, failure in failures])
+    finally:
+        batches.close()  # stop the decoding workers also when the loop is left by an exception
+
+
 def _feature_batches(
     model: nn.Module,
     clips: Sequence[VideoClip],
@@ -288,30 +232,24 @@ def _feature_batches(
     total: int,
     initial: int,
     recycle_after: int = 1000,
-) -> Iterator[tuple[list[int], np.ndarray, list[Rejection]]]:
+) -> Iterator[tuple[Batch, np.ndarray]]:
     """The features of the clips of ``spans`` (ascending, disjoint ranges: all the clips, or a rank's unfinished
-    blocks), a batch at a time: ``(rows, features, rejections)`` (the clips of the batch that decoded, their
-    features, a rejection for each of the others); a batch never spans two spans. With a ``journal``, every
-    batch is journaled, and written at once when it ends a span. ``total`` / ``initial``: the progress bar's."""
-    spans = [span for span in spans if len(span)]
-    if not spans:
-        return
-    on_cuda = device.type == "cuda"
+    blocks), a batch at a time (:func:`~maivar.extraction.job.journaled_batches`): the batch (the clips that
+    decoded, a rejection for each of the others) and the features of the clips that decoded."""
     # Decoding runs in guarded worker processes: a video whose demuxer or decoder hangs is killed after
     # ``timeout_s`` and one that crashes its process (a segfault) becomes that video's rejection, not the run's.
     worker = functools.partial(decode_clip, num_segments=num_segments, short_side=pre.short_side,
                                crop_size=pre.crop_size, timeout_s=0.9 * timeout_s, min_decoded_share=min_decoded_share)
-    batches = frame_batches(worker, clips, frame_shape=(num_segments, pre.crop_size, pre.crop_size, 3),
-                            batch_videos=batch_videos, workers=workers or None, timeout_s=timeout_s,
-                            recycle_after=recycle_after, spans=spans, pin_memory=on_cuda)
+    frames = frame_batches(worker, clips, frame_shape=(num_segments, pre.crop_size, pre.crop_size, 3),
+                           batch_videos=batch_videos, workers=workers or None, timeout_s=timeout_s,
+                           recycle_after=recycle_after, spans=[span for span in spans if len(span)],
+                           pin_memory=device.type == "cuda")
     mean = torch.tensor(pre.mean, dtype=torch.float32, device=device)
     std = torch.tensor(pre.std, dtype=torch.float32, device=device)
     bgr = pre.channel_order == "BGR"
-    guard = OomGuard(batch_videos)
-    span_stops = {span.stop for span in spans}
 
     def forward(frames: torch.Tensor) -> torch.Tensor:
-        # B x T x H x W x 3 uint8 RGB -> the network's channel order (ActionDataPreprocessor's to_rgb), normalise
+        # B x T x H x W x 3 uint8 RGB -> the network's channel order (ActionDataPreprocessor's to_rgb), normalize
         # in NHWC, then a permuted view: B x T x 3 x H x W whose (B*T) x 3 x H x W reshape (in extract_feat) is
         # channels_last in memory, at no copy.
         if bgr:
@@ -320,28 +258,9 @@ def _feature_batches(
         with autocast(device, precision):
             return pooled_segment_features(model, x).float()
 
-    try:
-        with tqdm(total=total, initial=initial, desc="video features", unit="video", disable=not progress,
-                  mininterval=1.0) as bar:
-            for start, stop, batch, frames, failures in batches:
-                new_rejected = [failure.rejection(clips[i].id) for i, failure in failures]
-                for i, failure in failures:  # from the decoder, or a worker that hung or crashed
-                    log.warning("rejected %s: %s (%s)", clips[i].id, failure.reason, failure.detail)
-                feats = np.empty((0,), np.float32)
-                if batch:
-                    # The frames' buffer is refilled only when the next batch is asked for: after .cpu() below,
-                    # which waits for the (non-blocking) copy to the device too.
-                    feats = guard(forward, frames.to(device, non_blocking=on_cuda)).cpu().numpy()
-                if journal is not None:  # clips [start, stop): this batch and the rejections among them
-                    journal.add(start, stop, batch, feats, new_rejected)
-                    if stop in span_stops:
-                        journal.write()  # a finished block is on disk at once
-                bar.update(stop - start)
-                yield batch, feats, new_rejected
-    finally:
-        batches.close()  # stop the decoding workers also when the loop is left by an exception
-        if journal is not None:
-            journal.write_quietly()  # the finished batches survive an interruption
+    return journaled_batches(_clip_batches(frames, clips), forward, spans=spans, chunk=batch_videos, device=device,
+                             journal=journal, progress=progress, total=total, initial=initial, desc="video features",
+                             unit="video")
 
 
 def read_clips(manifest_path: str | Path) -> tuple[list[VideoClip], dict[str, int]]:
@@ -361,123 +280,84 @@ def read_clips(manifest_path: str | Path) -> tuple[list[VideoClip], dict[str, in
 
 
 @dataclass
-class _VideoJob:
-    """What extract_video computes with, set up once per process (:func:`_video_job`)."""
+class VideoJob(Job):
+    """What extract_video computes with, set up once per process (:func:`video_job`)."""
 
     clips: list[VideoClip]
     labels: dict[str, int]
-    model: nn.Module
-    pre: Preprocessing
-    device: torch.device
-    precision: str
-    attrs: dict
-    journal: Journal
-    spans: list[range]
-    p: dict
-    runtime: dict
-    weights_source: str
+    backbone: VideoBackbone
+    settings: ExtractVideoSettings
+    runtime: RuntimeSettings
+
+    def batches(self, todo: list[range], world: World) -> Iterator[tuple[Batch, np.ndarray]]:
+        s, b = self.settings, self.backbone
+        return _feature_batches(
+            b.model, self.clips, todo, num_segments=s.num_segments, pre=b.pre,
+            batch_videos=self.runtime.extract_video.batch_videos,
+            workers=rank_workers(self.runtime.worker_count, world), device=self.device, timeout_s=s.timeout_s,
+            min_decoded_share=s.min_decoded_share, journal=self.journal, precision=s.precision,
+            progress=world.rank == 0, total=sum(map(len, todo)), initial=0,
+        )
+
+    def describe(self) -> str:
+        s, pre = self.settings, self.backbone.pre
+        return (f"{len(self.clips)} videos x {s.num_segments} segments -> {s.config} (short side {pre.short_side}, "
+                f"crop {pre.crop_size}) on {self.device}")
+
+    def store_rows(self, done: Resumed) -> tuple[list[str], list[int], list[Rejection]]:
+        clips, rows, rejected = self.clips, done.rows, done.rejected
+        if clips and not rows:
+            raise PipelineError(f"none of the {len(clips)} videos decoded (first: {rejected[0].reason}: "
+                                f"{rejected[0].detail})")
+        check_rejected_share(rejected, len(clips), self.settings.max_rejected_share,
+                             what="videos could not be decoded", param="extract_video.max_rejected_share")
+        if rejected:
+            log.warning("rejected %d of %d videos: %s", len(rejected), len(clips),
+                        ", ".join(f"{k} {v}" for k, v in sorted(Counter(r.reason for r in rejected).items())))
+        ids = [clips[r].id for r in rows]
+        return ids, [self.labels[i] for i in ids], rejected
+
+    def item_shape(self) -> tuple[int, ...]:
+        b = self.backbone
+        return self.settings.num_segments, feature_dim(b.model, b.pre, self.device, self.settings.precision)
 
 
-def _video_job(manifest_path: str | Path, out_path: str | Path, p: dict, runtime: dict, world: World) -> _VideoJob:
-    clips, labels = read_clips(manifest_path)
-    num_segments = int(p["num_segments"])
-    if num_segments < 1:
-        raise PipelineError("extract_video.num_segments must be at least 1")
-    device = rank_device(select_device(str(runtime["device"])), world)
-    precision = check_precision(p["precision"], "extract_video.precision")
-    warn_if_emulated(device, precision, "extract_video.precision")
-    model, weights, cfg = build_tsn(p["config"], checkpoint=p["checkpoint"], seed=int(p["seed"]))
-    pre = preprocessing_from_config(cfg)
-    folded = prepare_for_inference(model, device, compile_model=bool(runtime["compile"]),
-                                   fold_batchnorm=bool(p["fuse_conv_bn"]), input_size=pre.crop_size,
-                                   image_module=model.backbone)
-    attrs = {
-        "config": str(p["config"]), "backbone": cfg.model.backbone.get("type"),
-        "backbone_depth": cfg.model.backbone.get("depth"), "input_size": pre.crop_size,
-        "short_side": pre.short_side, "mean": list(pre.mean), "std": list(pre.std),
-        "num_segments": num_segments, "device": device.type, "dtype": compute_dtype(precision),
-        "conv_bn_folded": folded, **weights.attrs(),
-    }
-    if pre.channel_order != "RGB":  # recorded only when not RGB: the outputs of RGB configs stay as they were
-        attrs["channel_order"] = pre.channel_order
-    batch_videos = int(runtime["batch_videos"])
+# Settings that do not change what a batch gives: a journal filled with other values is still used.
+NOT_IN_JOURNAL_KEY = ("device", "extract_video.max_rejected_share")
+
+
+def video_job(spec: JobSpec, world: World) -> VideoJob:
+    """extract_video's :class:`VideoJob` in this process (``make_job`` of :mod:`maivar.extraction.data_parallel`)."""
+    settings, runtime = spec.settings, spec.runtime
+    clips, labels = read_clips(spec.source)
+    device = rank_device(select_device(runtime.device), world)
+    backbone = build_video_backbone(settings, device, compile_model=runtime.extract_video.compile)
+    attrs = {**settings.to_attrs(), **backbone.attrs(), "device": device.type,
+             "dtype": compute_dtype(settings.precision)}
+    batch_videos = runtime.extract_video.batch_videos
     # finished batches of an interrupted run (or of other ranks, other machines) with the same videos and
     # settings are reused (maivar.extraction.resume); the device is not part of what they depend on
-    journal = Journal(out_path, {
-        "attrs": {k: v for k, v in attrs.items() if k != "device"}, "batch_videos": batch_videos,
-        "min_decoded_share": float(p["min_decoded_share"]),
-        "timeout_s": float(p["timeout_s"]),
+    journal = Journal(spec.out_path, {
+        "attrs": {k: v for k, v in attrs.items() if k not in NOT_IN_JOURNAL_KEY}, "batch_videos": batch_videos,
         "clips": [(c.id, c.expected_frames, *file_identity(c.path), *((c.start_s, c.end_s) if c.start_s is not None
                                                                         else ())) for c in clips],
     }, device=device.type)
-    return _VideoJob(clips, labels, model, pre, device, precision, attrs, journal, blocks(len(clips), batch_videos),
-                     p, runtime, weights.source)
+    return VideoJob("videos", device, backbone.weights, attrs, journal, blocks(len(clips), batch_videos), clips,
+                    labels, backbone, settings, runtime)
 
 
-def _fill_video(job: _VideoJob, world: World, threads: int) -> dict:
-    """Compute this rank's unfinished blocks into the journal; a summary for the log."""
-    mine, todo = rank_todo(job.journal, job.spans, world, "videos")
-    if world.rank == 0:
-        log.info("%d videos x %d segments -> %s (short side %d, crop %d) on %s, %d blocks", len(job.clips),
-                 int(job.p["num_segments"]), job.p["config"], job.pre.short_side, job.pre.crop_size, job.device,
-                 len(job.spans))
-    rejected = 0
-    for _, _, new_rejected in _feature_batches(
-        job.model, job.clips, todo, num_segments=int(job.p["num_segments"]), pre=job.pre,
-        batch_videos=int(job.runtime["batch_videos"]),
-        workers=rank_workers(resolve_workers(job.runtime["workers"]), world), device=job.device,
-        timeout_s=float(job.p["timeout_s"]), min_decoded_share=float(job.p["min_decoded_share"]), journal=job.journal,
-        precision=job.precision, progress=world.rank == 0, total=sum(map(len, todo)), initial=0,
-    ):
-        rejected += len(new_rejected)  # journaled as they come: the store is assembled from the journal
-    job.journal.write()
-    return rank_summary(world, mine, todo, job.device, threads, rejected=rejected)
-
-
-def extract_video_stage(manifest_path: str | Path, out_path: str | Path, p: dict, runtime: dict) -> None:
+def extract_video_stage(manifest_path: str | Path, out_path: str | Path, *, settings: ExtractVideoSettings,
+                        runtime: RuntimeSettings) -> None:
     """Stage extract_video: the manifest's videos -> TSN per-segment features at ``out_path``.
 
-    ``p`` is the ``extract_video`` params section, ``runtime`` its machine settings (``device``, ``workers``,
-    ``threads``, ``processes``, ``batch_videos``, ``compile``: :func:`maivar.core.params.runtime_settings`).
-    The output holds ``features`` N x num_segments x D
-    float32, ids/labels in manifest order, a rejection for every manifest clip that fails to decode, and
-    attributes recording the config, backbone (type; depth, or null for a backbone without one such as
-    BNInception), input size, mean/std (and the channel order when it is not RGB), num_segments, the device
-    and weights (source, sha256).
-    Independent of ``representation``. With ``runtime.processes`` > 1, or under torchrun, data parallel
-    (:mod:`maivar.extraction.data_parallel`).
+    The output holds ``features`` N x num_segments x D float32, ids/labels in manifest order, a rejection for
+    every manifest clip that fails to decode, and attributes: every ``extract_video.*`` setting, and what was
+    resolved from them (the config's backbone type and depth, or null for a backbone without one such as
+    BNInception, its short side, crop size, mean/std and, when it is not RGB, channel order; the weights' source
+    and sha256, the BatchNorm layers folded, the device, the compute dtype). Independent of ``representation``.
+    With ``runtime.processes`` > 1, or under torchrun, data parallel (:mod:`maivar.extraction.data_parallel`).
     """
     n_videos = len(read_clips(manifest_path)[0])
-    run_stage(EXTRACT_VIDEO, (manifest_path, out_path, p, runtime), len(blocks(n_videos, int(runtime["batch_videos"]))),
-              select_device(str(runtime["device"])).type)
-
-
-def _assemble_video(job: _VideoJob, out_path: str | Path, done: Resumed) -> None:
-    """The store, from every block's journaled results, in manifest order."""
-    clips = job.clips
-    rows, rejected = done.rows, done.rejected
-    if done.features:
-        feats = np.concatenate(done.features)
-    else:
-        feats = np.empty((0, int(job.p["num_segments"]), feature_dim(job.model, job.pre, job.device, job.precision)),
-                         dtype=np.float32)
-    if clips and not rows:
-        raise PipelineError(f"none of the {len(clips)} videos decoded (first: {rejected[0].reason}: "
-                            f"{rejected[0].detail})")
-    check_rejected_share(rejected, len(clips), float(job.p["max_rejected_share"]), what="videos could not be decoded",
-                         param="extract_video.max_rejected_share")
-    if rejected:
-        log.warning("rejected %d of %d videos: %s", len(rejected), len(clips),
-                    ", ".join(f"{k} {v}" for k, v in sorted(Counter(r.reason for r in rejected).items())))
-    attrs = {**job.attrs, "device": ",".join(sorted(done.devices)) or job.device.type}
-    ids = [clips[r].id for r in rows]
-    with create_store(out_path, data_name="features", n=len(ids), item_shape=feats.shape[1:],
-                      dtype=np.float32) as w:
-        if len(ids):
-            w.write_rows(0, feats)
-        w.finish(ids, [job.labels[i] for i in ids], rejected, attrs)
-    job.journal.discard()
-    log.info("wrote %s: %d x %d x %d features (weights: %s)", out_path, *feats.shape, job.weights_source)
-
-
-EXTRACT_VIDEO = Extraction("videos", _video_job, _fill_video, _assemble_video)
+    run_extraction(video_job, JobSpec(str(manifest_path), str(out_path), settings, runtime),
+                   n_blocks=len(blocks(n_videos, runtime.extract_video.batch_videos)),
+                   device_type=select_device(runtime.device).type)
