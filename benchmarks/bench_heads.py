@@ -34,9 +34,9 @@ import numpy as np
 import torch
 
 from maivar.core.params import load_params
-from maivar.heads.join import fit_normalisation
+from maivar.heads.join import fit_normalization
 from maivar.heads.mlp import MLP, fusion_from_video
-from maivar.heads.training import HeadStep, head_loss, head_optimizer, set_determinism, standardised, train_head
+from maivar.heads.training import HeadStep, head_loss, head_optimizer, set_determinism, standardized, train_head
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -88,7 +88,7 @@ def step_vs_arithmetic(model, x, y, *, batch_size, lr, l1, device, steps) -> tup
     """(step s, GEMMs s, MFLOP) for one training step of ``model`` (a copy is trained) on ``batch_size`` rows."""
     model = copy.deepcopy(model).to(device).train()
     step = HeadStep(model, head_optimizer(model, lr), l1)
-    xs = standardised(model, x[: batch_size * 8], device)
+    xs = standardized(model, x[: batch_size * 8], device)
     ys = torch.tensor(y[: len(xs)], dtype=torch.int64, device=device)
     batches = [torch.arange(i, i + batch_size, device=device) for i in range(0, len(xs), batch_size)]
     count = itertools.count()
@@ -142,14 +142,14 @@ def main() -> None:
     video_model, steps = None, []
     for head, hp in heads.items():
         x = data[head]
-        mean, std = fit_normalisation(x[: args.train])
+        mean, std = fit_normalization(x[: args.train])
         # ours
         set_determinism(tr["seed"], tr["threads"])
         if head == "fusion":
             model = fusion_from_video(video_model, 1536, init=hp["init"])
         else:
             model = MLP(x.shape[1], hp["hidden"], args.classes, hp["dropout"])
-        model.set_normalisation(torch.tensor(mean), torch.tensor(std))
+        model.set_normalization(torch.tensor(mean), torch.tensor(std))
         start = copy.deepcopy(model)
         t0 = time.perf_counter()
         hist = train_head(model, x[: args.train], y[: args.train], x[args.train :], y[args.train :],
@@ -165,13 +165,13 @@ def main() -> None:
         torch.use_deterministic_algorithms(False)
         torch.set_num_threads(default_threads)
         ref_model = MLP(x.shape[1], model.config["hidden"], args.classes, model.config["dropout"])
-        ref_model.set_normalisation(torch.tensor(mean), torch.tensor(std))
+        ref_model.set_normalization(torch.tensor(mean), torch.tensor(std))
         ref = reference_epochs(ref_model, x[: args.train], y[: args.train], epochs=args.epochs, lr=hp["lr"],
                                batch_size=hp["batch_size"], l1=hp["l1"])
         # the same reference loop on one thread: separates the thread count from the loop itself
         torch.set_num_threads(1)
         ref_model = MLP(x.shape[1], model.config["hidden"], args.classes, model.config["dropout"])
-        ref_model.set_normalisation(torch.tensor(mean), torch.tensor(std))
+        ref_model.set_normalization(torch.tensor(mean), torch.tensor(std))
         ref1 = reference_epochs(ref_model, x[: args.train], y[: args.train], epochs=args.epochs, lr=hp["lr"],
                                 batch_size=hp["batch_size"], l1=hp["l1"])
         print(f"{head:7} {x.shape[1]:6d} {hp['batch_size']:5d} {ours:13.3f} {ref:12.3f} {ref / ours:9.2f} "

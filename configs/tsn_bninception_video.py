@@ -6,7 +6,7 @@
 # `pretrained=None`: weights come only from `extract_video.checkpoint` in params.yaml, never from a download.
 # The public BN-Inception weights (the port's ImageNet file, tsn-pytorch's Kinetics/UCF101 TSN checkpoints) are
 # in the port's layout: convert them once with `maivar convert-bninception SRC DST` and point the checkpoint at
-# DST. Without a checkpoint the stage uses a seeded random initialisation and says so loudly.
+# DST. Without a checkpoint the stage uses a seeded random initialization and says so loudly.
 #
 # The network was trained in Caffe on BGR frames in 0..255: mean [104, 117, 128] (B, G, R), std 1.
 # `to_rgb=True` reverses MMAction2's RGB frames into BGR before the mean is subtracted (extract_video does the

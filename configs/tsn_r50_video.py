@@ -3,7 +3,7 @@
 # The model part is MMAction2's `configs/_base_/models/tsn_r50.py` with `pretrained=None`: weights come
 # only from `extract_video.checkpoint` in params.yaml (e.g. MMAction2's Kinetics-400 TSN R50 checkpoint
 # `tsn_imagenet-pretrained-r50_8xb32-1x1x3-100e_kinetics400-rgb_*.pth`), never from a download.
-# Without a checkpoint the stage uses a seeded random initialisation and says so loudly.
+# Without a checkpoint the stage uses a seeded random initialization and says so loudly.
 #
 # extract_video reads the per-segment backbone features (average-pooled over space); the TSN head is
 # kept so that MMAction2 checkpoints load as they are. The paper's own backbone, a 1024-d BN-Inception, is

@@ -259,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep = commands.add_parser(
         "report", help="print the heads' accuracies and write the report page (Fig. 6, confusion, previews)",
         description="Print top-1, top-5 and mean class accuracy of each head and write one offline HTML page: the "
-                    "paper's Fig. 6 curves (one colour per head), each head's confusion matrix, the test clips some "
+                    "paper's Fig. 6 curves (one color per head), each head's confusion matrix, the test clips some "
                     "head got wrong, and the audio-image previews as a class x representation grid.")
     rep.add_argument("--rev", action="append", metavar="REV",
                      help="also a git revision or DVC experiment (repeatable), e.g. one per representation")

@@ -28,7 +28,7 @@ import numpy as np
 from maivar.core.atomic import write_json, write_text
 from maivar.core.errors import PipelineError
 from maivar.core.manifest import read_manifest
-from maivar.heads.join import MANIFEST_COLUMNS, class_names, join_modalities, load_features, split_rows
+from maivar.heads.join import HEAD_COLUMNS, class_names, join_modalities, load_features, split_rows
 from maivar.heads.model_files import load_model
 from maivar.heads.training import predict, set_determinism
 
@@ -162,7 +162,7 @@ def evaluate_heads(*, manifest_path: str | Path, audio_path: str | Path, video_p
     per head). ``seed`` and ``threads`` are ``train.seed`` and ``train.threads``. Returns the metrics.
     """
     set_determinism(seed, threads)
-    manifest = read_manifest(manifest_path, MANIFEST_COLUMNS)
+    manifest = read_manifest(manifest_path, HEAD_COLUMNS)
     classes = class_names(manifest)
     models = {h: load_model(p) for h, p in model_paths.items()}
     segments = models["video"][1].get("segments", "mean")

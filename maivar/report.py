@@ -4,7 +4,7 @@ For the workspace's run and any revisions or experiments given (``--rev``), from
 
 - a summary table: top-1, top-5 and mean class accuracy of each head (``metrics/metrics.json``), also printed;
 - the paper's Fig. 6: test accuracy, training loss and training accuracy per epoch (the dvclive curves), one
-  colour per head (audio, video, fusion) and, with several runs, one dash pattern per run;
+  color per head (audio, video, fusion) and, with several runs, one dash pattern per run;
 - each head's confusion matrix and the test clips some head got wrong (``metrics/predictions.csv``);
 - the audio-image previews as a grid: one row per class, one column per run (labelled with its representation),
   so that experiments over the representations (``dvc exp run -S representation=...``) sit side by side.
@@ -33,7 +33,7 @@ from maivar.runs import RunFiles, read_paths
 
 DEFAULT_OUT = "report/index.html"
 TEMPLATE = ".dvc/offline_plots.html"
-COLOURS = ("#e45756", "#4c78a8", "#54a24b")  # audio, video, fusion: one colour per head everywhere
+COLOURS = ("#e45756", "#4c78a8", "#54a24b")  # audio, video, fusion: one color per head everywhere
 CURVES = (  # (dvclive file under <live>/plots/metrics/, its column, title, y axis)
     ("test/acc.tsv", "acc", "Fig. 6: test accuracy per epoch", "test accuracy (%)"),
     ("train/loss.tsv", "loss", "Fig. 6: training loss per epoch", "training loss (cross-entropy + L1)"),
@@ -129,7 +129,7 @@ def curve_spec(rows: list[dict], title: str, y_title: str, several_runs: bool) -
             "encoding": encoding}
 
 
-def confusion_spec(predictions: list[dict], head: str, colour: str) -> dict:
+def confusion_spec(predictions: list[dict], head: str, color: str) -> dict:
     """A heatmap of test clips per (true class, the head's class), with the counts written in the cells."""
     classes = sorted({r["label"] for r in predictions} | {r[f"{head}_pred"] for r in predictions})
     counts = Counter((r["label"], r[f"{head}_pred"]) for r in predictions)
@@ -146,7 +146,7 @@ def confusion_spec(predictions: list[dict], head: str, colour: str) -> dict:
         "layer": [
             {"mark": "rect", "encoding": {
                 "color": {"field": "clips", "type": "quantitative", "legend": None,
-                          "scale": {"domainMin": 0, "range": ["#ffffff", colour]}},
+                          "scale": {"domainMin": 0, "range": ["#ffffff", color]}},
                 "tooltip": [{"field": "actual"}, {"field": "predicted"}, {"field": "clips"}]}},
             {"mark": {"type": "text", "fontSize": 11},
              "encoding": {"text": {"field": "clips", "type": "quantitative"},

@@ -1,4 +1,4 @@
-"""Stage train_fusion: the fusion MLP on [audio, video], initialised from the video MLP (paper Algorithm 1)."""
+"""Stage train_fusion: the fusion MLP on [audio, video], initialized from the video MLP (paper Algorithm 1)."""
 
 from maivar.core.stage import run_stage, stage_args
 from maivar.heads.training import train_fusion

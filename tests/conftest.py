@@ -42,7 +42,7 @@ def tiny_copy(tiny_dataset, tmp_path) -> tuple[Path, dict]:
 
 @pytest.fixture(scope="module")
 def tiny_tsn(tmp_path_factory):
-    """(model, preprocessing, config path) of a tiny TSN (ResNet-18, 32 px crops), randomly initialised."""
+    """(model, preprocessing, config path) of a tiny TSN (ResNet-18, 32 px crops), randomly initialized."""
     from maivar.video.tsn import build_tsn, preprocessing_from_config
 
     from test_backbones import write_tiny_tsn

@@ -202,7 +202,7 @@ def test_extract_video_stage_with_bninception(tmp_path):
     config = tmp_path / "bni.py"
     config.write_text(CONFIG.read_text().replace("scale=(-1, 256)", "scale=(-1, 72)")
                       .replace("crop_size=224", "crop_size=64"))
-    videos = [make_video(tmp_path / f"{name}.avi", 12, width=96, height=72, colour=True) for name in "ab"]
+    videos = [make_video(tmp_path / f"{name}.avi", 12, width=96, height=72, color=True) for name in "ab"]
     work = video_stage_dir(tmp_path, config,
                            [dict(id=v.stem, label=i, video_path=str(v), frames=12) for i, v in enumerate(videos)])
     assert run_stage_in_process("extract_video", work) == 0

@@ -111,7 +111,7 @@ def test_rows_past_the_ids_are_a_misalignment(tmp_path):
 
 
 def test_lzf_is_refused_its_bytes_are_not_deterministic(tmp_path):
-    """h5py's LZF leaves its hash table uninitialised: equal rows could be written as other bytes, and DVC,
+    """h5py's LZF leaves its hash table uninitialized: equal rows could be written as other bytes, and DVC,
     hashing bytes, would see a changed output and rerun every stage after it."""
     with pytest.raises(ValueError, match="lzf.*bytes must depend only on its contents"):
         with create_store(tmp_path / "f.h5", data_name="images", n=1, item_shape=(3,), dtype=np.uint8,

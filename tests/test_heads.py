@@ -10,7 +10,7 @@ from maivar.heads.mlp import MLP, build_mlp, check_video_fits, fusion_from_video
 def _trained_like_video(in_features=12, hidden=(16, 8), classes=5, seed=0) -> MLP:
     torch.manual_seed(seed)
     video = MLP(in_features, hidden, classes, dropout=0.3)
-    video.set_normalisation(torch.randn(in_features), torch.rand(in_features) + 0.5)
+    video.set_normalization(torch.randn(in_features), torch.rand(in_features) + 0.5)
     return video.eval()
 
 
@@ -21,18 +21,18 @@ def test_mlp_layers_relu_on_hidden_only():
     assert mlp(torch.randn(4, 10)).shape == (4, 3)
 
 
-def test_normalisation_is_applied_and_saved_with_the_state():
+def test_normalization_is_applied_and_saved_with_the_state():
     mlp = MLP(3, [4], 2).eval()
     x = torch.randn(5, 3)
     before = mlp(x)
-    mlp.set_normalisation(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([2.0, 2.0, 2.0]))
+    mlp.set_normalization(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([2.0, 2.0, 2.0]))
     assert not torch.allclose(before, mlp(x))
     clone = build_mlp(mlp.config)
     clone.load_state_dict(mlp.state_dict())
     assert torch.equal(clone.eval()(x), mlp(x))
 
 
-def test_algorithm1_fusion_equals_video_at_initialisation():
+def test_algorithm1_fusion_equals_video_at_initialization():
     video = _trained_like_video()
     fusion = fusion_from_video(video, audio_features=9).eval()
     audio, vid = torch.randn(20, 9) * 5, torch.randn(20, 12)

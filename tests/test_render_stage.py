@@ -252,8 +252,8 @@ def test_a_render_setting_that_does_not_exist_fails_with_one_line(tmp_path, caps
     _params(tmp_path, "chromagram", size=64)
     line = _one_line_error(tmp_path, capsys)
     assert line == "error: params.yaml render.size: unknown key (did you mean render.image_size?)"
-    _params(tmp_path, "chromagram", colour="red")
-    assert _one_line_error(tmp_path, capsys) == ("error: params.yaml render.colour: unknown key (did you mean "
+    _params(tmp_path, "chromagram", color="red")
+    assert _one_line_error(tmp_path, capsys) == ("error: params.yaml render.color: unknown key (did you mean "
                                                  "render.colors?)")
 
 

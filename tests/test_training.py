@@ -16,7 +16,7 @@ import yaml
 from maivar.core import rejections
 from maivar.core.errors import PipelineError
 from maivar.core.manifest import read_manifest
-from maivar.heads.join import MANIFEST_COLUMNS, Features, join_modalities, load_features, video_input
+from maivar.heads.join import HEAD_COLUMNS, Features, join_modalities, load_features, video_input
 from maivar.heads.mlp import MLP
 from maivar.heads.model_files import load_model
 from maivar.heads.training import (
@@ -27,7 +27,7 @@ from maivar.heads.training import (
     l1_penalty,
     predict,
     set_determinism,
-    standardised,
+    standardized,
     train_head,
 )
 
@@ -114,11 +114,11 @@ def test_a_step_has_head_loss_gradients_and_loss(l1):
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(40, 24)).astype(np.float32), rng.integers(0, 5, 40)
     model = MLP(24, [32, 16], 5, dropout=0.3).train()
-    model.set_normalisation(torch.tensor(x.mean(0)), torch.tensor(x.std(0) + 0.5))
+    model.set_normalization(torch.tensor(x.mean(0)), torch.tensor(x.std(0) + 0.5))
     with torch.no_grad():
         model.linears()[0].weight[:, :3] = 0.0  # sgn(0) = 0: no L1 pull on exact zeros (Algorithm 1's audio columns)
     step = HeadStep(model, _NoStep(), l1)
-    xs = standardised(model, x, torch.device("cpu"))
+    xs = standardized(model, x, torch.device("cpu"))
     for rows in (slice(0, 16), slice(16, 40)):
         torch.manual_seed(5)
         loss, correct = step(xs[rows], torch.tensor(y[rows]))
@@ -164,7 +164,7 @@ def _plain_loop(model, x, y, x_test, y_test, *, epochs, lr, batch_size, l1, seed
 
 @pytest.mark.parametrize("with_variants", [False, True])
 def test_training_equals_the_plain_loop(with_variants):
-    """train_head (features standardised once, HeadStep, counts kept on the device until the epoch ends) trains
+    """train_head (features standardized once, HeadStep, counts kept on the device until the epoch ends) trains
     as the plain per-batch loop does: the same weights and accuracies (bit for bit here), the same losses to
     float32 rounding (the L1 penalty of the logged loss is summed in another order)."""
     rng = np.random.default_rng(1)
@@ -174,7 +174,7 @@ def test_training_equals_the_plain_loop(with_variants):
     for route in (_plain_loop, train_head):
         set_determinism(3, 1)
         model = MLP(20, [24, 12], 4, dropout=0.4)
-        model.set_normalisation(torch.tensor(x.mean(0)), torch.tensor(x.std(0)))
+        model.set_normalization(torch.tensor(x.mean(0)), torch.tensor(x.std(0)))
         kwargs = {"variants" if route is _plain_loop else "variants_train": variants if with_variants else None}
         history = route(model, x[:60], y[:60], x[60:], y[60:], epochs=4, lr=1e-2, batch_size=16, l1=1e-3, seed=5,
                         **kwargs)
@@ -256,7 +256,7 @@ def test_video_input_mean_or_flatten():
 def _manifest_file(tmp_path, manifest):
     p = tmp_path / "manifest.csv"
     manifest.to_csv(p, index=False)
-    return read_manifest(p, MANIFEST_COLUMNS)
+    return read_manifest(p, HEAD_COLUMNS)
 
 
 def test_store_id_not_in_manifest_is_an_error(tmp_path):

@@ -25,9 +25,9 @@ CPU = torch.device("cpu")
 
 
 def make_video(path: Path, n_frames: int, *, width: int = 64, height: int = 48, fps: int = 25, step: int = 8,
-               colour: bool = False) -> Path:
+               color: bool = False) -> Path:
     """An MPEG-4 AVI whose frame i is flat grey at level 20 + step i (so a decoded frame tells its index);
-    with ``colour`` its red is that level, its green 255 - level and its blue half the level (so that a swap
+    with ``color`` its red is that level, its green 255 - level and its blue half the level (so that a swap
     of the red and blue channels shows)."""
     with av.open(str(path), "w") as container:
         stream = container.add_stream("mpeg4", rate=fps)
@@ -35,7 +35,7 @@ def make_video(path: Path, n_frames: int, *, width: int = 64, height: int = 48, 
         stream.options = {"qscale": "2"}
         for i in range(n_frames):
             img = np.full((height, width, 3), 20 + step * i, dtype=np.uint8)
-            if colour:
+            if color:
                 img[..., 1] = 255 - img[..., 0]
                 img[..., 2] = img[..., 0] // 2
             for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
@@ -285,8 +285,8 @@ def _interrupt(*args, **kwargs):
     ("tsn_bninception_video.py", (256, 224), 1024, "BGR"),  # the paper's backbone: BGR frames, Caffe's mean
 ])
 def test_configs_match_mmaction2_standard_test_pipeline(tmp_path, config, sizes, dim, order):
-    """Each shipped config on a 320x240 colour video: our route (PyAV decoding, our sampling, resize and crop,
-    channel order, normalisation, batching) gives MMAction2's own test-pipeline features (its decoder, its
+    """Each shipped config on a 320x240 color video: our route (PyAV decoding, our sampling, resize and crop,
+    channel order, normalization, batching) gives MMAction2's own test-pipeline features (its decoder, its
     ActionDataPreprocessor). 3 segments keep it cheap; the sampling rule for any number of segments is checked
     against SampleFrames above."""
     import dataclasses
@@ -294,7 +294,7 @@ def test_configs_match_mmaction2_standard_test_pipeline(tmp_path, config, sizes,
     from mmengine.dataset import Compose, pseudo_collate
 
     segments = 3
-    video = make_video(tmp_path / "v.avi", 50, width=320, height=240, step=4, colour=True)
+    video = make_video(tmp_path / "v.avi", 50, width=320, height=240, step=4, color=True)
     model, _, cfg = build_tsn(ROOT / "configs" / config, checkpoint=None, seed=0)
     pre = preprocessing_from_config(cfg)
     assert (pre.short_side, pre.crop_size, pre.channel_order) == (*sizes, order)
@@ -309,7 +309,7 @@ def test_configs_match_mmaction2_standard_test_pipeline(tmp_path, config, sizes,
         feats, _ = model.extract_feat(batch["inputs"], stage="backbone")
     reference = feats.mean(dim=(2, 3)).reshape(1, segments, -1).numpy()
     np.testing.assert_allclose(ours, reference, rtol=1e-3, atol=1e-4 * np.abs(reference).max())
-    if order != "RGB":  # the video's colours make the channel order matter: RGB frames would not match
+    if order != "RGB":  # the video's colors make the channel order matter: RGB frames would not match
         _, unswapped, _ = extract_video_features(model, clips, pre=dataclasses.replace(pre, channel_order="RGB"),
                                                  **kwargs)
         assert not np.allclose(unswapped, reference, rtol=1e-3, atol=1e-4 * np.abs(reference).max())

@@ -16,7 +16,7 @@ the attribute and refuses a file without it. Datasets are created with ``track_t
 same inputs give byte-identical files.
 
 Compression must be deterministic too (DVC hashes the bytes): never h5py's LZF, whose bundled liblzf is built
-with ``INIT_HTAB 0`` (its hash table left uninitialised on the stack), so the same rows can compress to other
+with ``INIT_HTAB 0`` (its hash table left uninitialized on the stack), so the same rows can compress to other
 bytes depending on what ran before: seen here, 3 of 6 two-process ``extract_audio`` runs wrote a chunk 3 bytes
 longer, the data equal. Audio images use gzip level 1 (zlib: the same bytes for the same input; on the
 embedded default smaller and as fast as LZF was, 0.98 vs 1.50 MB); features are stored uncompressed (LZF

@@ -113,7 +113,7 @@ _handed_out: np.ndarray | None = None
 
 
 def shared_array(shape: tuple[int, ...], dtype=np.uint8) -> np.ndarray:
-    """An uninitialised array for ``fn``'s result. In a :func:`guarded_imap` worker with ``shared_bytes`` room
+    """An uninitialized array for ``fn``'s result. In a :func:`guarded_imap` worker with ``shared_bytes`` room
     for it, it lies in the running item's shared-memory slot, so that returning it costs no copy; anywhere
     else, a plain ``np.empty``."""
     global _handed_out

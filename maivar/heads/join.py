@@ -18,7 +18,7 @@ Data rules (what happens to bad input):
 Flip variants: an audio store made with ``extract_audio.flips`` holds N x 4 x D features (attribute ``flips``,
 variant 0 unflipped). Its :class:`Features` carry them as ``variants`` (N x 4 x D, replacing the first D
 columns of ``x``, which hold variant 0): training draws one variant per clip per epoch, everything else
-(normalisation statistics, test accuracy, evaluation) uses the unflipped features.
+(normalization statistics, test accuracy, evaluation) uses the unflipped features.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from maivar.core.rejections import Rejection
 
 log = logging.getLogger(__name__)
 
-MANIFEST_COLUMNS = ("id", "class_name", "label", "split")  # what the heads read of the manifest
+HEAD_COLUMNS = ("id", "class_name", "label", "split")  # the manifest's columns the heads read
 SEGMENTS = ("mean", "flatten")
 
 
@@ -187,7 +187,7 @@ def check_classes(y_train: np.ndarray, classes: Sequence[str], modality: str) ->
         )
 
 
-def fit_normalisation(x_train: np.ndarray, eps: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+def fit_normalization(x_train: np.ndarray, eps: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
     """Per-feature mean and standard deviation of the training rows (std below ``eps`` becomes 1)."""
     mean = x_train.mean(axis=0, dtype=np.float64)
     std = x_train.std(axis=0, dtype=np.float64)

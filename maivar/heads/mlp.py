@@ -1,22 +1,22 @@
 """The classification heads: audio MLP, video MLP and fusion MLP (paper Sec. III-C), and Algorithm 1.
 
-Every head is an :class:`MLP`: a fixed input standardisation (per-feature mean and standard deviation,
+Every head is an :class:`MLP`: a fixed input standardization (per-feature mean and standard deviation,
 fitted on the training split and stored as buffers, so that a saved model carries its own
-normalisation), then ``Linear -> ReLU -> Dropout`` for each hidden layer and a last ``Linear`` to the
+normalization), then ``Linear -> ReLU -> Dropout`` for each hidden layer and a last ``Linear`` to the
 class logits (ReLU on all hidden layers, none on the last, as in the paper).
 
 The fusion MLP's input is the concatenation ``[audio, video]`` of one clip's audio feature (1536-d) and
 its video feature (as the video MLP sees it, see :func:`maivar.heads.join.video_input`). Algorithm 1
-initialises it from the trained video MLP; :func:`fusion_from_video` does exactly this:
+initializes it from the trained video MLP; :func:`fusion_from_video` does exactly this:
 
 - every hidden and output layer (weights and biases) is copied from the video MLP unchanged;
 - the first layer's weight columns that see the video part are the video MLP's first-layer weights,
   its bias is the video MLP's first-layer bias;
 - the first layer's weight columns that see the audio part start at **zero**;
-- the video part of the input standardisation is the video MLP's (copied), the audio part is fitted
+- the video part of the input standardization is the video MLP's (copied), the audio part is fitted
   on the training split's audio features.
 
-So at initialisation the fusion MLP ignores the audio part and its logits equal the video MLP's on
+So at initialization the fusion MLP ignores the audio part and its logits equal the video MLP's on
 every clip (tested); fine-tuning then learns how much of the audio to use. ``fusion_mlp.init: scratch``
 builds the same architecture with fresh random weights instead (the ablation).
 """
@@ -32,7 +32,7 @@ from maivar.core.errors import PipelineError
 
 
 class MLP(nn.Module):
-    """Standardise, then ``[Linear, ReLU, Dropout] * len(hidden)``, then ``Linear`` to ``num_classes``."""
+    """Standardize, then ``[Linear, ReLU, Dropout] * len(hidden)``, then ``Linear`` to ``num_classes``."""
 
     def __init__(self, in_features: int, hidden: Sequence[int], num_classes: int, dropout: float = 0.0):
         super().__init__()
@@ -52,7 +52,7 @@ class MLP(nn.Module):
         layers.append(nn.Linear(width, num_classes))
         self.layers = nn.Sequential(*layers)
 
-    def set_normalisation(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+    def set_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         self.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
         self.std.copy_(torch.as_tensor(std, dtype=torch.float32))
 
@@ -72,8 +72,8 @@ def fusion_from_video(video: MLP, audio_features: int, *, init: str = "video") -
     """The fusion MLP over ``[audio, video]`` with the video MLP's architecture (Algorithm 1).
 
     ``init="video"`` copies the trained video MLP as described in the module docstring (audio-facing
-    first-layer weights start at zero); ``init="scratch"`` returns freshly initialised weights (draw
-    them after seeding). The audio part of the normalisation is left at mean 0 / std 1 for the caller
+    first-layer weights start at zero); ``init="scratch"`` returns freshly initialized weights (draw
+    them after seeding). The audio part of the normalization is left at mean 0 / std 1 for the caller
     to fit.
     """
     if init not in ("video", "scratch"):

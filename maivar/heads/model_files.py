@@ -1,7 +1,7 @@
 """The heads' model files (``models/*_mlp.pt``, docs/CONTRACTS.md): saved atomically, loaded safely.
 
 A file holds ``state_dict``, ``config`` (the :class:`~maivar.heads.mlp.MLP`'s constructor arguments),
-``classes`` (label -> class name), ``feature_stats`` (the normalisation fitted on the training split) and
+``classes`` (label -> class name), ``feature_stats`` (the normalization fitted on the training split) and
 what the stage adds (modality, history, excluded clips). It is read with ``weights_only=True``: loading a
 model file never runs code.
 """

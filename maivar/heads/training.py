@@ -1,4 +1,4 @@
-"""Train the heads: standardise, fit with cross-entropy + L1 (Adam), log each epoch with dvclive.
+"""Train the heads: standardize, fit with cross-entropy + L1 (Adam), log each epoch with dvclive.
 
 :func:`train_single_modality` (stages train_audio, train_video) and :func:`train_fusion` (stage
 train_fusion, the paper's Algorithm 1) read the features through :mod:`maivar.heads.join`, fit with
@@ -9,7 +9,7 @@ of CPU threads; batches are drawn with a seeded ``torch.Generator``; so the same
 the same weights and metrics, bit for bit, on the same machine.
 
 Speed (:func:`train_head`, :class:`HeadStep`): a step is a few matrix products on 16-128 rows, so what
-surrounds them decides its time. The features are standardised once, on the training device; the L1
+surrounds them decides its time. The features are standardized once, on the training device; the L1
 gradient rides in the weight gradient's matrix product, written into gradient buffers kept between steps;
 Adam is fused; losses and counts stay on the device until the epoch ends. The numbers are those of the
 straightforward loop (``model(x[idx])``, :func:`head_loss`, ``backward``, the same fused Adam): weights and
@@ -33,11 +33,11 @@ from maivar.core.manifest import read_manifest
 from maivar.settings.heads import FusionSettings, HeadSettings, TrainSettings, VideoHeadSettings
 
 from .join import (
-    MANIFEST_COLUMNS,
+    HEAD_COLUMNS,
     Features,
     check_classes,
     class_names,
-    fit_normalisation,
+    fit_normalization,
     join_modalities,
     load_features,
     split_rows,
@@ -64,7 +64,7 @@ def set_determinism(seed: int, threads: int) -> None:
 
 
 def l1_penalty(model: nn.Module) -> torch.Tensor:
-    """Sum of absolute values of every Linear layer's weights (biases and normalisation excluded)."""
+    """Sum of absolute values of every Linear layer's weights (biases and normalization excluded)."""
     return sum(m.weight.abs().sum() for m in model.modules() if isinstance(m, nn.Linear))
 
 
@@ -94,8 +94,8 @@ def accuracy(logits: np.ndarray, y: np.ndarray) -> float:
     return float((logits.argmax(axis=1) == y).mean() * 100.0) if len(y) else 0.0
 
 
-def standardised(model: MLP, x: np.ndarray | torch.Tensor, device: torch.device, columns: int | None = None):
-    """``x`` (..., F) as float32 on ``device``, standardised with ``model``'s buffers (the first ``columns`` of
+def standardized(model: MLP, x: np.ndarray | torch.Tensor, device: torch.device, columns: int | None = None):
+    """``x`` (..., F) as float32 on ``device``, standardized with ``model``'s buffers (the first ``columns`` of
     them if given): element for element what :meth:`MLP.forward` computes, so ``model.layers`` on rows of it
     gives ``model`` on the raw rows, bit for bit."""
     mean, std = (model.mean, model.std) if columns is None else (model.mean[:columns], model.std[:columns])
@@ -155,7 +155,7 @@ class HeadStep:
             raise PipelineError("HeadStep trains an MLP's Linear layers only")
 
     def __call__(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Train on the standardised rows ``xb`` (see :func:`standardised`) with labels ``yb``."""
+        """Train on the standardized rows ``xb`` (see :func:`standardized`) with labels ``yb``."""
         with torch.no_grad():
             for m, (grad_w, grad_b) in zip(self.linears, self.grads, strict=True):
                 m.weight.grad, m.bias.grad = grad_w, grad_b
@@ -178,7 +178,7 @@ class HeadStep:
 
 @torch.no_grad()
 def _count_correct(model: MLP, x: torch.Tensor, y: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-    """Correct top-1 predictions of ``model`` (eval mode) on standardised rows ``x``, as a tensor on their device."""
+    """Correct top-1 predictions of ``model`` (eval mode) on standardized rows ``x``, as a tensor on their device."""
     model.eval()
     correct = torch.zeros((), dtype=torch.int64, device=x.device)
     for i in range(0, len(x), batch_size):
@@ -210,7 +210,7 @@ def train_head(
     batch order is the same with and without variants). The test rows are always the unflipped ``x_test``.
 
     ``device`` (default: where ``model`` is) runs the training there; the model comes back where it was. The
-    features are standardised once, on the device (so a step neither copies from the host nor standardises),
+    features are standardized once, on the device (so a step neither copies from the host nor standardizes),
     the batch order and flip draws come from seeded CPU generators (the same on every device), and each
     epoch's losses and counts stay on the device until its end: one host synchronisation an epoch.
     """
@@ -231,11 +231,11 @@ def _train(model, x_train, y_train, x_test, y_test, *, epochs, lr, batch_size, l
     gen = torch.Generator().manual_seed(seed)
     step = HeadStep(model, head_optimizer(model, lr), l1)
     n = len(x_train)
-    xs, ys = standardised(model, x_train, device), torch.tensor(y_train, dtype=torch.int64, device=device)
-    xs_test, ys_test = standardised(model, x_test, device), torch.tensor(y_test, dtype=torch.int64, device=device)
+    xs, ys = standardized(model, x_train, device), torch.tensor(y_train, dtype=torch.int64, device=device)
+    xs_test, ys_test = standardized(model, x_test, device), torch.tensor(y_test, dtype=torch.int64, device=device)
     if variants_train is not None:
         dim = variants_train.shape[2]
-        vs = standardised(model, variants_train, device, columns=dim)
+        vs = standardized(model, variants_train, device, columns=dim)
         flip_gen = torch.Generator().manual_seed(seed + 1)
         rows = torch.arange(n, device=device)
     history = []
@@ -286,11 +286,11 @@ def fit(
     l1: float,
     seed: int,
     live_dir: str | Path | None = None,
-    normalise: slice | None = slice(None),
+    normalize: slice | None = slice(None),
 ) -> list[dict]:
     """Fit ``model`` on the train rows of ``features`` and track the test rows (used by every training stage).
 
-    ``normalise`` selects the input columns whose standardisation is fitted here (all by default; the
+    ``normalize`` selects the input columns whose standardization is fitted here (all by default; the
     fusion stage fits only the audio columns when the video part was copied from the video MLP).
     """
     classes = class_names(manifest)
@@ -298,11 +298,11 @@ def fit(
     check_classes(features.y[tr], classes, features.modality)
     log.info("%s: %d train / %d test clips, %d features, %d classes", features.modality, len(tr), len(te),
              features.x.shape[1], len(classes))
-    if normalise is not None:
-        mean, std = fit_normalisation(features.x[tr])
+    if normalize is not None:
+        mean, std = fit_normalization(features.x[tr])
         with torch.no_grad():
-            model.mean[normalise] = torch.from_numpy(mean[normalise])
-            model.std[normalise] = torch.from_numpy(std[normalise])
+            model.mean[normalize] = torch.from_numpy(mean[normalize])
+            model.std[normalize] = torch.from_numpy(std[normalize])
     live = open_live(live_dir) if live_dir is not None else None
     try:
         history = train_head(model, features.x[tr], features.y[tr], features.x[te], features.y[te], epochs=epochs,
@@ -328,7 +328,7 @@ def train_single_modality(*, modality: str, manifest_path: str | Path, features_
     enter the MLP), ``train`` the shared ``train`` section.
     """
     set_determinism(train.seed, train.threads)
-    manifest = read_manifest(manifest_path, MANIFEST_COLUMNS)
+    manifest = read_manifest(manifest_path, HEAD_COLUMNS)
     classes = class_names(manifest)
     segments = head.segments if isinstance(head, VideoHeadSettings) else None
     features = load_features(features_path, manifest, modality, segments=segments)
@@ -345,14 +345,14 @@ def train_single_modality(*, modality: str, manifest_path: str | Path, features_
 def train_fusion(*, manifest_path: str | Path, audio_path: str | Path, video_path: str | Path,
                  video_model_path: str | Path, model_path: str | Path, live_dir: str | Path, head: FusionSettings,
                  video_head: VideoHeadSettings, train: TrainSettings) -> None:
-    """Stage train_fusion: the fusion MLP on ``[audio, video]``, initialised from the trained video MLP
+    """Stage train_fusion: the fusion MLP on ``[audio, video]``, initialized from the trained video MLP
     (paper Algorithm 1, :func:`~maivar.heads.mlp.fusion_from_video`) or from scratch (``head.init``).
 
     ``head`` is the ``fusion_mlp`` section, ``video_head`` the ``video_mlp`` one (its ``segments``
     says how the video features enter), ``train`` the shared ``train`` section.
     """
     set_determinism(train.seed, train.threads)
-    manifest = read_manifest(manifest_path, MANIFEST_COLUMNS)
+    manifest = read_manifest(manifest_path, HEAD_COLUMNS)
     classes = class_names(manifest)
     audio = load_features(audio_path, manifest, "audio")
     video = load_features(video_path, manifest, "video", segments=video_head.segments)
@@ -360,10 +360,10 @@ def train_fusion(*, manifest_path: str | Path, audio_path: str | Path, video_pat
     video_mlp, _ = load_model(video_model_path)
     check_video_fits(video_mlp.config, video.x.shape[1], len(classes))
     model = fusion_from_video(video_mlp, audio.x.shape[1], init=head.init)
-    # Algorithm 1 keeps the video MLP's normalisation for the video columns; fit only the audio columns.
-    normalise = slice(0, audio.x.shape[1]) if head.init == "video" else slice(None)
+    # Algorithm 1 keeps the video MLP's normalization for the video columns; fit only the audio columns.
+    normalize = slice(0, audio.x.shape[1]) if head.init == "video" else slice(None)
     history = fit(fused, manifest, model, epochs=head.epochs, lr=head.lr, batch_size=head.batch_size, l1=head.l1,
-                  seed=train.seed, live_dir=live_dir, normalise=normalise)
+                  seed=train.seed, live_dir=live_dir, normalize=normalize)
     save_model(model_path, model, classes=classes, extra={
         "modality": "fusion", "init": head.init, "audio_features": int(audio.x.shape[1]),
         "segments": video_head.segments, "excluded": rejection_records(fused.excluded), "history": history,

@@ -6,7 +6,7 @@ DVC cache for the models and stores).
 
 Nothing is re-read from today's params.yaml. The settings come from the run's own records:
 
-- the models (``models/*_mlp.pt``): weights, normalisation, classes, how the video features enter
+- the models (``models/*_mlp.pt``): weights, normalization, classes, how the video features enter
   (``segments``); the audio and video models also carry the attributes of the features they were trained on,
   which must be those of the stores (else the models are stale: an error);
 - the stores' attributes: ``images.h5`` the representation and every ``render.*`` setting, ``audio.h5`` and

@@ -26,14 +26,14 @@ class ExtractAudioSettings(Section):
     normalization: str = setting(Choice(NORMALIZATIONS))
     fuse_conv_bn: bool = setting(Bool())
     precision: str = setting(Choice(PRECISIONS))
-    seed: int = setting(SEED, "seeds the random initialisation when there are no weights")
+    seed: int = setting(SEED, "seeds the random initialization when there are no weights")
 
 
 @dataclass(frozen=True)
 class ExtractVideoSettings(Section):
     SECTION = "extract_video"
     config: str = setting(Text(what="an MMAction2 config file"))
-    checkpoint: str | None = setting(CHECKPOINT, "a TSN checkpoint; null = random initialisation")
+    checkpoint: str | None = setting(CHECKPOINT, "a TSN checkpoint; null = random initialization")
     num_segments: int = setting(Int(1, 256))
     fuse_conv_bn: bool = setting(Bool())
     precision: str = setting(Choice(PRECISIONS))

@@ -46,7 +46,7 @@ class VideoHeadSettings(HeadSettings):
 class FusionSettings(Section):
     SECTION = "fusion_mlp"
     init: str = setting(Choice(INITS))
-    epochs: int = setting(Int(0, 100_000), "0: the initialised model as it is (Algorithm 1: the video MLP's output)")
+    epochs: int = setting(Int(0, 100_000), "0: the initialized model as it is (Algorithm 1: the video MLP's output)")
     lr: float = setting(LR)
     batch_size: int = setting(BATCH)
     l1: float = setting(L1)

@@ -122,7 +122,7 @@ class BNInception(nn.Module):
             self._add_unit(f"{b}_pool_proj", cin, cproj, 1, 1, 0, f"{b}_relu_pool_proj")
 
     def init_weights(self) -> None:
-        """Random initialisation (no checkpoint): MMAction2's ResNet rule, Kaiming-normal convolutions (fan out,
+        """Random initialization (no checkpoint): MMAction2's ResNet rule, Kaiming-normal convolutions (fan out,
         zero bias) and identity BatchNorms, so that random-weight features keep their scale through the ~30
         layers (PyTorch's default convolution init shrinks them at each layer)."""
         for m in self.modules():

@@ -4,7 +4,7 @@
   frame_interval=1, num_clips=T, test_mode=True)`` does: ``int((i + 0.5) * n / T) mod n``. A video with
   fewer frames than segments repeats frames (the same rule), never fails for that reason alone.
 - :func:`decode_segments` decodes a video once with PyAV and converts to RGB only the frames it keeps
-  (the colour conversion, not the decoding, dominates the cost); each kept frame is resized so that its
+  (the color conversion, not the decoding, dominates the cost); each kept frame is resized so that its
   short side is ``short_side`` (bilinear, as MMAction2's ``Resize(scale=(-1, 256))``) and centre-cropped
   to ``crop_size`` x ``crop_size`` (as ``CenterCrop``). Videos of any resolution give the same shape.
 - The expected frame count (the manifest's ``frames``) picks the indices during the single pass; when
