@@ -24,7 +24,7 @@ def _modules() -> dict[str, Path]:
     return mods
 
 
-def _graph() -> dict[str, set[str]]:
+def import_graph() -> dict[str, set[str]]:
     """module -> the project modules it imports (lazy imports too; not those under TYPE_CHECKING, nor the
     packages above it, which Python runs first anyway)."""
     mods = _modules()
@@ -41,28 +41,40 @@ def _graph() -> dict[str, set[str]]:
     return graph
 
 
-def test_no_module_imports_in_a_circle():
-    graph = _graph()
+def find_circle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import circle of ``graph`` (its modules in order, the first again at the end), or None."""
     state: dict[str, str] = {}
 
-    def visit(node: str, path: tuple[str, ...]) -> None:
+    def visit(node: str, path: tuple[str, ...]) -> list[str] | None:
         state[node] = "open"
-        for other in sorted(graph[node]):
-            assert state.get(other) != "open", f"import circle: {' -> '.join((*path, node, other))}"
-            if other not in state:
-                visit(other, (*path, node))
+        for other in sorted(graph.get(node, ())):
+            if state.get(other) == "open":
+                return [*path[path.index(other):], other] if other in path else [*path, other]
+            if other not in state and (found := visit(other, (*path, other))):
+                return found
         state[node] = "done"
+        return None
 
     for node in sorted(graph):
-        if node not in state:
-            visit(node, ())
+        if node not in state and (found := visit(node, (node,))):
+            return found
+    return None
+
+
+def test_no_module_imports_in_a_circle():
+    circle = find_circle(import_graph())
+    assert circle is None, f"import circle: {' -> '.join(circle)}"
 
 
 def test_a_circle_would_be_found():
-    """The check above on a graph with a circle (so that it cannot pass by finding nothing)."""
-    graph = _graph()
+    """The check above finds the edges and a circle (so that it cannot pass by finding nothing)."""
+    graph = import_graph()
     assert graph["maivar.audio.render"] >= {"maivar.audio.drawing", "maivar.core.feature_store"}
     assert "maivar.audio.drawing" not in graph["maivar.audio.raster"]
+    circled = {**graph, "maivar.audio.raster": {*graph["maivar.audio.raster"], "maivar.audio.render"}}
+    circle = find_circle(circled)
+    assert circle is not None and circle[0] == circle[-1] and {"maivar.audio.raster", "maivar.audio.render"} <= set(
+        circle), circle
 
 
 @pytest.mark.parametrize("name", sorted(_modules()))

@@ -3,7 +3,6 @@ whole pipeline on an example of each format (tests/dataset_examples.py), through
 
 from __future__ import annotations
 
-import ast
 import csv
 import dataclasses
 import json
@@ -133,49 +132,18 @@ def test_one_reader_per_format_with_one_signature():
         assert list(inspect.signature(reader).parameters) == ["root", "settings"], reader.__module__
 
 
-def runtime_imports(path: Path) -> set[str]:
-    """The ``maivar`` modules ``path`` imports anywhere (inside functions too), but under ``if TYPE_CHECKING``."""
-    tree = ast.parse(path.read_text())
-    package = ".".join(path.relative_to(REPO).with_suffix("").parts[:-1])
-    skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
-            for n in ast.walk(node)}
-    found = set()
-    for node in ast.walk(tree):
-        if id(node) in skip:
-            continue
-        if isinstance(node, ast.Import):
-            found.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
-            module = ".".join(base + ([node.module] if node.module else []))
-            found.add(module)
-            found.update(f"{module}.{a.name}" for a in node.names)
-    return {m for m in found if (REPO / Path(*m.split("."))).with_suffix(".py").is_file()}
-
-
 def test_readers_import_only_the_listing_and_nothing_circles():
     """listing imports no reader, each reader imports only listing of maivar.data, and the import graph of
     maivar.data, maivar.settings and maivar.synthetic (lazy imports in functions included) has no cycle."""
-    files = [f for f in (*(REPO / "maivar/data").glob("*.py"), *(REPO / "maivar/settings").glob("*.py"),
-                         REPO / "maivar/synthetic.py") if f.name != "__init__.py"]
-    graph = {".".join(f.relative_to(REPO).with_suffix("").parts): runtime_imports(f) for f in files}
+    from test_architecture import find_circle, import_graph
+
+    graph = {m: deps for m, deps in import_graph().items()
+             if m.startswith(("maivar.data.", "maivar.settings.")) or m == "maivar.synthetic"}
     data = {m for m in graph if m.startswith("maivar.data.")}
     assert not graph["maivar.data.listing"] & data
     for reader in readers.READERS.values():
         assert graph[reader.__module__] & data == {"maivar.data.listing"}, reader.__module__
-    state: dict[str, str] = {}
-
-    def visit(module: str, path: tuple[str, ...]) -> None:
-        state[module] = "open"
-        for other in sorted(graph.get(module, ())):
-            assert state.get(other) != "open", f"import circle: {' -> '.join((*path, other))}"
-            if other not in state:
-                visit(other, (*path, other))
-        state[module] = "done"
-
-    for module in sorted(graph):
-        if module not in state:
-            visit(module, (module,))
+    assert find_circle(graph) is None
 
 
 @pytest.mark.parametrize("module", DATA_MODULES)
