@@ -89,10 +89,11 @@ def check_params(args: argparse.Namespace) -> int:
 
 def preset(args: argparse.Namespace) -> int:
     from .core.errors import PipelineError
-    from .presets import exp_run_command, load_preset
+    from .presets import check_overlay, exp_run_command, load_preset
 
     try:
         values = load_preset(args.file, args.params)
+        check_overlay(values, args.params, extra=args.set or [], where=f"preset {args.file} on {args.params}")
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

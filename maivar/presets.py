@@ -63,6 +63,34 @@ def load_preset(path: str | Path, params_path: str | Path = "params.yaml") -> di
     return leaves
 
 
+def check_overlay(preset: dict, params_path: str | Path = "params.yaml", *, extra: list[str] = (),
+                  where: str = "the preset") -> None:
+    """The settings checks of every stage (:mod:`maivar.settings`) on ``params_path`` with ``preset`` and the
+    ``extra`` ``-S key=value`` settings on top, as the experiment will see it: a bad value is a one-line error
+    now, not after the stages before the one that reads it have run."""
+    import copy
+
+    from maivar.settings.base import Params
+    from maivar.settings.check import check_params_mapping
+
+    params = Params(copy.deepcopy(load_params(params_path)))
+    params.where = where
+    values = dict(preset)
+    for setting in extra:
+        key, sep, text = setting.partition("=")
+        if not sep:
+            raise PipelineError(f"-S {setting}: expected KEY=VALUE")
+        values[key.strip()] = yaml.safe_load(text)
+    for dotted, value in values.items():
+        *parents, last = dotted.split(".")
+        node = params
+        for part in parents:
+            node = node.setdefault(part, {}) if isinstance(node, dict) else node
+        if isinstance(node, dict):
+            node[last] = value
+    check_params_mapping(params)
+
+
 def yaml_value(value) -> str:
     """``value`` as DVC's ``-S key=value`` parses it (YAML): ``null``, ``true``, ``[512]``, ``0.0003``."""
     text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()

@@ -284,3 +284,15 @@ def test_settings_import_without_the_heavy_libraries():
             "print(sorted(m for m in ('torch', 'timm', 'mmaction', 'librosa') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_preset_with_a_bad_value_is_refused_before_dvc_runs(capsys):
+    """`maivar preset FILE -S key=value`: the experiment's params (params.yaml, the preset, the -S values) go
+    through every stage's settings checks first; nothing is started."""
+    code = maivar_main(["preset", str(REPO / "presets/paper.yaml"), "--params", str(REPO / "params.yaml"),
+                        "--dry-run", "-S", "audio_mlp.lr=-1"])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("audio_mlp.lr: -1 is not allowed (a finite number > 0 and <= 10)"), err
+    assert maivar_main(["preset", str(REPO / "presets/paper.yaml"), "--params", str(REPO / "params.yaml"),
+                        "--dry-run", "-S", "audio_mlp.epochs=2"]) == 0

@@ -118,12 +118,12 @@ class Float(Check):
     def __call__(self, value, key, where):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise self.fail(value, key, where)
-        value = float(value)
-        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
+        number = float(value)
+        if self.lo is not None and (number <= self.lo if self.lo_open else number < self.lo):
             raise self.fail(value, key, where)
-        if self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi):
+        if self.hi is not None and (number >= self.hi if self.hi_open else number > self.hi):
             raise self.fail(value, key, where)
-        return value
+        return number
 
 
 class Bool(Check):

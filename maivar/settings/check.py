@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Params, read_params
+from .base import TOP_LEVEL, Params, read_params, unknown_key
 from .data import DatasetSettings, PrepareSettings
 from .extract import ExtractAudioSettings, ExtractVideoSettings
 from .heads import FusionSettings, HeadSettings, TrainSettings, VideoHeadSettings
@@ -10,7 +10,7 @@ from .render import RenderSettings, representation_from_params
 from .runtime import RuntimeSettings
 from .synthesize import SynthesizeSettings
 
-__all__ = ["SECTIONS", "check_params"]
+__all__ = ["SECTIONS", "check_params", "check_params_mapping"]
 
 # params.yaml's sections, in its order, and their types (``representation`` is a scalar: see render).
 SECTIONS = {
@@ -23,7 +23,14 @@ SECTIONS = {
 
 def check_params(path: str = "params.yaml") -> Params:
     """Read and check every section of ``path``; the first problem is a one-line SettingsError."""
-    params = read_params(path)
+    return check_params_mapping(read_params(path))
+
+
+def check_params_mapping(params: Params) -> Params:
+    """Check every section of a params mapping (its top-level keys too); the first problem is a SettingsError."""
+    for key in params:
+        if key not in TOP_LEVEL:
+            raise unknown_key(str(key), None, TOP_LEVEL, params.where)
     representation_from_params(params)
     for name, section in SECTIONS.items():
         section.from_params(params, name)
