@@ -3,11 +3,17 @@
     python scripts/table2.py                        # runs `dvc exp show --json` here
     python scripts/table2.py --by backbone          # the Fig. 4 grid: audio top-1 per audio backbone
     dvc exp show --json -A > exps.json && python scripts/table2.py --json exps.json
+    python scripts/table2.py --compare              # the paper preset beside paper_corrected (docs/EXPERIMENTS.md)
 
 One row per experiment (and per baseline commit) that has ``metrics/metrics.json``; the workspace is
 left out unless ``--workspace`` is given. The best audio and fusion accuracy are marked in bold, rows are
 in the order of the representation table (:mod:`maivar.audio.representations`: the paper's Table II, then
 ours) under the table's titles, or sorted by backbone name.
+
+``--compare A B`` (default ``paper paper_corrected``) prints the two Table II columns side by side: per
+representation, the audio and fusion top-1 of the experiment named ``A`` or ``A-<anything>`` and of the one
+named ``B`` or ``B-<anything>`` (the queued grid of docs/EXPERIMENTS.md names them ``paper-<representation>`` and
+``paper_corrected-<representation>``), beside the paper's own Table II.
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ from maivar.audio.representations import NAMES, REPRESENTATIONS
 METRICS = "metrics/metrics.json"
 TITLES = {name: r.title for name, r in REPRESENTATIONS.items()}
 KEYS = {"representation": ("representation",), "backbone": ("extract_audio", "backbone")}
+# The paper's Table II (audio MLP, fusion; top-1 %), its video-only accuracy 75.67 %
+PAPER_TABLE2 = {"waveplot": (12.08, 86.21), "spectral_centroid": (13.22, 86.26), "spectral_rolloff": (16.46, 86.00),
+                "mfcc": (12.96, 83.95), "mfcc_scaled": (17.43, 86.11), "chromagram": (15.48, 87.91)}
 
 
 def _get(d, *path):
@@ -90,11 +99,58 @@ def format_table(rows: list[dict], by: str = "representation") -> str:
     return "\n".join(lines)
 
 
+def _preset_of(run: str, presets: list[str]) -> str | None:
+    """The preset a run name belongs to: ``A`` for ``A`` or ``A-<anything>``."""
+    for preset in presets:
+        if run == preset or run.startswith(preset + "-"):
+            return preset
+    return None
+
+
+def compare_rows(rows: list[dict], presets: list[str]) -> list[dict]:
+    """Per representation (the table's order), ``{"key", <preset>: row or None ...}`` for the runs of
+    ``presets``; a ValueError when two runs of one preset show the same representation."""
+    found: dict[str, dict] = {}
+    for r in rows:
+        preset = _preset_of(str(r["run"]), presets)
+        if preset is None:
+            continue
+        slot = found.setdefault(r["key"], {"key": r["key"], **dict.fromkeys(presets)})
+        if slot[preset] is not None:
+            raise ValueError(f"two runs of {preset} show {r['key']}: {slot[preset]['run']} and {r['run']}")
+        slot[preset] = r
+    order = {name: i for i, name in enumerate(NAMES)}
+    return sorted(found.values(), key=lambda s: (order.get(s["key"], len(order)), str(s["key"])))
+
+
+def format_compare(slots: list[dict], presets: list[str]) -> str:
+    def fmt(v):
+        return "-" if v is None else f"{v:.2f}"
+
+    head = ["Representation", "Paper: Audio", "Paper: Fusion"]
+    for p in presets:
+        head += [f"{p}: Audio", f"{p}: Fusion"]
+    lines = ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * (len(head) - 1)]
+    for slot in slots:
+        paper = PAPER_TABLE2.get(slot["key"], (None, None))
+        cells = [TITLES.get(slot["key"], str(slot["key"])), fmt(paper[0]), fmt(paper[1])]
+        for p in presets:
+            r = slot[p] or {}
+            cells += [fmt(r.get("audio")), fmt(r.get("fusion"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    runs = [f"{p}: {', '.join(s[p]['run'] for s in slots if s[p]) or 'none'}" for p in presets]
+    lines.append("\nTop-1 accuracy in percent on the test split (the paper's: video-only 75.67%). Runs: "
+                 + "; ".join(runs) + ".")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", type=Path, help="output of `dvc exp show --json` (default: run it here)")
     ap.add_argument("--by", choices=sorted(KEYS), default="representation")
     ap.add_argument("--workspace", action="store_true", help="include the workspace row")
+    ap.add_argument("--compare", nargs="*", metavar="PRESET",
+                    help="the Table II columns of two presets' runs side by side (default: paper paper_corrected)")
     args = ap.parse_args()
     if args.json:
         text = args.json.read_text()
@@ -110,6 +166,16 @@ def main() -> None:
     rows = table_rows(exps, args.by, args.workspace)
     if not rows:
         sys.exit("error: no run has metrics/metrics.json: run `dvc repro` or queue experiments first")
+    if args.compare is not None:
+        presets = args.compare or ["paper", "paper_corrected"]
+        try:
+            slots = compare_rows(rows, presets)
+        except ValueError as exc:
+            sys.exit(f"error: {exc}")
+        if not slots:
+            sys.exit(f"error: no run is named {' or '.join(presets)} (or <name>-...): see docs/EXPERIMENTS.md")
+        print(format_compare(slots, presets))
+        return
     print(format_table(rows, args.by))
 
 

@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from maivar.audio.backbone import IMAGENET_MEAN, IMAGENET_STD, create_audio_backbone, normalization
-from maivar.audio.features import FLIPS, extract_audio_features, preprocess
+from maivar.audio.features import FLIPS, authors_flips, extract_audio_features, flipped, preprocess
 from maivar.core import rejections
 from maivar.core.feature_store import LazyRows, create_store, open_store
 from maivar.core.rejections import Rejection
@@ -139,6 +139,52 @@ def test_extract_audio_stage_with_flips_records_them_and_the_heads_read_them(tmp
     features = load_features(work / "data/features/audio.h5", manifest, "audio")
     assert features.x.shape == (3, 512) and features.variants.shape == (3, 4, 512)
     assert np.array_equal(features.x, store.data[:, 0])  # the unflipped variant is the one evaluated
+
+
+def test_authors_flips_are_one_seeded_draw_per_clip():
+    """flips: authors: a fair coin for each flip of each clip, fixed by the seed and the clip's id alone."""
+    ids = [f"v_{i:04d}" for i in range(800)]
+    codes = authors_flips(ids, seed=0)
+    assert codes.shape == (800,) and np.array_equal(codes, authors_flips(ids, seed=0))
+    assert np.array_equal(authors_flips(ids[::-1], seed=0), codes[::-1])  # the id decides, not the position
+    assert (codes != authors_flips(ids, seed=1)).mean() > 0.6  # another seed, other draws (3/4 expected)
+    assert np.all(np.abs(np.bincount(codes, minlength=4) / 800 - 0.25) < 0.06)  # the four outcomes equally likely
+    image = images(1)[0]
+    assert np.array_equal(flipped(image, FLIPS.index("both")), image[::-1, ::-1])
+    assert np.array_equal(flipped(image, FLIPS.index("horizontal")), image[:, ::-1])
+
+
+def test_extract_audio_stage_with_authors_flips_flips_every_image_once(tmp_path, resnet18):
+    ids = ["v_a", "v_b", "v_c", "v_d", "v_e", "v_f"]
+    rows = images(len(ids), seed=5)
+    work = _stage_dir(tmp_path, rows, ids, [0, 1, 0, 1, 0, 1], [])
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["extract_audio"]["flips"] = "authors"
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    assert run_stage_in_process("extract_audio", work) == 0
+    store = open_store(work / "data/features/audio.h5", "features")
+    assert store.data.shape == (6, 512) and store.attrs["extract_audio.flips"] == "authors"
+    assert "flips" not in store.attrs  # not the four variants
+    assert ExtractAudioSettings.from_attrs(store.attrs).flips == "authors"
+    codes = authors_flips(ids, params["extract_audio"]["seed"])
+    assert len(set(codes.tolist())) > 1  # this draw flips some images and not others
+    expected = np.stack([flipped(r, c) for r, c in zip(rows, codes, strict=True)])
+    np.testing.assert_allclose(store.data, run(resnet18, expected, batch_size=2), rtol=1e-4, atol=1e-5)
+    manifest = pd.DataFrame({"id": ids, "class_name": ["A", "B"] * 3, "label": [0, 1] * 3,
+                             "split": ["train"] * 4 + ["test"] * 2}).set_index("id", drop=False)
+    features = load_features(work / "data/features/audio.h5", manifest, "audio")
+    assert features.variants is None and np.array_equal(features.x, store.data)  # test rows flipped too
+
+
+@pytest.mark.parametrize("value, ok", [(False, True), (True, True), ("authors", True), ("true", False),
+                                       ("Authors", False), (1, False)])
+def test_flips_setting_is_false_true_or_authors(value, ok):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())["extract_audio"]
+    if ok:
+        assert ExtractAudioSettings.from_mapping({**params, "flips": value}).flips == value
+        return
+    with pytest.raises(SettingsError, match="flips: .* is not allowed \\(false, true or authors"):
+        ExtractAudioSettings.from_mapping({**params, "flips": value})
 
 
 def test_extract_audio_stage_errors_and_interruption(tmp_path, monkeypatch, capsys, caplog):

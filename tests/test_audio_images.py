@@ -3,6 +3,7 @@ the representation table."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import warnings
 
@@ -315,6 +316,8 @@ def test_melspectrogram_shows_the_lowest_band_at_the_bottom(mapping, recipe, sty
     y = np.concatenate([tone(200.0, d=1.0), tone(4000.0, d=1.0)])
     image = draw(y, "melspectrogram", style, mapping=mapping, recipe=recipe)
     assert image.shape == (SIZE, SIZE, 3) and image.dtype == np.uint8
+    if recipe == "pymaivar":  # the plot area of the authors' figure, inside its white border
+        image = pymaivar_plot_area(y, "melspectrogram", size=SIZE, sr=SR)
     values = unmap(image, "magma")  # both recipes: magma (the table's default; specshow's pick for dB <= 0)
     low, high = values[:, : SIZE // 2 - 4].mean(1), values[:, SIZE // 2 + 4 :].mean(1)
     assert np.argmax(low) > np.argmax(high) + SIZE // 4  # rows count from the top
@@ -447,10 +450,11 @@ def authors_clip(d=3.0, seed=0):
     return y.astype(np.float32)
 
 
-def authors_drawing(x, sr, representation, size):
-    """PyMAiVAR's code/core.py for one representation, run with librosa 0.11, drawn by matplotlib (Agg) into a
-    figure whose axes fill a size x size canvas (at 100 dpi: the curve's 1.5 points are 2.08 pixels, what
-    ``line_width: 2`` stands for).
+def authors_drawing(x, sr, representation, size=None, *, inches=None, full_bleed=True):
+    """PyMAiVAR's code for one representation, run with librosa 0.11 plus librosa 0.8's reflect-padded STFT
+    (``pad_mode='reflect'``, the 0.8 default), drawn by matplotlib (Agg) at 72 dpi, the notebooks' resolution
+    (a point is a pixel): the axes filling a ``size x size`` canvas (``full_bleed``), or the notebooks' figure of
+    ``inches`` with matplotlib's default subplot margins (``full_bleed=False``). RGB uint8.
 
     ``waveplot`` was removed in librosa 0.10: ``waveshow`` stands in, given what waveplot did for a long clip
     (an envelope of ``sr // 1000``-sample frames, x-limits set to its points; waveshow's would add margins).
@@ -459,10 +463,12 @@ def authors_drawing(x, sr, representation, size):
     from matplotlib.figure import Figure
     from sklearn.preprocessing import minmax_scale, scale
 
-    fig = Figure(figsize=(size / 100, size / 100), dpi=100)
+    dpi = 72
+    fig = Figure(figsize=(size / dpi, size / dpi) if full_bleed else inches, dpi=dpi)
     canvas = FigureCanvasAgg(fig)
-    ax = fig.add_axes([0, 0, 1, 1])
+    ax = fig.add_axes([0, 0, 1, 1]) if full_bleed else fig.add_subplot(111)
     hop = sr // min(1000, sr * len(x) // 50000) if len(x) > 50000 else 1
+    reflect = {"pad_mode": "reflect"}  # librosa 0.8's STFT padding (0.10 made it "constant", zeros)
 
     def waveplot(**kwargs):
         librosa.display.waveshow(x, sr=sr, ax=ax, max_points=len(x) // hop, **kwargs)
@@ -472,30 +478,39 @@ def authors_drawing(x, sr, representation, size):
         waveplot()
     elif representation in ("spectral_centroid", "spectral_rolloff"):
         if representation == "spectral_centroid":
-            feature = librosa.feature.spectral_centroid(y=x, sr=sr)[0]
+            feature = librosa.feature.spectral_centroid(y=x, sr=sr, **reflect)[0]
         else:
-            feature = librosa.feature.spectral_rolloff(y=x + 0.01, sr=sr)[0]
+            feature = librosa.feature.spectral_rolloff(y=x + 0.01, sr=sr, **reflect)[0]
         t = librosa.frames_to_time(range(len(feature)))  # at librosa's default 22050 Hz, as they wrote it
         waveplot(alpha=0.4)
         ax.plot(t, minmax_scale(feature), color="r")
     elif representation in ("mfcc", "mfcc_scaled"):
-        mfccs = librosa.feature.mfcc(y=x, sr=sr)
+        mfccs = librosa.feature.mfcc(y=x, sr=sr, **reflect)
         if representation == "mfcc_scaled":
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # sklearn warns about float32 rounding in the centered rows
                 mfccs = scale(mfccs, axis=1)
         librosa.display.specshow(mfccs, sr=sr, x_axis="time", ax=ax)
     elif representation == "chromagram":
-        chromagram = librosa.feature.chroma_stft(y=x, sr=sr, hop_length=512)
+        chromagram = librosa.feature.chroma_stft(y=x, sr=sr, hop_length=512, **reflect)
         librosa.display.specshow(chromagram, x_axis="time", y_axis="chroma", hop_length=512, cmap="coolwarm", ax=ax)
     else:  # ours, drawn as they drew a matrix without a frequency axis (the MFCCs): equal rows per band
-        mel_db = librosa.power_to_db(librosa.feature.melspectrogram(y=x, sr=sr), ref=np.max)
+        mel_db = librosa.power_to_db(librosa.feature.melspectrogram(y=x, sr=sr, **reflect), ref=np.max)
         librosa.display.specshow(mel_db, sr=sr, x_axis="time", ax=ax)
     ax.axis("off")
     canvas.draw()
     image = np.asarray(canvas.buffer_rgba())[..., :3].copy()
-    assert image.shape == (size, size, 3)
+    assert image.shape[:2] == ((size, size) if full_bleed else (round(inches[1] * dpi), round(inches[0] * dpi)))
     return image
+
+
+def authors_image(x, sr, representation, size, inches=(5.0, 5.0)):
+    """What the authors' classifier read: their notebook's PNG (RGBA, loaded as RGB) resized to ``size`` by
+    torchvision's ``Resize`` on a PIL image (PIL's bilinear)."""
+    from PIL import Image
+
+    figure = authors_drawing(x, sr, representation, inches=inches, full_bleed=False)
+    return np.asarray(Image.fromarray(figure).resize((size, size), Image.BILINEAR))
 
 
 def red_rows(image):
@@ -511,29 +526,78 @@ def draw_pymaivar(y, representation, style, size=AUTHORS_SIZE, sr=AUTHORS_SR, ma
     return draw(y, representation, style, size=size, sr=sr, mapping=mapping, recipe="pymaivar")
 
 
+def pymaivar_plot_area(y, representation, size=AUTHORS_SIZE, sr=AUTHORS_SR):
+    return pymaivar.plot_area(y, sr, representation, height=size, width=size, pixel_mapping="nearest")
+
+
+# The recipe's whole image against their notebook's, resized as their loader resized it (docs/PAPER.md records
+# these figures, measured on authors_clip: 0.98 or more at 224 and 299, 5 x 5 and 14 x 5 inches).
 @pytest.mark.parametrize("representation", NAMES)
-def test_pymaivar_draws_what_matplotlib_draws_running_the_authors_code(representation, style):
+def test_pymaivar_draws_what_the_authors_notebook_drew(representation, style):
+    x = authors_clip()
+    ref = authors_image(x, AUTHORS_SR, representation, 224)
+    ours = draw_pymaivar(x, representation, style, size=224)
+    assert ours.shape == ref.shape == (224, 224, 3)
+    assert corr(ours, ref) >= 0.95
+    # the white border is the figure's: the same rows and columns are white (all but Agg's antialiased edge)
+    white_ours, white_ref = (ours == 255).all(-1), (ref == 255).all(-1)
+    assert (white_ours == white_ref).mean() > 0.97
+    border = np.ones((224, 224), dtype=bool)
+    border[25:201, 26:203] = False  # the plot area (rows 43..320, columns 45..324 of 360, scaled) and 2 pixels
+    assert white_ref[border].mean() > 0.99 and white_ours[border].mean() > 0.99
+
+
+def test_pymaivar_figure_size_is_a_parameter(style):
+    """core.py's 14 x 5 inch figure: another border (the plot area spans 126..907 of 1008 columns), the same
+    agreement with matplotlib."""
+    x = authors_clip(d=1.5)
+    wide = dataclasses.replace(style, figure_inches=(14.0, 5.0))
+    ours = draw(x, "mfcc", wide, size=96, sr=AUTHORS_SR, recipe="pymaivar")
+    assert corr(ours, authors_image(x, AUTHORS_SR, "mfcc", 96, inches=(14.0, 5.0))) >= 0.95
+    assert not np.array_equal(ours, draw_pymaivar(x, "mfcc", style, size=96))
+    assert pymaivar.figure_box(*pymaivar.figure_pixels((14.0, 5.0))) == (43, 320, 126, 907)
+    assert pymaivar.figure_box(*pymaivar.figure_pixels((5.0, 5.0))) == (43, 320, 45, 324)
+
+
+@pytest.mark.parametrize("representation", ["mfcc", "spectral_centroid"])
+def test_pymaivar_stft_frames_are_reflect_padded_as_librosa_0_8s(representation):
+    """librosa 0.8 padded the STFT by reflection; 0.10 and later pad with zeros by default."""
+    x = authors_clip(d=1.0)
+    rep = get_representation(representation)
+    ours = pymaivar.authors_feature(rep, x, AUTHORS_SR)
+    fn = {"mfcc": librosa.feature.mfcc, "spectral_centroid": librosa.feature.spectral_centroid}[representation]
+    reflect, zeros = fn(y=x, sr=AUTHORS_SR, pad_mode="reflect"), fn(y=x, sr=AUTHORS_SR)
+    reflect, zeros = np.atleast_2d(reflect), np.atleast_2d(zeros)
+    ours = np.atleast_2d(ours)
+    assert ours.shape == reflect.shape
+    scale_ = np.abs(reflect).max()
+    assert np.abs(ours - reflect).max() <= 1e-3 * scale_
+    assert np.abs(ours[:, 0] - zeros[:, 0]).max() > 1e-2 * scale_  # the first frame differs from zero padding
+
+
+@pytest.mark.parametrize("representation", NAMES)
+def test_pymaivar_plot_area_is_what_matplotlib_draws_in_the_axes(representation, style):
+    """The plot area alone, full-bleed, against matplotlib's axes at 72 dpi: pixel for pixel but for the edges
+    Agg antialiases."""
     x = authors_clip()
     ref = authors_drawing(x, AUTHORS_SR, representation, AUTHORS_SIZE)
-    ours = draw_pymaivar(x, representation, style)
+    ours = pymaivar_plot_area(x, representation)
     same = (ours == ref).all(-1).mean()
     if get_representation(representation).kind == "matrix":
         # the same matrices, the same colormap entries (matplotlib's floor(v * 256)), the cell under each pixel's
-        # center as Agg fills specshow's quads: pixel for pixel (measured: all of them, at 64, 128 and 224)
+        # center as Agg fills specshow's quads: pixel for pixel
         assert same > 0.99
         return
     # Agg antialiases the edges of the waveform and of the curve, we draw whole pixels: those differ, nothing else
-    # (measured: 97 % of the pixels identical for the waveplot, 85 % with a curve, whose 2-pixel line is mostly
-    # edge; pixel correlation 0.99 and 0.96, while the corrected drawing correlates 0.93 and 0.25 with the same)
     assert corr(ours, ref) > (0.97 if representation == "waveplot" else 0.94)
     assert same > (0.95 if representation == "waveplot" else 0.8)
     if representation == "waveplot":
         return
     ours_rows, ref_rows = red_rows(ours), red_rows(ref)
-    np.testing.assert_array_equal(np.isfinite(ours_rows), np.isfinite(ref_rows))  # the same columns carry the curve
-    assert np.isfinite(ref_rows).mean() > 0.95
-    off = np.abs(ours_rows - ref_rows)[np.isfinite(ref_rows)]
-    assert off.max() <= 1.5 and (off <= 1.0).mean() > 0.98  # measured: at most 1 row
+    both = np.isfinite(ours_rows) & np.isfinite(ref_rows)
+    assert both.mean() > 0.9  # the same columns carry the curve
+    off = np.abs(ours_rows - ref_rows)[both]
+    assert off.max() <= 1.5 and (off <= 1.0).mean() > 0.95
 
 
 def test_pymaivar_centroid_shows_the_first_half_of_the_clip_and_corrected_the_whole(style):
@@ -551,14 +615,15 @@ def test_pymaivar_centroid_shows_the_first_half_of_the_clip_and_corrected_the_wh
     whole, first_half = truth_at(centers), truth_at(centers / 2)
     assert abs(corr(whole, first_half)) < 0.2
     for recipe, follows, ignores in (("pymaivar", first_half, whole), ("corrected", whole, first_half)):
-        image = draw(y, "spectral_centroid", style, size=AUTHORS_SIZE, sr=AUTHORS_SR, recipe=recipe)
+        image = (pymaivar_plot_area(y, "spectral_centroid") if recipe == "pymaivar"
+                 else draw(y, "spectral_centroid", style, size=AUTHORS_SIZE, sr=AUTHORS_SR, recipe=recipe))
         height = -red_rows(image)
         assert np.isfinite(height).all(), recipe
         assert corr(height, follows) > 0.9, recipe
         assert abs(corr(height, ignores)) < 0.3, recipe
     # and the pymaivar curve (0..1) sits on the waveform's axis (+-0.5 peak): 0 at the center line, so the curve
     # stays in the upper part; the limits are matplotlib's for data in [-0.5, 1]
-    rows = red_rows(draw_pymaivar(y, "spectral_centroid", style))
+    rows = red_rows(pymaivar_plot_area(y, "spectral_centroid"))
     bottom, top = -0.5 - 0.075, 1.0 + 0.075
     zero_row = top / (top - bottom) * AUTHORS_SIZE
     assert rows.max() < zero_row + 1 and rows.min() > (top - 1.0) / (top - bottom) * AUTHORS_SIZE - 2
@@ -568,7 +633,7 @@ def test_pymaivar_ignores_the_style_and_analysis_params(style, render_params):
     """The authors' choices are fixed: other colors, colormaps, tuning or FFT sizes in params change nothing."""
     other = drawing.style_from_settings(RenderSettings.from_mapping({
         **render_params, "colors": {"waveform": "#000000", "curve": "#00ff00", "background": "#123456"},
-        "colormaps": {r.name: "gray" for r in of_kind("matrix")}, "faded_alpha": 0.9}))
+        "colormaps": {r.name: "gray" for r in of_kind("matrix")}, "faded_alpha": 0.9, "line_width": 5}))
     x = authors_clip(d=1.5)
     for representation in NAMES:
         a = drawing.render(x, AUTHORS_SR, representation, size=48, n_fft=N_FFT, hop_length=HOP, n_mfcc=N_MFCC,
@@ -592,7 +657,7 @@ def test_specshow_cmap_is_the_one_librosa_picks(data, expected):
 def test_pymaivar_mfcc_colormap_is_picked_per_clip_as_specshow_does(representation, style):
     """MFCCs have both signs: coolwarm (the test above); a silent clip's are <= 0: magma, as the authors drew it."""
     silence = np.zeros(AUTHORS_SR, np.float32)
-    ours = draw_pymaivar(silence, representation, style, size=32)
+    ours = pymaivar_plot_area(silence, representation, size=32)
     assert {tuple(c) for c in ours.reshape(-1, 3)} <= {tuple(c) for c in raster.colormap_lut("magma")}
     np.testing.assert_array_equal(ours, authors_drawing(silence, AUTHORS_SR, representation, 32))
 

@@ -130,6 +130,44 @@ def test_table2_rows_follow_the_paper_order_and_mark_the_best():
     assert len(table2.table_rows([workspace, base], workspace=True)) == 5
 
 
+def test_table2_compare_prints_the_two_presets_side_by_side(tmp_path):
+    """`--compare`: per representation, the paper preset's run beside paper_corrected's and the paper's Table II,
+    from `dvc exp show --json`-shaped input; other runs are left out."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pytest
+
+    table2 = _load_script("table2")
+    base = _exp("main", "chromagram", 1.0, 2.0)  # the baseline: in neither preset
+    base["experiments"] = [
+        {"name": n, "revs": [_exp(n, rep, a, f)]} for n, rep, a, f in (
+            ("paper_corrected-waveplot", "waveplot", 20.5, 80.25), ("paper-waveplot", "waveplot", 11.0, 85.0),
+            ("paper-chromagram", "chromagram", 15.0, 87.0), ("other-mfcc", "mfcc", 9.0, 9.0))]
+    slots = table2.compare_rows(table2.table_rows([base]), ["paper", "paper_corrected"])
+    assert [s["key"] for s in slots] == ["waveplot", "chromagram"]
+    text = table2.format_compare(slots, ["paper", "paper_corrected"])
+    assert text.splitlines()[0] == ("| Representation | Paper: Audio | Paper: Fusion | paper: Audio | paper: Fusion "
+                                    "| paper_corrected: Audio | paper_corrected: Fusion |")
+    assert "| Waveplot | 12.08 | 86.21 | 11.00 | 85.00 | 20.50 | 80.25 |" in text
+    assert "| Chromagram | 15.48 | 87.91 | 15.00 | 87.00 | - | - |" in text
+    assert "MFCC" not in text and "| 1.00 |" not in text and "9.00" not in text and "main" not in text
+    base["experiments"].append({"name": "paper-x", "revs": [_exp("paper-x", "waveplot", 1.0, 1.0)]})
+    with pytest.raises(ValueError, match="two runs of paper show waveplot: paper-waveplot and paper-x"):
+        table2.compare_rows(table2.table_rows([base]), ["paper", "paper_corrected"])
+    exps = tmp_path / "exps.json"
+    exps.write_text(json.dumps([base]))
+    script = str(Path(__file__).resolve().parents[1] / "scripts" / "table2.py")
+    proc = subprocess.run([sys.executable, script, "--json", str(exps), "--compare"], capture_output=True, text=True)
+    assert proc.returncode == 1 and proc.stderr.strip().startswith("error: two runs of paper show waveplot")
+    base["experiments"].pop()
+    exps.write_text(json.dumps([base]))
+    proc = subprocess.run([sys.executable, script, "--json", str(exps), "--compare"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout == text + "\n"
+
+
 def test_offline_plots_template_has_no_network_scripts():
     import re
     from pathlib import Path

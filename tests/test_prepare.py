@@ -123,6 +123,28 @@ def test_each_bad_input_gets_its_rejection_and_never_stops_the_stage(tiny_copy, 
     assert sum(subset.metrics["rejected"].values()) == len(subset.rejections) == subset.metrics["listed"] - len(kept)
 
 
+def test_the_paper_presets_rule_is_a_decodable_audio_stream(tiny_copy, tmp_path):
+    """presets/paper.yaml's prepare values (silence, coverage and class-share filters null: off) keep every clip
+    with a decodable audio stream, the digitally silent ones included; a truncated file and a clip without an
+    audio stream are still rejected with their reasons."""
+    from maivar.presets import load_preset
+
+    preset = {k.split(".", 1)[1]: v for k, v in load_preset(REPO / "presets/paper.yaml", REPO / "params.yaml").items()
+              if k.startswith("prepare.")}
+    assert preset["silence_dbfs"] is preset["min_audio_coverage"] is preset["min_class_audio_share"] is None
+    root, summary = tiny_copy
+    voiced = [c for c in summary["classes"] if c not in summary["classes_without_audio"]]
+    truncated = next(p for p in clips_of(root, voiced[0]) if p.stem not in summary["silent_clips"])
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
+    subset, _ = run_prepare(root, tmp_path, **preset)
+    reasons = {r["id"]: r["reason"] for r in subset.rejections}
+    kept = {r["id"] for r in subset.manifest}
+    assert set(summary["silent_clips"]) <= kept and reasons[truncated.stem] == R.TRUNCATED
+    mute_ids = {p.stem for c in summary["classes_without_audio"] for p in clips_of(root, c)}
+    assert reasons == {truncated.stem: R.TRUNCATED, **dict.fromkeys(mute_ids, R.NO_AUDIO_STREAM)}
+    assert subset.classes == voiced and len(kept) == summary["clips"] - len(mute_ids) - 1
+
+
 @pytest.mark.parametrize("frame_check", ["packets", "decode"])
 def test_truncated_video_is_caught_by_either_frame_check(tiny_dataset, tmp_path, frame_check):
     """A truncated AVI decodes about half its frames without an error: compare with the header's count."""
@@ -280,7 +302,8 @@ def test_stages_synthesize_then_prepare_end_to_end(tmp_path):
 @pytest.mark.parametrize("change,message", [
     ({"classes": ["NoSuchClass"]}, "prepare.classes names classes that the dataset lacks"),
     ({"silence_dbfs": 0.0}, "no video passed the audio-subset rule"),
-    ({"silence_dbfs": 10.0}, "params.yaml prepare.silence_dbfs: 10.0 is not allowed (a finite number from -200 to 0)"),
+    ({"silence_dbfs": 10.0},
+     "params.yaml prepare.silence_dbfs: 10.0 is not allowed (null or a finite number from -200 to 0)"),
 ])
 def test_stage_failures_are_one_line_errors(tmp_path, tiny_dataset, change, message):
     root, _ = tiny_dataset

@@ -22,11 +22,29 @@ def test_the_paper_preset_names_only_existing_parameters_and_comments_every_valu
     values = load_preset(REPO / "presets/paper.yaml", REPO / "params.yaml")
     assert values["extract_video.config"] == "configs/tsn_bninception_video.py"
     assert (REPO / values["extract_video.config"]).is_file()
-    assert values["extract_audio.flips"] is True and values["video_mlp.segments"] == "flatten"
+    assert values["extract_audio.flips"] == "authors" and values["video_mlp.segments"] == "flatten"
+    # the authors' route where the text is impossible: IRv2 at 299, their figure, their subset rule
+    assert values["extract_audio.input_size"] == values["render.image_size"] == 299
+    assert values["render.recipe"] == "pymaivar" and values["render.figure_inches"] == [5.0, 5.0]
+    assert values["prepare.silence_dbfs"] is values["prepare.min_audio_coverage"] is None
+    assert values["prepare.min_class_audio_share"] is None
     assert values["audio_mlp.l1"] == values["video_mlp.l1"] == 0.0 and values["fusion_mlp.l1"] > 0
-    for line in (REPO / "presets/paper.yaml").read_text().splitlines():
-        if line and not line.startswith((" ", "#")):  # a key: its comment says where the value comes from
-            assert "#" in line, f"uncommented preset value: {line}"
+    for name in ("paper", "paper_corrected"):
+        for line in (REPO / f"presets/{name}.yaml").read_text().splitlines():
+            if line and not line.startswith((" ", "#")):  # a key: its comment says where the value comes from
+                assert "#" in line, f"uncommented preset value: {line}"
+
+
+def test_paper_corrected_is_the_paper_preset_with_the_corrected_drawing():
+    from maivar.settings.render import RenderSettings
+
+    paper = load_preset(REPO / "presets/paper.yaml", REPO / "params.yaml")
+    corrected = load_preset(REPO / "presets/paper_corrected.yaml", REPO / "params.yaml")
+    assert corrected == {**paper, "render.recipe": "corrected"} and paper["render.recipe"] == "pymaivar"
+    params = yaml.safe_load((REPO / "params.yaml").read_text())["render"]
+    for values in (paper, corrected):  # both convert with the settings' own checks
+        render = {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("render.")}
+        RenderSettings.from_mapping({**params, **render})
 
 
 def test_nested_and_dotted_keys_and_typos(tmp_path):
@@ -54,7 +72,7 @@ def test_the_command_prints_what_it_runs():
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("dvc exp run -n paper -S dataset.split=1 ")
-    assert "-S extract_audio.flips=true" in proc.stdout and proc.stdout.strip().endswith("-S train.seed=1")
+    assert "-S extract_audio.flips=authors" in proc.stdout and proc.stdout.strip().endswith("-S train.seed=1")
     bad = subprocess.run([str(MAIVAR), "preset", "nowhere.yaml"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.strip() == "error: preset nowhere.yaml does not exist"
 
@@ -62,7 +80,8 @@ def test_the_command_prints_what_it_runs():
 @pytest.mark.slow
 def test_the_paper_preset_runs_end_to_end_as_a_named_experiment(tmp_path):
     """`maivar preset presets/paper.yaml` in a copy of this repository, on a small synthetic dataset and 2 epochs
-    a head (the only overrides): BNInception features N x 25 x 1024, four flip variants of the audio features,
+    a head (the only overrides): BNInception features N x 25 x 1024, the audio features of images flipped once
+    (flips: authors, N x 1536, IRv2 at 299),
     flattened segments, metrics written, the experiment listed by name."""
     import json
 
@@ -82,7 +101,8 @@ def test_the_paper_preset_runs_end_to_end_as_a_named_experiment(tmp_path):
     with h5py.File(repo / "data/features/video.h5") as h5:
         assert h5["features"].shape[1:] == (25, 1024) and h5.attrs["backbone"] == "BNInception"
     with h5py.File(repo / "data/features/audio.h5") as h5:
-        assert h5["features"].shape[1:] == (4, 1536) and h5.attrs["extract_audio.input_size"] == 224
+        assert h5["features"].shape[1:] == (1536,) and h5.attrs["extract_audio.input_size"] == 299
+        assert h5.attrs["extract_audio.flips"] == "authors"
     models = {h: torch.load(repo / f"models/{h}_mlp.pt", weights_only=True) for h in ("video", "fusion")}
     assert models["video"]["segments"] == "flatten" and models["video"]["config"]["in_features"] == 25 * 1024
     assert models["fusion"]["config"]["in_features"] == 1536 + 25 * 1024

@@ -2,9 +2,10 @@
 (:func:`style_from_settings`) and the two recipes.
 
 ``render(y, sr, representation, ...)`` turns one clip's mono waveform into a ``size x size x 3`` uint8 image,
-full-bleed (no margins, no axes), without a matplotlib figure: the representation's feature
-(:mod:`maivar.audio.representations`, computed by :mod:`maivar.audio.spectra`, tested equal to librosa's own
-functions) is drawn straight into a numpy array (:mod:`maivar.audio.raster`). ``render.recipe`` picks the drawing:
+full-bleed (no margins, no axes; ``pymaivar``: the authors' figure, margins included), without matplotlib: the
+representation's feature (:mod:`maivar.audio.representations`, computed by :mod:`maivar.audio.spectra`, tested
+equal to librosa's own functions) is drawn straight into a numpy array (:mod:`maivar.audio.raster`).
+``render.recipe`` picks the drawing:
 
 - ``corrected`` (the default): every representation over the whole clip, time-aligned (the pixel mapping of
   :mod:`maivar.audio.raster`), at ``render.sample_rate`` with the section's analysis settings, colormaps and
@@ -57,6 +58,7 @@ class Style:
     background: str
     faded_alpha: float
     line_width: int
+    figure_inches: tuple[float, float] = (5.0, 5.0)  # recipe pymaivar: the authors' figure, inches at 72 dpi
 
 
 def style_from_settings(settings: RenderSettings) -> Style:
@@ -68,6 +70,7 @@ def style_from_settings(settings: RenderSettings) -> Style:
         colormaps={r.name: str(colormaps.get(r.name, r.colormap)) for r in of_kind("matrix")},
         waveform=colors["waveform"], curve=colors["curve"], background=colors["background"],
         faded_alpha=settings.faded_alpha, line_width=settings.line_width,
+        figure_inches=tuple(settings.figure_inches),
     )
     for name in style.colormaps.values():
         colormap_lut(name)
@@ -85,13 +88,15 @@ def render(y: np.ndarray, sr: int, representation: str, *, size: int, n_fft: int
            chroma_tuning: float | None, style: Style, pixel_mapping: str, recipe: str = "corrected") -> np.ndarray:
     """One clip's audio image: ``(size, size, 3)`` uint8, full-bleed. See the module docstring.
 
-    ``recipe="pymaivar"`` draws as the authors did (:func:`~maivar.audio.pymaivar.render_pymaivar`: ``n_fft``,
-    ``hop_length``, ``n_mfcc``, ``chroma_tuning`` and the style's colors and colormaps are theirs then, not these).
+    ``recipe="pymaivar"`` draws as the authors did (:func:`~maivar.audio.pymaivar.render_pymaivar`: their figure
+    of ``style.figure_inches``, resized; ``n_fft``, ``hop_length``, ``n_mfcc``, ``chroma_tuning`` and the style's
+    colors, colormaps and line width are theirs then, not these).
     """
     rep = get_representation(representation)
     check_pixel_mapping(pixel_mapping)
     if check_recipe(recipe) == "pymaivar":
-        return render_pymaivar(y, sr, rep.name, size=size, pixel_mapping=pixel_mapping, line_width=style.line_width)
+        return render_pymaivar(y, sr, rep.name, size=size, pixel_mapping=pixel_mapping,
+                               figure_inches=style.figure_inches)
     y, _ = clean_audio(y, n_fft)
     background, waveform = hex_rgb(style.background), hex_rgb(style.waveform)
     if rep.kind == "wave":

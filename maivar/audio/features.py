@@ -5,11 +5,17 @@ as uint8, resized there to ``input_size`` (bilinear), scaled to [0, 1] and norma
 ``std`` (ImageNet's, as the authors did, or the model's own), and run through the frozen backbone
 (:func:`maivar.audio.backbone.build_audio_backbone`) in batches (:func:`maivar.extraction.job.journaled_batches`).
 Output rows are in input order.
+
+``extract_audio.flips``: ``false``, N x D features of the images as drawn; ``true``, N x 4 x D, the features of
+the four flip variants (:data:`FLIPS`; the heads draw one per clip per epoch); ``authors``, N x D features of
+each image flipped once as the authors' extraction transform did (a random horizontal and a random vertical
+flip, p = 0.5 each, for train and test images alike), the draw seeded per clip (:func:`authors_flips`).
 """
 
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,14 +46,41 @@ FLIPS = ("none", "horizontal", "vertical", "both")
 
 
 class _Rows(Dataset):
-    def __init__(self, rows: Sequence[np.ndarray]):
-        self.rows = rows
+    """The images, each flipped as ``codes[i]`` says (an index into :data:`FLIPS`) when ``codes`` is given."""
+
+    def __init__(self, rows: Sequence[np.ndarray], codes: np.ndarray | None = None):
+        self.rows, self.codes = rows, codes
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(self.rows[i]))
+        row = self.rows[i]
+        if self.codes is not None:
+            row = flipped(row, int(self.codes[i]))
+        return torch.from_numpy(np.ascontiguousarray(row))
+
+
+def flipped(image: np.ndarray, code: int) -> np.ndarray:
+    """An H x W x C image flipped as ``FLIPS[code]`` names: horizontal mirrors it left-right, vertical upside
+    down (a view)."""
+    if FLIPS[code] in ("horizontal", "both"):
+        image = image[:, ::-1]
+    if FLIPS[code] in ("vertical", "both"):
+        image = image[::-1]
+    return image
+
+
+def authors_flips(ids: Sequence[str], seed: int) -> np.ndarray:
+    """``extract_audio.flips: authors``: each clip's one draw of the authors' ``RandomHorizontalFlip()`` and
+    ``RandomVerticalFlip()`` (p = 0.5 each), as an index into :data:`FLIPS`, int8 (N,). The draw depends only on
+    the seed and the clip's id (never on the batch, the process or the other clips)."""
+    codes = np.empty(len(ids), dtype=np.int8)
+    for i, clip_id in enumerate(ids):
+        horizontal, vertical = np.random.default_rng([seed, zlib.crc32(clip_id.encode())]).random(2) < 0.5
+        codes[i] = FLIPS.index({(False, False): "none", (True, False): "horizontal", (False, True): "vertical",
+                                (True, True): "both"}[(bool(horizontal), bool(vertical))])
+    return codes
 
 
 def flip_variants(images: torch.Tensor) -> torch.Tensor:
@@ -78,6 +111,7 @@ def extract_audio_features(
     progress: bool = True,
     journal: Journal | None = None,
     flips: bool = False,
+    flip_codes: np.ndarray | None = None,
     precision: str = "fp32",
 ) -> np.ndarray:
     """N x D float32 pooled features of ``images`` (any row-indexable N x S x S x 3 uint8 source); with
@@ -85,6 +119,7 @@ def extract_audio_features(
 
     With a frozen backbone, storing the four variants once is exactly the paper's random flips: the heads draw
     one variant per clip per epoch (:mod:`maivar.heads.training`) instead of the backbone seeing a new flip.
+    ``flip_codes`` (N,): each image flipped once as its code says (:func:`authors_flips`), N x D.
 
     With a ``journal`` (:mod:`maivar.extraction.resume`), finished batches are journaled, and the images an
     interrupted run already finished are taken from it.
@@ -99,23 +134,23 @@ def extract_audio_features(
         out[: done.stop] = np.concatenate(done.features)
     for batch, feats in _feature_batches(
         model, images, [range(done.stop, n)], input_size=input_size, mean=mean, std=std, batch_size=batch_size,
-        workers=workers, device=device, journal=journal, flips=flips, precision=precision, progress=progress,
-        total=n, initial=done.stop,
+        workers=workers, device=device, journal=journal, flips=flips, flip_codes=flip_codes, precision=precision,
+        progress=progress, total=n, initial=done.stop,
     ):
         out[batch.start : batch.stop] = feats
     return out
 
 
 def _image_batches(images: Sequence[np.ndarray], spans: Sequence[range], *, batch_size: int, workers: int,
-                   pin_memory: bool) -> Iterator[Batch]:
+                   pin_memory: bool, flip_codes: np.ndarray | None = None) -> Iterator[Batch]:
     """The images of ``spans``, ``batch_size`` at a time (a batch never spans two spans), read in ``workers``
-    DataLoader processes."""
+    DataLoader processes (each flipped as ``flip_codes`` says, when given)."""
     batches = [list(range(b, min(b + batch_size, span.stop))) for span in spans
                for b in range(span.start, span.stop, batch_size)]
     if not batches:
         return
     loader = DataLoader(
-        _Rows(images), batch_sampler=batches, num_workers=workers, pin_memory=pin_memory,
+        _Rows(images, flip_codes), batch_sampler=batches, num_workers=workers, pin_memory=pin_memory,
         persistent_workers=False, multiprocessing_context=default_start_method() if workers else None,
     )
     for indices, batch in zip(batches, loader, strict=True):
@@ -137,6 +172,7 @@ def _feature_batches(
     flips: bool,
     precision: str,
     progress: bool,
+    flip_codes: np.ndarray | None = None,
     total: int,
     initial: int,
 ) -> Iterator[tuple[Batch, np.ndarray]]:
@@ -153,7 +189,8 @@ def _feature_batches(
             feats = model(x).float()
         return feats.reshape(len(FLIPS), b, -1).transpose(0, 1) if flips else feats
 
-    batches = _image_batches(images, spans, batch_size=batch_size, workers=workers, pin_memory=device.type == "cuda")
+    batches = _image_batches(images, spans, batch_size=batch_size, workers=workers, pin_memory=device.type == "cuda",
+                             flip_codes=flip_codes)
     return journaled_batches(batches, forward, spans=spans, chunk=batch_size, device=device, journal=journal,
                              progress=progress, total=total, initial=initial, desc="audio features", unit="img")
 
@@ -176,7 +213,8 @@ class AudioJob(Job):
                 b.model, images, todo, input_size=s.input_size, mean=b.mean, std=b.std,
                 batch_size=self.runtime.extract_audio.batch_size,
                 workers=rank_workers(self.runtime.worker_count, world), device=self.device, journal=self.journal,
-                flips=s.flips, precision=s.precision, progress=world.rank == 0, total=sum(map(len, todo)), initial=0,
+                flips=s.flips is True, precision=s.precision, progress=world.rank == 0, total=sum(map(len, todo)),
+                initial=0, flip_codes=authors_flips(self.source.ids, s.seed) if s.flips == "authors" else None,
             )
         finally:
             images.close()
@@ -190,7 +228,7 @@ class AudioJob(Job):
 
     def item_shape(self) -> tuple[int, ...]:
         dim = self.backbone.num_features
-        return (len(FLIPS), dim) if self.settings.flips else (dim,)
+        return (len(FLIPS), dim) if self.settings.flips is True else (dim,)
 
 
 def audio_job(spec: JobSpec, world: World) -> AudioJob:
@@ -202,8 +240,9 @@ def audio_job(spec: JobSpec, world: World) -> AudioJob:
     attrs = {
         **settings.to_attrs(), **backbone.attrs(), "device": device.type, "dtype": compute_dtype(settings.precision),
         "representation": source.attrs.get("representation"),
-        # only with flips: a store without them is N x D, as it was before the option existed
-        **({"flips": list(FLIPS)} if settings.flips else {}),
+        # only with the four variants (flips: true): a store without them is N x D, as it was before the option
+        # existed (flips: authors is N x D too, and records extract_audio.flips: authors)
+        **({"flips": list(FLIPS)} if settings.flips is True else {}),
     }
     batch_size = runtime.extract_audio.batch_size
     # finished batches of an interrupted run (or of other ranks, other machines) with the same images and

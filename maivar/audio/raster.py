@@ -233,7 +233,7 @@ def apply_colormap(values01: np.ndarray, name: str) -> np.ndarray:
 
 
 def envelope_layer(env: np.ndarray, top: float, bottom: float, size: int) -> np.ndarray:
-    """(size, size) bool: the pixels whose center lies between ``-env`` and ``+env`` of their column, on an axis
+    """(size, len(env)) bool: the pixels whose center lies between ``-env`` and ``+env`` of their column, on an axis
     from ``top`` (row 0's top edge) down to ``bottom`` (the last row's bottom edge): the filled waveform."""
     amp = top - (np.arange(size, dtype=np.float32) + 0.5) * ((top - bottom) / size)  # each row center's amplitude
     return np.abs(amp)[:, None] <= env[None, :]
@@ -249,7 +249,7 @@ def waveform_layer(y: np.ndarray, size: int) -> np.ndarray:
 
 
 def span_layer(lo: np.ndarray, hi: np.ndarray, size: int) -> np.ndarray:
-    """(size, size) bool: in each column, the rows from ``floor(lo)`` to ``ceil(hi)`` (row coordinates, row r's
+    """(size, len(lo)) bool: in each column, the rows from ``floor(lo)`` to ``ceil(hi)`` (row coordinates, row r's
     center at r); a column with ``lo = inf`` stays empty."""
     r = np.arange(size, dtype=np.float32)[:, None]
     return (r >= np.floor(lo)[None, :]) & (r <= np.ceil(hi)[None, :])
@@ -264,21 +264,23 @@ def curve_layer(values01: np.ndarray, size: int, line_width: int) -> np.ndarray:
                       size)
 
 
-def composite(size: int, background: np.ndarray, layers, agg: bool = False) -> np.ndarray:
-    """Layers ``(mask, color, alpha)`` painted in order over the background: (size, size, 3) uint8.
+def composite(size: int | tuple[int, int], background: np.ndarray, layers, agg: bool = False) -> np.ndarray:
+    """Layers ``(mask, color, alpha)`` painted in order over the background: (size, size, 3) uint8, or
+    (height, width, 3) for ``size = (height, width)``.
 
     ``agg``: blend as matplotlib's Agg renderer does (8-bit alpha, integer arithmetic that truncates; an opaque
     layer is copied) instead of rounding the float blend at the end.
     """
+    shape = (size, size) if isinstance(size, int) else tuple(size)
     if agg:
-        image = np.empty((size, size, 3), dtype=np.int64)
+        image = np.empty((*shape, 3), dtype=np.int64)
         image[:] = background.astype(np.int64)
         for mask, color, alpha in layers:
             a8 = int(round(alpha * 255))
             src = color.astype(np.int64)
             image[mask] = src if a8 == 255 else (src * 256 * a8 + image[mask] * 255 * (256 - a8)) // (255 * 256 + a8)
         return image.astype(np.uint8)
-    image = np.empty((size, size, 3), dtype=np.float32)
+    image = np.empty((*shape, 3), dtype=np.float32)
     image[:] = background
     for mask, color, alpha in layers:
         image[mask] = alpha * color + (1.0 - alpha) * image[mask]

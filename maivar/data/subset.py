@@ -15,10 +15,12 @@ The rule, applied to the clips the dataset lists (:mod:`maivar.data.readers`: UC
    16-bit), the audio covers at least ``min_audio_coverage`` of the picture's duration
    (``audio_too_short``: a recording whose sound stops early; the manifest records every kept clip's
    ``audio_coverage``, and render draws the audio that exists over the image's whole width), and its
-   peak is at least ``silence_dbfs`` (``silent_audio``). A probe or demux running longer than
-   ``timeout_s`` is killed (``timeout``); a crashed worker gives ``crashed``.
+   peak is at least ``silence_dbfs`` (``silent_audio``); ``min_audio_coverage`` or ``silence_dbfs`` null
+   skips its check (the authors' rule, ``presets/paper.yaml``: a decodable audio stream is enough). A probe or
+   demux running longer than ``timeout_s`` is killed (``timeout``); a crashed worker gives ``crashed``.
 2. **Per class**: a class is kept when the share of its listed clips that passed step 1 is at least
-   ``min_class_audio_share``; the passing clips of a dropped class become ``class_without_audio``.
+   ``min_class_audio_share`` (null: every class with a passing clip); the passing clips of a dropped class
+   become ``class_without_audio``.
 3. **Labels** are contiguous 0..C-1 over the kept classes, in the dataset's class order (``classInd.txt``
    for UCF101, sorted names otherwise).
 
@@ -66,10 +68,10 @@ class ExamineTask:
     sample_rate: int
     channels: int
     min_decoded_share: float
-    silence_dbfs: float
+    silence_dbfs: float | None  # None: no silence check
     timeout_s: float
     frame_check: str = "packets"
-    min_audio_coverage: float = 0.0
+    min_audio_coverage: float | None = 0.0  # None: no coverage check
     start_s: float | None = None  # a window of the video (a clip out of a longer one)
     end_s: float | None = None
 
@@ -116,12 +118,12 @@ def examine_video(task: ExamineTask) -> dict:
     info.update(audio_sample_rate=level.sample_rate, audio_channels=level.channels,
                 audio_peak_dbfs=_round_db(level.peak_dbfs), audio_rms_dbfs=_round_db(level.rms_dbfs),
                 audio_coverage=round(coverage, 4))
-    if coverage < task.min_audio_coverage:
+    if task.min_audio_coverage is not None and coverage < task.min_audio_coverage:
         wav.unlink(missing_ok=True)
         raise ClipFailure(R.AUDIO_TOO_SHORT, f"the audio lasts {level.duration_s:.2f} s of the picture's "
                           f"{probe.duration_s:.2f} s ({coverage:.0%} < prepare.min_audio_coverage "
                           f"{task.min_audio_coverage:g})")
-    if not level.peak_dbfs >= task.silence_dbfs:
+    if task.silence_dbfs is not None and not level.peak_dbfs >= task.silence_dbfs:
         wav.unlink(missing_ok=True)
         raise ClipFailure(R.SILENT_AUDIO, f"peak {level.peak_dbfs:.1f} dBFS < {task.silence_dbfs:g} dBFS")
     return info
@@ -133,17 +135,19 @@ def _round_db(value: float) -> float:
 
 def apply_class_rule(
     listed: list[ListedClip], examined: dict[str, dict | ClipFailure], classes: list[str],
-    min_class_audio_share: float,
+    min_class_audio_share: float | None,
 ) -> tuple[list[str], dict[str, float]]:
     """Step 2: the kept classes (in ``classes`` order) and every examined class's share of passing videos
-    (``examined``: a passing video's manifest columns, or its :class:`ClipFailure`)."""
+    (``examined``: a passing video's manifest columns, or its :class:`ClipFailure`). ``min_class_audio_share``
+    None: every class with a passing video is kept."""
     total, passed = Counter(), Counter()
     for video in listed:
         if video.id in examined:
             total[video.class_name] += 1
             passed[video.class_name] += not isinstance(examined[video.id], ClipFailure)
     share = {c: passed[c] / total[c] for c in classes if total[c]}
-    kept = [c for c in classes if c in share and passed[c] > 0 and share[c] >= min_class_audio_share]
+    least = 0.0 if min_class_audio_share is None else min_class_audio_share
+    kept = [c for c in classes if c in share and passed[c] > 0 and share[c] >= least]
     return kept, share
 
 
@@ -155,7 +159,7 @@ def build_subset(
     examined: dict[str, dict | ClipFailure],
     *,
     audio_dir: str,
-    min_class_audio_share: float,
+    min_class_audio_share: float | None,
 ) -> Subset:
     """Steps 2-3 and the bookkeeping: manifest rows, rejection rows (both sorted by id) and metrics."""
     chosen = set(selected)

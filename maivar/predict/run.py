@@ -166,7 +166,8 @@ def _settings(kind: type[Section], attrs: dict, path: str):
 
 # What a run made by an older maivar did not record, as it behaved then.
 LEGACY_PREPARE = {"min_audio_coverage": 0.0, "frame_check": "packets"}
-LEGACY_RENDER = {"recipe": "corrected", "chroma_tuning": None, "previews_per_class": 0, "max_rejected_share": 1.0}
+LEGACY_RENDER = {"recipe": "corrected", "chroma_tuning": None, "previews_per_class": 0, "max_rejected_share": 1.0,
+                 "figure_inches": [5.0, 5.0]}  # a corrected store does not record figure_inches (unused)
 
 
 def audio_branch(images: dict, features: dict, locked: dict, paths: dict) -> AudioBranch:

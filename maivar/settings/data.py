@@ -11,7 +11,7 @@ from maivar.data.media import FRAME_CHECKS
 from maivar.data.readers import READERS
 from maivar.data.ucf101 import SPLIT_NUMBERS
 
-from .base import Check, Choice, Float, Int, ListOf, Section, Text, setting
+from .base import Check, Choice, Float, Int, ListOf, Optional, Section, Text, setting
 
 __all__ = ["SAMPLE_RATE", "DatasetSettings", "PrepareSettings"]
 
@@ -59,10 +59,11 @@ class PrepareSettings(Section):
     sample_rate: int = setting(SAMPLE_RATE, "the WAVs' rate")
     channels: int = setting(Int(1, 8), "the WAVs' channels")
     classes: str | tuple[str, ...] = setting(_Classes(), "which classes to keep")
-    silence_dbfs: float = setting(Float(-200, 0), "a track whose peak is below this is silent_audio")
-    min_class_audio_share: float = setting(SHARE)
+    silence_dbfs: float | None = setting(Optional(Float(-200, 0)),
+                                         "a track whose peak is below this is silent_audio; null = off")
+    min_class_audio_share: float | None = setting(Optional(SHARE), "null = off (a class with any clip kept is kept)")
     min_decoded_share: float = setting(SHARE)
-    min_audio_coverage: float = setting(SHARE)
+    min_audio_coverage: float | None = setting(Optional(SHARE), "null = off")
     frame_check: str = setting(Choice(FRAME_CHECKS))
     timeout_s: float = setting(SECONDS)
     max_rejected_share: float = setting(SHARE)

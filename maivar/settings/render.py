@@ -9,7 +9,7 @@ from maivar.audio.drawing import RECIPES
 from maivar.audio.raster import PIXEL_MAPPINGS
 from maivar.audio.representations import REPRESENTATIONS, of_kind
 
-from .base import Check, Choice, Float, Int, MappingOf, Optional, Pattern, Section, SettingsError, Text, setting
+from .base import Check, Choice, Float, Int, ListOf, MappingOf, Optional, Pattern, Section, SettingsError, Text, setting
 
 __all__ = ["RenderSettings", "representation_from_params"]
 
@@ -50,6 +50,9 @@ class RenderSettings(Section):
     SECTION = "render"
     recipe: str = setting(Choice(RECIPES), "corrected | pymaivar (the authors' drawing)")
     image_size: int = setting(Int(16, 4096), "images are image_size x image_size x 3")
+    figure_inches: tuple[float, float] = setting(ListOf(Float(1, 20), 2, 2),
+                                                 "pymaivar: the authors' figure (width, height) at 72 dpi, then "
+                                                 "resized to image_size")
     sample_rate: int = setting(Int(8000, 192000), "audio is loaded (and resampled) at this rate")
     n_fft: int = setting(Int(16, 65536))
     hop_length: int = setting(Int(1, 65536))
