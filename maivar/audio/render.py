@@ -115,9 +115,7 @@ def render_manifest(manifest: pd.DataFrame, *, representation: str, settings: Re
     warm_up(worker.keywords)
 
     size = settings.image_size
-    # figure_inches only where it is used: a corrected store's attributes are what they were before it existed
-    unused = () if settings.recipe == "pymaivar" else ("figure_inches",)
-    attrs = {"representation": representation, **settings.to_attrs(exclude=unused), "librosa_version": librosa_version}
+    attrs = {"representation": representation, **settings.to_attrs(), "librosa_version": librosa_version}
     per_class = settings.previews_per_class
     kept, rejected, previews, non_finite = [], [], [], 0
     results = guarded_imap(worker, list(manifest["audio_path"]), workers=workers, timeout_s=settings.timeout_s,

@@ -164,29 +164,20 @@ def _settings(kind: type[Section], attrs: dict, path: str):
     return kind.from_attrs(attrs, where=path)
 
 
-# What a run made by an older maivar did not record, as it behaved then.
-LEGACY_PREPARE = {"min_audio_coverage": 0.0, "frame_check": "packets"}
-LEGACY_RENDER = {"recipe": "corrected", "chroma_tuning": None, "previews_per_class": 0, "max_rejected_share": 1.0,
-                 "figure_inches": [5.0, 5.0]}  # a corrected store does not record figure_inches (unused)
-
-
 def audio_branch(images: dict, features: dict, locked: dict, paths: dict) -> AudioBranch:
     ip, fp = paths["images"], paths["audio_features"]
     representation = _need(images, "representation", ip)
     if features.get("representation") != representation:
         raise PipelineError(f"{fp} holds features of {features.get('representation')!r} images but {ip} holds "
                             f"{representation!r} images: the stores are out of step, rerun dvc repro")
-    if "render.size" in images and "render.image_size" not in images:  # runs before the rename recorded size
-        images = {**images, "render.image_size": images["render.size"]}
-    images = {k: v for k, v in images.items() if k != "render.size"}
-    _need(images, "render.sample_rate", ip)
-    prepare = PrepareSettings.from_mapping({**LEGACY_PREPARE, **_section(locked, "prepare", "prepare")},
-                                           where="dvc.lock (stage prepare)")
+    # Everything is read through the settings types: a store or lock of an older maivar that lacks a setting is a
+    # one-line error (rerun dvc repro), never a guess.
+    settings = _settings(ExtractAudioSettings, features, fp)
+    render = _settings(RenderSettings, images, ip)
+    prepare = PrepareSettings.from_mapping(_section(locked, "prepare", "prepare"), where="dvc.lock (stage prepare)")
     return AudioBranch(
-        prepare=prepare, representation=representation,
-        render=RenderSettings.from_attrs(images, where=ip, defaults=LEGACY_RENDER),
-        librosa_version=images.get("librosa_version"),
-        settings=_settings(ExtractAudioSettings, features, fp),
+        prepare=prepare, representation=representation, render=render,
+        librosa_version=images.get("librosa_version"), settings=settings,
         mean=tuple(map(float, _need(features, "mean", fp))), std=tuple(map(float, _need(features, "std", fp))),
         weights=str(_need(features, "weights", fp)), sha256=str(_need(features, "weights_sha256", fp)),
         folded=int(features.get("conv_bn_folded", 0)),
