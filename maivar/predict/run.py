@@ -165,8 +165,10 @@ def _settings(kind: type[Section], attrs: dict, path: str):
 
 
 # What a run made by an older maivar did not record, as it behaved then.
-LEGACY_PREPARE = {"min_audio_coverage": 0.0, "frame_check": "packets"}
-LEGACY_RENDER = {"recipe": "corrected", "chroma_tuning": None, "previews_per_class": 0, "max_rejected_share": 1.0}
+LEGACY_PREPARE = {"min_audio_coverage": 0.0, "frame_check": "packets", "max_duration_s": 86400.0,
+                  "max_pixels": 1 << 30}  # no limit then: the largest allowed
+LEGACY_RENDER = {"recipe": "corrected", "chroma_tuning": None, "previews_per_class": 0, "max_rejected_share": 1.0,
+                 "max_whole_clip_s": 86400.0}
 
 
 def audio_branch(images: dict, features: dict, locked: dict, paths: dict) -> AudioBranch:
