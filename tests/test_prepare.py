@@ -33,7 +33,7 @@ from stage_cmd import run_stage
 
 RULE = dict(sample_rate=44100, channels=2, classes="all", silence_dbfs=-60.0, min_class_audio_share=0.5,
             min_decoded_share=0.9, min_audio_coverage=0.0, frame_check="packets", timeout_s=30,
-            max_rejected_share=0.7)
+            max_rejected_share=0.7, max_duration_s=3600, max_pixels=8192 * 8192)
 
 
 def run_prepare(root, tmp_path, workers=2, **change):

@@ -40,7 +40,7 @@ from .raster import (
 )
 from .representations import get_representation, of_kind
 from .spectra import Analysis
-from .wav import clean_audio
+from .wav import WavClip, clean_audio
 
 if TYPE_CHECKING:
     from maivar.settings.render import RenderSettings
@@ -84,20 +84,26 @@ def check_recipe(recipe) -> str:
     return recipe
 
 
-def render(y: np.ndarray, sr: int, representation: str, *, size: int, n_fft: int, hop_length: int, n_mfcc: int,
-           chroma_tuning: float | None, style: Style, pixel_mapping: str, recipe: str = "corrected") -> np.ndarray:
+def render(y: np.ndarray | WavClip, sr: int, representation: str, *, size: int, n_fft: int, hop_length: int,
+           n_mfcc: int, chroma_tuning: float | None, style: Style, pixel_mapping: str,
+           recipe: str = "corrected") -> np.ndarray:
     """One clip's audio image: ``(size, size, 3)`` uint8, full-bleed. See the module docstring.
 
     ``recipe="pymaivar"`` draws as the authors did (:func:`~maivar.audio.pymaivar.render_pymaivar`: their figure
     of ``style.figure_inches``, resized; ``n_fft``, ``hop_length``, ``n_mfcc``, ``chroma_tuning`` and the style's
     colors, colormaps and line width are theirs then, not these).
+
+    ``y`` may be a :class:`~maivar.audio.wav.WavClip` opened with ``min_length=n_fft`` (recipe ``corrected``,
+    ``sr`` its rate): the same image from the samples the drawing needs, read from the file (for ``nearest``, the
+    windows of the frames shown and, for a wave or curve, the envelope streamed block by block).
     """
     rep = get_representation(representation)
     check_pixel_mapping(pixel_mapping)
     if check_recipe(recipe) == "pymaivar":
         return render_pymaivar(y, sr, rep.name, size=size, pixel_mapping=pixel_mapping,
                                figure_inches=style.figure_inches)
-    y, _ = clean_audio(y, n_fft)
+    if isinstance(y, np.ndarray):  # else a WavClip, already clean and padded, read only where drawn
+        y, _ = clean_audio(y, n_fft)
     background, waveform = hex_rgb(style.background), hex_rgb(style.waveform)
     if rep.kind == "wave":
         return composite(size, background, [(waveform_layer(y, size), waveform, 1.0)])

@@ -190,6 +190,27 @@ def envelope_columns(y: np.ndarray, width: int) -> np.ndarray:
     return env.astype(np.float32)
 
 
+def envelope_columns_streamed(blocks, n: int, width: int) -> np.ndarray:
+    """:func:`envelope_columns` of a clip of ``n >= 2 * width`` samples given as consecutive ``(offset, samples)``
+    blocks (:meth:`maivar.audio.wav.WavClip.blocks`): the same maxima, taken block by block, so that only one
+    block is in memory."""
+    edges = column_edges(n, width)
+    start = np.floor(edges[:-1]).astype(np.int64)
+    last = np.minimum(np.maximum(np.ceil(edges[1:]).astype(np.int64), start + 1) - 1, n - 1)  # each column's last
+    env = np.zeros(width, dtype=np.float32)  # |y| >= 0: 0 is neutral
+    for offset, block in blocks:
+        a = np.abs(block)
+        end = offset + len(a)
+        # the columns whose floor partition [start_c, start_c+1) meets the block, their parts of it
+        c0 = int(np.searchsorted(start, offset, side="right")) - 1
+        c1 = int(np.searchsorted(start, end, side="left"))
+        local = np.maximum(start[c0:c1], offset) - offset
+        env[c0:c1] = np.maximum(env[c0:c1], np.maximum.reduceat(a, local))
+        inside = (last >= offset) & (last < end)
+        env[inside] = np.maximum(env[inside], a[last[inside] - offset])
+    return env
+
+
 def minmax(x: np.ndarray) -> np.ndarray:
     """Scale to [0, 1] over the whole array; a constant array becomes 0 (never NaN)."""
     x = np.asarray(x, dtype=np.float32)
@@ -239,9 +260,10 @@ def envelope_layer(env: np.ndarray, top: float, bottom: float, size: int) -> np.
     return np.abs(amp)[:, None] <= env[None, :]
 
 
-def waveform_layer(y: np.ndarray, size: int) -> np.ndarray:
-    """(size, size) bool: the symmetric amplitude envelope, peak-normalized; the center line always."""
-    env = envelope_columns(y, size)
+def waveform_layer(y, size: int) -> np.ndarray:
+    """(size, size) bool: the symmetric amplitude envelope, peak-normalized; the center line always. ``y``: the
+    samples, or a :class:`~maivar.audio.wav.WavClip` (its envelope streamed)."""
+    env = envelope_columns(y, size) if isinstance(y, np.ndarray) else y.envelope(size)
     peak = float(env.max())
     env = env / peak if peak > 0 else np.zeros_like(env)
     # the axis spans -1..+1 (peak to the edges); half a row (1 / size) at least: the center line
@@ -290,6 +312,7 @@ def composite(size: int | tuple[int, int], background: np.ndarray, layers, agg: 
 __all__ = [
     "PIXEL_MAPPINGS", "overlap_weights", "nearest_weights", "axis_weights", "check_pixel_mapping", "column_edges",
     "frame_edges", "time_map", "uniform_map", "bin_map", "matrix_to_pixels", "matrix_image", "curve_to_columns",
-    "envelope_columns", "minmax", "colormap_lut", "hex_rgb", "apply_colormap", "envelope_layer", "waveform_layer",
+    "envelope_columns", "envelope_columns_streamed", "minmax", "colormap_lut", "hex_rgb", "apply_colormap",
+    "envelope_layer", "waveform_layer",
     "span_layer", "curve_layer", "composite",
 ]

@@ -1,8 +1,9 @@
 """Stage ``render``: one audio image per manifest clip, over all cores, into ``images.h5`` + PNG previews.
 
-Each worker loads one WAV (:func:`maivar.audio.wav.load_audio`) and renders it (:func:`maivar.audio.drawing.render`);
-the parent writes the images in manifest order (sorted by id). A clip that cannot be rendered (missing, empty or
-unreadable WAV, a worker that hangs or crashes) becomes a rejection with its reason, so ids stay aligned downstream.
+Each worker reads one WAV (only the samples it draws, where the drawing allows: :func:`render_clip`) and renders
+it (:func:`maivar.audio.drawing.render`); the parent writes the images in manifest order (sorted by id). A clip that
+cannot be rendered (missing, empty or unreadable WAV, too long to read whole, a worker that hangs or crashes) becomes
+a rejection with its reason, so ids stay aligned downstream.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from maivar.core import rejections
 from maivar.core.atomic import atomic_path
 from maivar.core.errors import PipelineError
 from maivar.core.feature_store import create_store
@@ -26,7 +28,7 @@ from maivar.core.rejections import ClipFailure, check_rejected_share
 
 from .drawing import Style, render, style_from_settings
 from .representations import get_representation
-from .wav import load_audio, read_audio
+from .wav import WavClip, load_audio, read_audio
 
 if TYPE_CHECKING:
     from maivar.settings.render import RenderSettings
@@ -45,12 +47,30 @@ class Rendered:
 
 def render_clip(audio_path: str, *, representation: str, sample_rate: int, size: int, n_fft: int,
                 hop_length: int, n_mfcc: int, chroma_tuning, style: Style, pixel_mapping: str,
-                recipe: str = "corrected") -> Rendered:
-    """Worker: load one WAV and render it; raises :class:`ClipFailure` for a WAV that cannot be read.
+                recipe: str = "corrected", max_whole_clip_s: float | None = None) -> Rendered:
+    """Worker: render one WAV; raises :class:`ClipFailure` for a WAV that cannot be read.
+
+    Memory does not grow with the clip where the drawing allows it: recipe ``corrected`` with ``nearest`` on a
+    WAV at ``sample_rate`` reads only the samples of the frames shown, and streams the waveform's envelope
+    (:class:`~maivar.audio.wav.WavClip`). Anything else needs the whole clip in memory (``area``: every frame;
+    a WAV at another rate: resampled whole; ``pymaivar``): a clip longer than ``max_whole_clip_s`` seconds is
+    then ``too_long`` (None: no limit).
 
     ``recipe="pymaivar"`` reads the WAV at its own rate, as the authors' ``librosa.load(sr=None)`` did
     (``sample_rate`` is then unused)."""
     _one_thread()
+    with WavClip(audio_path, min_length=n_fft) as clip:
+        if recipe == "corrected" and pixel_mapping == "nearest" and clip.rate == sample_rate:
+            image = render(clip, sample_rate, representation, size=size, n_fft=n_fft, hop_length=hop_length,
+                           n_mfcc=n_mfcc, chroma_tuning=chroma_tuning, style=style, pixel_mapping=pixel_mapping,
+                           recipe=recipe)
+            return Rendered(image, clip.count_non_finite())
+        seconds = clip.frames / clip.rate
+    if max_whole_clip_s is not None and seconds > max_whole_clip_s:
+        why = ("recipe pymaivar" if recipe == "pymaivar" else "pixel_mapping area" if pixel_mapping != "nearest"
+               else f"a {clip.rate} Hz WAV resampled to {sample_rate} Hz")
+        raise ClipFailure(rejections.TOO_LONG, f"{seconds:.1f} s, and {why} needs the whole clip in memory: more "
+                          f"than render.max_whole_clip_s {max_whole_clip_s:g}")
     if recipe == "pymaivar":
         y, sample_rate, non_finite = read_audio(audio_path)
     else:
@@ -68,6 +88,7 @@ def clip_keywords(representation: str, settings: RenderSettings) -> dict:
         "size": settings.image_size, "n_fft": settings.n_fft, "hop_length": settings.hop_length,
         "n_mfcc": settings.n_mfcc, "chroma_tuning": settings.chroma_tuning, "style": style_from_settings(settings),
         "pixel_mapping": settings.pixel_mapping, "recipe": settings.recipe,
+        "max_whole_clip_s": settings.max_whole_clip_s,
     }
 
 

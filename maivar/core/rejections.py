@@ -37,6 +37,8 @@ UPSTREAM_REJECTED = "upstream_rejected"  # absent from an input file because an 
 TOO_FEW_FRAMES = "too_few_frames"  # a video that decodes fewer frames than the sampling needs
 DECODE_FAILED = "decode_failed"  # decoding failed part-way
 NONFINITE_FEATURES = "nonfinite_features"  # a feature vector with NaN or inf (excluded from training/evaluation)
+TOO_LONG = "too_long"  # longer than a stage's duration limit (prepare.max_duration_s, render.max_whole_clip_s)
+TOO_LARGE = "too_large"  # frames of more pixels than prepare.max_pixels
 
 ALL = (
     MISSING_FILE,
@@ -57,6 +59,8 @@ ALL = (
     TOO_FEW_FRAMES,
     DECODE_FAILED,
     NONFINITE_FEATURES,
+    TOO_LONG,
+    TOO_LARGE,
 )
 
 

@@ -77,7 +77,8 @@ FRAME_CHECKS = ("packets", "decode")
 
 
 def probe_video(path: str | Path, frame_check: str = "packets", start_s: float | None = None,
-                end_s: float | None = None) -> VideoProbe:
+                end_s: float | None = None, *, max_duration_s: float | None = None,
+                max_pixels: int | None = None) -> VideoProbe:
     """Open the container, read its declared properties and count the video frames it really holds.
 
     ``frame_check="packets"`` counts the video packets (in AVI one chunk per frame, dropped frames included)
@@ -87,6 +88,9 @@ def probe_video(path: str | Path, frame_check: str = "packets", start_s: float |
     With a window (``start_s``, ``end_s``: a clip out of a longer video), only the frames whose time
     (:func:`frame_time`) lies in ``[start_s, end_s)`` count, and the window declares ``round((end_s -
     start_s) x fps)`` frames: a video shorter than the window holds fewer, as a truncated one does.
+
+    A video (or window) declaring more than ``max_duration_s`` seconds is ``too_long``, one whose frames have
+    more than ``max_pixels`` pixels is ``too_large``: both refused from the header, before any frame is read.
     """
     if frame_check not in FRAME_CHECKS:
         raise ValueError(f"frame_check must be one of {FRAME_CHECKS}, got {frame_check!r}")
@@ -114,6 +118,7 @@ def probe_video(path: str | Path, frame_check: str = "packets", start_s: float |
             if windowed:
                 duration = end_s - start_s
                 declared = int(round(duration * fps))
+            check_limits(duration, width, height, max_duration_s=max_duration_s, max_pixels=max_pixels)
             counted = 0
             try:
                 for packet in container.demux(stream):
@@ -136,6 +141,18 @@ def probe_video(path: str | Path, frame_check: str = "packets", start_s: float |
         raise ClipFailure(rejections.UNREADABLE_VIDEO, f"no usable video stream (fps {fps}, {width}x{height})")
     return VideoProbe(duration_s=duration, fps=fps, frames=declared, decoded_frames=counted, width=width,
                       height=height, has_audio=has_audio)
+
+
+def check_limits(duration_s: float, width: int, height: int, *, max_duration_s: float | None,
+                 max_pixels: int | None) -> None:
+    """Refuse what cannot sensibly be processed (a limit of None: no limit): ``too_long`` past ``max_duration_s``
+    (prepare.max_duration_s), ``too_large`` past ``max_pixels`` pixels a frame (prepare.max_pixels)."""
+    if max_duration_s is not None and duration_s > max_duration_s:
+        raise ClipFailure(rejections.TOO_LONG, f"declares {duration_s:.1f} s, more than prepare.max_duration_s "
+                          f"{max_duration_s:g}")
+    if max_pixels is not None and width * height > max_pixels:
+        raise ClipFailure(rejections.TOO_LARGE, f"{width}x{height} frames ({width * height} pixels), more than "
+                          f"prepare.max_pixels {max_pixels}")
 
 
 def frame_time(pts: int | None, stream) -> float | None:
@@ -194,20 +211,35 @@ def dbfs(value: float) -> float:
     return 20 * math.log10(value) if value > 0 else -math.inf
 
 
-def measure_wav(path: str | Path) -> AudioLevel:
-    """Sample rate, channels, length, peak and RMS (dBFS, full scale = 32768) of a 16-bit PCM WAV."""
+WAV_BLOCK_FRAMES = 1 << 16  # measure_wav reads this many frames at a time (256 KiB of 16-bit stereo)
+
+
+def measure_wav(path: str | Path, block_frames: int = WAV_BLOCK_FRAMES) -> AudioLevel:
+    """Sample rate, channels, length, peak and RMS (dBFS, full scale = 32768) of a 16-bit PCM WAV.
+
+    Streamed: ``block_frames`` frames at a time, so memory does not grow with the clip (a 30-minute WAV is
+    318 MB). The peak and the sum of squares are taken on the integers, exactly; the RMS is then the same
+    float64 as the mean of the squares of the whole clip as float64 (whose partial sums are exact for any
+    clip under 8 M samples: every square is a multiple of 2**-30).
+    """
     try:
         with wave.open(str(path), "rb") as wav:
             if wav.getsampwidth() != 2:
                 raise ClipFailure(rejections.DEMUX_FAILED, f"expected 16-bit PCM, got {8 * wav.getsampwidth()}-bit")
-            rate, channels, n = wav.getframerate(), wav.getnchannels(), wav.getnframes()
-            data = np.frombuffer(wav.readframes(n), dtype="<i2")
+            rate, channels = wav.getframerate(), wav.getnchannels()
+            count, peak, squares = 0, 0, 0
+            while True:
+                block = wav.readframes(block_frames)
+                if not block:
+                    break
+                data = np.frombuffer(block, dtype="<i2").astype(np.int64)
+                count += len(data)
+                peak = max(peak, int(np.max(np.abs(data))))
+                squares += int(np.dot(data, data))  # < 2**30 per sample: exact in int64 for any block
     except (wave.Error, EOFError) as exc:
         raise ClipFailure(rejections.DEMUX_FAILED, f"unreadable WAV: {exc}") from None
-    samples = len(data) // max(channels, 1)
-    if len(data) == 0:
+    samples = count // max(channels, 1)
+    if count == 0:
         return AudioLevel(rate, channels, 0, -math.inf, -math.inf)
-    x = data.astype(np.float64) / 32768.0
-    peak = float(np.max(np.abs(x)))
-    rms = float(np.sqrt(np.mean(x * x)))
-    return AudioLevel(rate, channels, samples, dbfs(peak), dbfs(rms))
+    rms = math.sqrt(squares / 2.0**30 / count) if squares < 2**53 else math.sqrt(squares / count / 2.0**30)
+    return AudioLevel(rate, channels, samples, dbfs(peak / 32768.0), dbfs(rms))

@@ -8,9 +8,12 @@ The rule, applied to the clips the dataset lists (:mod:`maivar.data.readers`: UC
    ``unknown_class``.
 1. **Per clip**, in this order (the first failing check is the reason):
    file present (``missing_file``), non-empty (``empty_file``), the container opens with a video stream
-   and declares its length (``unreadable_video``), the frames it holds (``frame_check: packets``, or
-   ``decode``: every frame decoded, else ``decode_failed``) number at least ``min_decoded_share`` x the
-   declared count (``truncated``: a damaged or cut file), an audio stream is present
+   and declares its length (``unreadable_video``), a declared duration of at most ``max_duration_s``
+   (``too_long``) and frames of at most ``max_pixels`` pixels (``too_large``; both from the header, before
+   anything is decoded or demuxed: no clip costs more time or memory than these allow), the frames it
+   holds (``frame_check: packets``, or ``decode``: every frame decoded, else ``decode_failed``) number at
+   least ``min_decoded_share`` x the declared count (``truncated``: a damaged or cut file), an audio stream
+   is present
    (``no_audio_stream``), ffmpeg demuxes it to a WAV (``demux_failed``; ``sample_rate``, ``channels``,
    16-bit), the audio covers at least ``min_audio_coverage`` of the picture's duration
    (``audio_too_short``: a recording whose sound stops early; the manifest records every kept clip's
@@ -74,6 +77,8 @@ class ExamineTask:
     min_audio_coverage: float | None = 0.0  # None: no coverage check
     start_s: float | None = None  # a window of the video (a clip out of a longer one)
     end_s: float | None = None
+    max_duration_s: float | None = None  # longer is too_long (None: no limit)
+    max_pixels: int | None = None  # larger frames are too_large (None: no limit)
 
 
 @dataclass
@@ -99,7 +104,8 @@ def examine_video(task: ExamineTask) -> dict:
         raise ClipFailure(R.EMPTY_FILE, "0 bytes")
     wav = Path(task.wav_path)
     window = {"start_s": task.start_s, "end_s": task.end_s}
-    probe = probe_video(path, task.frame_check, **window)
+    probe = probe_video(path, task.frame_check, **window, max_duration_s=task.max_duration_s,
+                        max_pixels=task.max_pixels)
     info = {"duration_s": round(probe.duration_s, 6), "fps": round(probe.fps, 6), "frames": probe.frames,
             "width": probe.width, "height": probe.height,
             # the "partial" record: frames held / declared (a kept video holds at least min_decoded_share)
@@ -246,7 +252,8 @@ def prepare_subset(
                          sample_rate=prepare.sample_rate, channels=prepare.channels,
                          min_decoded_share=prepare.min_decoded_share, silence_dbfs=prepare.silence_dbfs,
                          timeout_s=prepare.timeout_s * 0.9, frame_check=prepare.frame_check,
-                         min_audio_coverage=prepare.min_audio_coverage, start_s=v.start_s, end_s=v.end_s)
+                         min_audio_coverage=prepare.min_audio_coverage, start_s=v.start_s, end_s=v.end_s,
+                         max_duration_s=prepare.max_duration_s, max_pixels=prepare.max_pixels)
              for v in to_probe]
     results = guarded_map(examine_video, tasks, workers=workers, timeout_s=prepare.timeout_s, desc="probe+demux")
     examined = {}

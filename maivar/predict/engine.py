@@ -104,7 +104,8 @@ def prepare_sound(item: tuple[int, str], *, branch: AudioBranch, render: dict, w
     p = branch.prepare
     task = ExamineTask(id=str(index), video_path=path, wav_path=str(wav), sample_rate=p.sample_rate,
                        channels=p.channels, min_decoded_share=p.min_decoded_share, silence_dbfs=p.silence_dbfs,
-                       timeout_s=0.9 * p.timeout_s, frame_check=p.frame_check, min_audio_coverage=p.min_audio_coverage)
+                       timeout_s=0.9 * p.timeout_s, frame_check=p.frame_check, min_audio_coverage=p.min_audio_coverage,
+                       max_duration_s=p.max_duration_s, max_pixels=p.max_pixels)
     try:
         try:
             info = examine_video(task)

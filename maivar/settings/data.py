@@ -67,4 +67,6 @@ class PrepareSettings(Section):
     frame_check: str = setting(Choice(FRAME_CHECKS))
     timeout_s: float = setting(SECONDS)
     max_rejected_share: float = setting(SHARE)
+    max_duration_s: float = setting(SECONDS, "a clip (or window) declaring a longer duration is too_long")
+    max_pixels: int = setting(Int(1, 1 << 30), "a video whose frames have more pixels (width x height) is too_large")
 

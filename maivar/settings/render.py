@@ -68,6 +68,8 @@ class RenderSettings(Section):
     previews_per_class: int = setting(Int(0, 1000))
     timeout_s: float = setting(Float(0, 86400, lo_open=True))
     max_rejected_share: float = setting(Float(0, 1))
+    max_whole_clip_s: float = setting(Float(0, 86400, lo_open=True), "a clip that must be read whole (area, "
+                                      "pymaivar, another rate) and is longer is too_long")
 
     def validate(self, where, name):
         if self.hop_length > self.n_fft:

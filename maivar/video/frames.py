@@ -6,7 +6,9 @@
 - :func:`decode_segments` decodes a video once with PyAV and converts to RGB only the frames it keeps
   (the color conversion, not the decoding, dominates the cost); each kept frame is resized so that its
   short side is ``short_side`` (bilinear, as MMAction2's ``Resize(scale=(-1, 256))``) and centre-cropped
-  to ``crop_size`` x ``crop_size`` (as ``CenterCrop``). Videos of any resolution give the same shape.
+  to ``crop_size`` x ``crop_size`` (as ``CenterCrop``) as soon as it is decoded, so that at most one
+  full-resolution RGB frame is alive whatever the resolution (an 8192x8192 frame is 200 MB; the
+  ``num_segments`` kept frames are ``crop_size``-sized). Videos of any resolution give the same shape.
 - The expected frame count (the manifest's ``frames``) picks the indices during the single pass; when
   the video decodes a different number of frames the indices are recomputed from what decoded and the
   kept frames are taken in a second pass. Fewer than ``min_decoded_share`` x the expected count is
@@ -56,10 +58,17 @@ def centre_crop(img: np.ndarray, size: int) -> np.ndarray:
     return img[top : top + size, left : left + size]
 
 
+def fit_frame(rgb: np.ndarray, short_side: int, crop_size: int) -> np.ndarray:
+    """One decoded RGB frame resized (:func:`resize_short_side`) and centre-cropped (:func:`centre_crop`): a
+    ``crop_size`` x ``crop_size`` x 3 array of its own (the full-resolution frame can be freed at once)."""
+    return np.ascontiguousarray(centre_crop(resize_short_side(rgb, short_side), crop_size))
+
+
 def _decode(path: str, wanted: set[int], deadline: float, start_s: float | None = None,
-            end_s: float | None = None) -> tuple[int, dict[int, np.ndarray]]:
-    """Decode every frame (of the window ``[start_s, end_s)`` when given), convert the ``wanted`` ones to RGB;
-    returns (frames decoded, {index: rgb}), indices counted from the first frame (of the window)."""
+            end_s: float | None = None, *, short_side: int, crop_size: int) -> tuple[int, dict[int, np.ndarray]]:
+    """Decode every frame (of the window ``[start_s, end_s)`` when given), convert the ``wanted`` ones to RGB,
+    resized and cropped at once (:func:`fit_frame`); returns (frames decoded, {index: crop_size x crop_size x 3}),
+    indices counted from the first frame (of the window)."""
     import av
 
     from maivar.data.media import frame_time  # the times prepare measured the same window in
@@ -87,7 +96,7 @@ def _decode(path: str, wanted: set[int], deadline: float, start_s: float | None 
                 if t >= end_s:
                     break
             if count in wanted:
-                kept[count] = frame.to_ndarray(format="rgb24")
+                kept[count] = fit_frame(frame.to_ndarray(format="rgb24"), short_side, crop_size)
             count += 1
     return count, kept
 
@@ -123,7 +132,8 @@ def decode_segments(
     guess = int(expected_frames) if expected_frames and expected_frames > 0 else None
     try:
         wanted = set(segment_centres(guess, num_segments).tolist()) if guess else set()
-        count, kept = _decode(path, wanted, deadline, start_s, end_s)
+        fit = {"short_side": short_side, "crop_size": crop_size}
+        count, kept = _decode(path, wanted, deadline, start_s, end_s, **fit)
         if count == 0:
             raise ClipFailure(rejections.TOO_FEW_FRAMES, "no frame decodes")
         if guess and count < min_decoded_share * guess:
@@ -134,12 +144,12 @@ def decode_segments(
             if guess:
                 log.warning("%s decodes %d frames, not the %d expected: sampling over the %d", path, count, guess,
                             count)
-            count2, kept = _decode(path, set(indices.tolist()), deadline, start_s, end_s)
+            count2, kept = _decode(path, set(indices.tolist()), deadline, start_s, end_s, **fit)
             if count2 != count:
                 raise ClipFailure(rejections.DECODE_FAILED, f"decoded {count} then {count2} frames")
         frames = np.empty(shape, dtype=np.uint8) if out is None else out
         for t, index in enumerate(indices):
-            frames[t] = centre_crop(resize_short_side(kept[int(index)], short_side), crop_size)
+            frames[t] = kept[int(index)]
         return frames
     except FileNotFoundError:
         raise ClipFailure(rejections.MISSING_FILE, f"{path} not found") from None
