@@ -20,6 +20,11 @@ from maivar.core.rejections import Rejection
 from maivar.extraction.checkpoints import Weights
 from maivar.extraction.job import Job
 from maivar.extraction.resume import Journal, blocks
+from maivar.heads.join import fit_normalization, load_features, video_input
+from maivar.heads.mlp import MLP
+from maivar.heads.training import standardized
+
+from head_data import make_features, make_manifest, write_store
 
 
 def md5(path) -> str:
@@ -97,3 +102,64 @@ def test_a_chunk_unreadable_after_its_header_was_read_is_removed_and_one_line(tm
         job.assemble(tmp_path / "features.h5", done)
     assert not path.exists() and not (tmp_path / "features.h5").exists()
     assert job.journal.todo(job.spans)  # the rerun computes that chunk's inputs again
+
+
+# ------------------------------------------------------------------------------------------- the heads' reads
+
+
+def _reference_normalization(x_train, eps=1e-6):
+    """The standardization as it was fitted before it was chunked: numpy over the whole copy of the train rows."""
+    mean = x_train.mean(axis=0, dtype=np.float64)
+    std = x_train.std(axis=0, dtype=np.float64)
+    std = np.where(std < eps, 1.0, std)
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+@pytest.mark.parametrize("dim", [1, 3, 40])
+def test_the_chunked_standardization_is_numpys_bit_for_bit(dim):
+    rng = np.random.default_rng(dim)
+    x = (rng.standard_normal((501, dim)) * rng.uniform(0.1, 50, dim) + rng.uniform(-20, 20, dim)).astype(np.float32)
+    x[:, 0] = 2.5  # a constant feature: its std becomes 1
+    rows = np.flatnonzero(rng.random(len(x)) < 0.7)
+    want = _reference_normalization(x[rows])
+    for chunk_bytes in (1, 8 * dim * 7, 1 << 30):  # one row, 7 rows, all of them at a time
+        got = fit_normalization(x, rows, chunk_bytes=chunk_bytes)
+        assert got[0].tobytes() == want[0].tobytes() and got[1].tobytes() == want[1].tobytes()
+    assert fit_normalization(x)[1].tobytes() == _reference_normalization(x)[1].tobytes()
+
+
+def test_standardized_rows_are_the_rows_standardized():
+    model = MLP(6, [4], 2)
+    rng = np.random.default_rng(0)
+    model.set_normalization(torch.tensor(rng.standard_normal(6)), torch.tensor(rng.uniform(0.5, 2, 6)))
+    x = rng.standard_normal((50, 6)).astype(np.float32)
+    rows = np.array([3, 1, 4, 1, 5, 9, 26, 49])
+    want = standardized(model, x[rows], torch.device("cpu"))
+    assert torch.equal(standardized(model, x, torch.device("cpu"), rows=rows, chunk_bytes=1), want)
+
+
+@pytest.mark.parametrize("case", ["video_mean", "video_flatten", "audio_flips"])
+def test_features_read_in_chunks_equal_the_whole_read(tmp_path, case):
+    """One row at a time, or all at once: the same head input, with a NaN row left out as it is read; and the
+    segment mean (video) the one of the whole N x T x D array."""
+    manifest = make_manifest(3, 5, 2)
+    index = manifest.set_index("id")
+    if case == "audio_flips":
+        feats = make_features(manifest, 6, segments=4, seed=1)  # N x 4 flip variants x D
+        attrs, modality, segments = {"flips": '["none", "horizontal", "vertical", "both"]'}, "audio", None
+    else:
+        feats = make_features(manifest, 6, segments=5, seed=1)
+        attrs, modality, segments = {}, "video", case.split("_")[1]
+    feats[4, 2, 3] = np.nan
+    write_store(tmp_path / "f.h5", manifest, feats, attrs=attrs)
+    whole = load_features(tmp_path / "f.h5", index, modality, segments=segments, read_bytes=1 << 30)
+    rows = load_features(tmp_path / "f.h5", index, modality, segments=segments, read_bytes=1)
+    keep = [i for i in range(len(manifest)) if i != 4]
+    assert rows.ids == whole.ids == [manifest["id"].iloc[i] for i in keep]
+    assert [r.id for r in rows.excluded] == [manifest["id"].iloc[4]]
+    assert rows.x.tobytes() == whole.x.tobytes()
+    if case == "audio_flips":
+        assert rows.variants.tobytes() == whole.variants.tobytes() == feats[keep].tobytes()
+        assert np.array_equal(rows.x, feats[keep, 0])
+    else:
+        assert rows.x.tobytes() == video_input(feats[keep], segments).tobytes()
