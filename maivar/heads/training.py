@@ -379,14 +379,16 @@ def train_fusion(*, manifest_path: str | Path, audio_path: str | Path, video_pat
     audio = load_features(audio_path, manifest, "audio")
     video = load_features(video_path, manifest, "video", segments=video_head.segments)
     fused, _ = join_modalities(audio, video)
+    audio_dim, video_dim = audio.x.shape[1], video.x.shape[1]
+    del audio, video  # the joined rows are a copy: the memory holds one matrix of the clips, not two
     video_mlp, _ = load_model(video_model_path)
-    check_video_fits(video_mlp.config, video.x.shape[1], len(classes))
-    model = fusion_from_video(video_mlp, audio.x.shape[1], init=head.init)
+    check_video_fits(video_mlp.config, video_dim, len(classes))
+    model = fusion_from_video(video_mlp, audio_dim, init=head.init)
     # Algorithm 1 keeps the video MLP's normalization for the video columns; fit only the audio columns.
-    normalize = slice(0, audio.x.shape[1]) if head.init == "video" else slice(None)
+    normalize = slice(0, audio_dim) if head.init == "video" else slice(None)
     history = fit(fused, manifest, model, epochs=head.epochs, lr=head.lr, batch_size=head.batch_size, l1=head.l1,
                   seed=train.seed, live_dir=live_dir, normalize=normalize)
     save_model(model_path, model, classes=classes, extra={
-        "modality": "fusion", "init": head.init, "audio_features": int(audio.x.shape[1]),
+        "modality": "fusion", "init": head.init, "audio_features": int(audio_dim),
         "segments": video_head.segments, "excluded": rejection_records(fused.excluded), "history": history,
     })
