@@ -282,7 +282,7 @@ class _ToyJob:
         return rank_summary(world, mine, todo, self.device, threads, rejected=0)
 
     def assemble(self, out, done):
-        self.assembled = (list(done.rows), np.concatenate(done.features).ravel().tolist())
+        self.assembled = (list(done.rows), np.concatenate(list(self.journal.features(done))).ravel().tolist())
 
 
 _JOBS: dict = {}

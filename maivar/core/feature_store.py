@@ -44,7 +44,8 @@ DETERMINISTIC_COMPRESSION = (None, "gzip")
 
 @dataclass
 class Store:
-    """A store read into memory (the payload too, unless ``load_data=False``)."""
+    """A store read into memory (the payload too, unless ``load_data=False``: :func:`read_row_chunks` reads it a
+    few rows at a time); ``shape`` is the payload's."""
 
     path: Path
     ids: list[str]
@@ -52,6 +53,7 @@ class Store:
     rejected: list[Rejection]
     attrs: dict
     data: np.ndarray | None = None
+    shape: tuple[int, ...] = ()
     index: dict[str, int] = field(init=False)
 
     def __post_init__(self):
@@ -166,7 +168,24 @@ def open_store(path: str | Path, data_name: str, *, load_data: bool = True) -> S
             ]
             attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in h5.attrs.items()}
             data = h5[data_name][()] if load_data else None
-            return Store(path, ids, h5["labels"][()], rejected, attrs, data)
+            return Store(path, ids, h5["labels"][()], rejected, attrs, data, tuple(h5[data_name].shape))
+    except OSError as exc:
+        raise PipelineError(f"{path} is not a readable HDF5 file ({exc}): delete it and rerun dvc repro") from None
+
+
+READ_BYTES = 64 << 20  # what :func:`read_row_chunks` reads at a time
+
+
+def read_row_chunks(path: str | Path, data_name: str, *, max_bytes: int = READ_BYTES) -> Iterator[np.ndarray]:
+    """The payload of the store at ``path`` (opened by :func:`open_store` first), in row order, as many rows at a
+    time as fit in ``max_bytes`` (at least one): a reader's memory does not grow with the store."""
+    try:
+        with h5py.File(path, "r") as h5:
+            data = h5[data_name]
+            row_bytes = int(np.prod(data.shape[1:], dtype=np.int64)) * data.dtype.itemsize
+            step = max(1, int(max_bytes) // max(1, row_bytes))
+            for start in range(0, len(data), step):
+                yield data[start : start + step]
     except OSError as exc:
         raise PipelineError(f"{path} is not a readable HDF5 file ({exc}): delete it and rerun dvc repro") from None
 

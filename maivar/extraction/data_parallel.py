@@ -271,14 +271,15 @@ def run_extraction(make_job: MakeJob, spec: JobSpec, *, n_blocks: int, device_ty
 
 
 def _collect(job, threads: int) -> Resumed:
-    """Every block's results from the journal; a block whose chunk could not be read (it is removed) is
-    computed again here, and one still missing is a one-line error."""
-    done, unfinished = job.journal.collect(job.spans)
+    """Every block's results from the journal, without their features (the assembly reads them chunk by chunk);
+    a block whose chunk could not be read (it is removed) is computed again here, and one still missing is a
+    one-line error."""
+    done, unfinished = job.journal.collect(job.spans, features=False)
     if unfinished:
         log.warning("%d of %d blocks of %s are missing from the journal: computing them again", len(unfinished),
                     len(job.spans), job.what)
         job.fill(World(), threads)
-        done, unfinished = job.journal.collect(job.spans)
+        done, unfinished = job.journal.collect(job.spans, features=False)
     if unfinished:
         raise PipelineError(f"{len(unfinished)} of {len(job.spans)} blocks of {job.what} are not in the journal "
                             f"{job.journal.dir} (first: {job.what} {unfinished[0].start}-{unfinished[0].stop - 1}): "

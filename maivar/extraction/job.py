@@ -8,7 +8,7 @@ videos decoded in guarded worker processes) as :class:`Batch` es, and the forwar
 finished block is on disk at once, and the finished batches survive an interruption) and shows the progress.
 A stage's :class:`Job` (set up once per process by its ``make_job(spec, world)``,
 :mod:`maivar.extraction.data_parallel`) fills its rank's blocks with it (:meth:`Job.fill`) and writes the store
-from every block's journaled results (:meth:`Job.assemble`).
+from every block's journaled results (:meth:`Job.assemble`, one journal chunk at a time).
 """
 
 from __future__ import annotations
@@ -145,18 +145,20 @@ class Job:
         return rank_summary(world, mine, todo, self.device, threads, rejected=rejected)
 
     def assemble(self, out_path: str | Path, done: Resumed) -> None:
-        """The store, from every block's journaled results (``done``, in input order); then the journal goes."""
+        """The store, from every block's journaled results (``done``, in input order, collected without their
+        features): the features are written as they are read from the journal, one chunk at a time, so the memory
+        of an assembly does not grow with the store (the same bytes as writing them all at once: the store's
+        HDF5 chunks are rows, allocated in row order either way). Then the journal goes."""
         ids, labels, rejected = self.store_rows(done)
-        if done.features:
-            feats = np.concatenate(done.features)
-        else:
-            feats = np.empty((0, *self.item_shape()), dtype=np.float32)
+        item_shape = tuple(done.parts[0][1][1:]) if done.parts else self.item_shape()
         attrs = {**self.attrs, "device": ",".join(sorted(done.devices)) or self.device.type}
-        with create_store(out_path, data_name="features", n=len(ids), item_shape=feats.shape[1:],
+        with create_store(out_path, data_name="features", n=len(ids), item_shape=item_shape,
                           dtype=np.float32) as w:
-            if len(ids):
-                w.write_rows(0, feats)
+            row = 0
+            for feats in self.journal.features(done):
+                w.write_rows(row, feats)
+                row += len(feats)
             w.finish(ids, labels, rejected, attrs)
         self.journal.discard()
-        log.info("wrote %s: %s features (weights: %s), %d rejected", out_path, " x ".join(map(str, feats.shape)),
-                 self.weights.source, len(rejected))
+        log.info("wrote %s: %s features (weights: %s), %d rejected", out_path,
+                 " x ".join(map(str, (len(ids), *item_shape))), self.weights.source, len(rejected))

@@ -18,8 +18,12 @@ process (data parallelism gives each rank its own blocks); batches never span tw
 span two blocks. :meth:`Journal.load` gives back, for one block (or the whole input), the longest run of
 chunks from its start; a rerun starts after it. Because a chunk ends at a batch boundary, the rerun forms
 the same batches as an uninterrupted run would, so the final output is the same, byte for byte
-(:meth:`Journal.collect` assembles it, block by block in input order, whatever process filled which
-block). The journal is deleted once the output is in place. It is not a DVC output: DVC never sees a
+(:meth:`Journal.collect` lists it, block by block in input order, whatever process filled which block).
+The store is assembled from the journal without holding its features: :meth:`Journal.collect` reads each
+chunk's rows, rejections and device and only the header of its features (their shape), and
+:meth:`Journal.features` then reads the features one chunk at a time, in input order, for the store's writer
+(:meth:`maivar.extraction.job.Job.assemble`): the memory of an assembly is one chunk's, whatever the size of
+the dataset. The journal is deleted once the output is in place. It is not a DVC output: DVC never sees a
 partial result.
 """
 
@@ -31,12 +35,14 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from maivar.core.atomic import atomic_path
+from maivar.core.errors import PipelineError
 from maivar.core.rejections import Rejection
 
 log = logging.getLogger(__name__)
@@ -53,17 +59,22 @@ def blocks(n: int, batch: int) -> list[range]:
 
 @dataclass
 class Resumed:
-    """What a journal gives back: the inputs from the span's start (0 without one) up to ``stop`` are done."""
+    """What a journal gives back: the inputs from the span's start (0 without one) up to ``stop`` are done.
+
+    ``features`` holds the features read (one array per chunk that has any); a journal read without them
+    (``features=False``) lists instead, in ``parts``, the chunk files that hold them and each one's shape."""
 
     stop: int = 0
     rows: list[int] = field(default_factory=list)
     features: list[np.ndarray] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     devices: set[str] = field(default_factory=set)
+    parts: list[tuple[Path, tuple[int, ...]]] = field(default_factory=list)
 
     def extend(self, other: Resumed) -> None:
         self.rows.extend(other.rows)
         self.features.extend(other.features)
+        self.parts.extend(other.parts)
         self.rejected.extend(other.rejected)
         self.devices |= other.devices
         self.stop = other.stop
@@ -104,9 +115,11 @@ class Journal:
                 chunks.append((start, stop, path))
         return sorted(chunks)
 
-    def load(self, span: range | None = None, *, chunks: list[tuple[int, int, Path]] | None = None) -> Resumed:
+    def load(self, span: range | None = None, *, chunks: list[tuple[int, int, Path]] | None = None,
+             features: bool = True) -> Resumed:
         """The finished prefix of ``span`` (default: the whole input, from 0) that an earlier, interrupted run
-        with the same key journaled (empty when there is none); journals of other keys are removed."""
+        with the same key journaled (empty when there is none); journals of other keys are removed. Without
+        ``features``, the chunks' features are not read, only their shapes (``Resumed.parts``)."""
         self._remove_others()
         start = span.start if span is not None else 0
         end = span.stop if span is not None else None
@@ -119,7 +132,10 @@ class Journal:
             try:
                 with np.load(path, allow_pickle=False) as z:
                     rows = z["rows"].astype(np.int64).tolist()
-                    features = np.array(z["features"])
+                    feats = np.array(z["features"]) if features else None
+                    shape = feats.shape if features else _member_shape(z, "features")
+                    if len(rows) != shape[0]:
+                        raise ValueError(f"{len(rows)} rows but {shape[0]} rows of features")
                     rejected = [Rejection(*r) for r in json.loads(str(z["rejected"]))]
                     device = str(z["device"]) if "device" in z.files else ""
             except Exception as exc:  # noqa: BLE001 - an unreadable chunk ends the usable prefix
@@ -127,8 +143,11 @@ class Journal:
                 path.unlink(missing_ok=True)
                 break
             resumed.rows.extend(rows)
-            if len(features):
-                resumed.features.append(features)
+            if shape[0]:
+                if features:
+                    resumed.features.append(feats)
+                else:
+                    resumed.parts.append((path, shape))
             resumed.rejected.extend(rejected)
             if device:
                 resumed.devices.add(device)
@@ -149,16 +168,33 @@ class Journal:
                 out.append(range(at, span.stop))
         return out
 
-    def collect(self, spans: list[range]) -> tuple[Resumed, list[range]]:
-        """The journaled results of ``spans`` (blocks), in order, and the spans that are not finished."""
+    def collect(self, spans: list[range], *, features: bool = True) -> tuple[Resumed, list[range]]:
+        """The journaled results of ``spans`` (blocks), in order, and the spans that are not finished; without
+        ``features``, the features are left in the journal (:meth:`features` reads them)."""
         chunks = self._chunks()
         whole, unfinished = Resumed(), []
         for span in spans:
-            done = self.load(span, chunks=chunks)
+            done = self.load(span, chunks=chunks, features=features)
             if done.stop != span.stop:
                 unfinished.append(span)
             whole.extend(done)
         return whole, unfinished
+
+    def features(self, done: Resumed) -> Iterator[np.ndarray]:
+        """The features of ``done`` (collected without them), one chunk at a time, in input order. A chunk that
+        cannot be read now (its header could) is removed and is a one-line :class:`PipelineError`: a rerun
+        computes it again."""
+        for path, shape in done.parts:
+            try:
+                with np.load(path, allow_pickle=False) as z:
+                    feats = np.array(z["features"])
+                if feats.shape != tuple(shape):
+                    raise ValueError(f"shape {feats.shape}, its header said {tuple(shape)}")
+            except Exception as exc:  # noqa: BLE001 - the same as an unreadable chunk in load(): computed again
+                path.unlink(missing_ok=True)
+                raise PipelineError(f"journal chunk {path} could not be read ({str(exc).splitlines()[0][:200]}): "
+                                    "removed, rerun to compute it again") from None
+            yield feats
 
     # ------------------------------------------------------------------------------------- writing
 
@@ -201,6 +237,15 @@ class Journal:
         """Remove the whole journal (call once the output is in place)."""
         self._pending.clear()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _member_shape(z, name: str) -> tuple[int, ...]:
+    """The shape of array ``name`` of an open ``.npz`` (``np.load``), from its header: the data is not read."""
+    with z.zip.open(f"{name}.npy") as fh:
+        version = np.lib.format.read_magic(fh)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, _ = read_header(fh)
+    return tuple(shape)
 
 
 def file_identity(path: str | os.PathLike) -> list:

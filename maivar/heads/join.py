@@ -33,7 +33,7 @@ import pandas as pd
 
 from maivar.core import rejections
 from maivar.core.errors import PipelineError
-from maivar.core.feature_store import open_store
+from maivar.core.feature_store import READ_BYTES, open_store, read_row_chunks
 from maivar.core.rejections import Rejection
 
 log = logging.getLogger(__name__)
@@ -51,14 +51,24 @@ def class_names(manifest: pd.DataFrame) -> list[str]:
     return pairs["class_name"].tolist()
 
 
-def video_input(features: np.ndarray, segments: str) -> np.ndarray:
-    """How the T x D segment features enter a head: ``mean`` over segments (D) or ``flatten`` (T*D)."""
+def video_shape(shape: Sequence[int], segments: str) -> tuple[int, ...]:
+    """The shape one clip's video features take as a head's input, from the store's (N x T x D, or N x D)."""
     if segments not in SEGMENTS:
         raise PipelineError(f"video_mlp.segments is {segments!r}: choose mean or flatten")
-    if features.ndim == 2:  # already one vector per clip
+    shape = tuple(shape)
+    if len(shape) == 2:  # already one vector per clip
+        return shape[1:]
+    if len(shape) != 3:
+        raise PipelineError(f"video features must be N x segments x D, got shape {shape}")
+    return (shape[2],) if segments == "mean" else (shape[1] * shape[2],)
+
+
+def video_input(features: np.ndarray, segments: str) -> np.ndarray:
+    """How the T x D segment features enter a head: ``mean`` over segments (D) or ``flatten`` (T*D). Row by row:
+    the same numbers for any chunk of rows as for the whole."""
+    video_shape(features.shape, segments)
+    if features.ndim == 2:
         return features.astype(np.float32, copy=False)
-    if features.ndim != 3:
-        raise PipelineError(f"video features must be N x segments x D, got shape {features.shape}")
     if segments == "mean":
         return features.mean(axis=1, dtype=np.float64).astype(np.float32)
     return features.reshape(len(features), -1).astype(np.float32, copy=False)
@@ -78,21 +88,25 @@ class Features:
     variants: np.ndarray | None = None  # N x V x D flip variants of x[:, :D] (variant 0 == x[:, :D]), or None
 
 
-def load_features(path: str | Path, manifest: pd.DataFrame, modality: str, *, segments: str | None = None) -> Features:
-    """Read a feature store and check it against the manifest (see the module docstring)."""
-    store = open_store(path, "features")
-    x = store.data
-    if x is None or len(x) != len(store.ids):
+def load_features(path: str | Path, manifest: pd.DataFrame, modality: str, *, segments: str | None = None,
+                  read_bytes: int = READ_BYTES) -> Features:
+    """Read a feature store and check it against the manifest (see the module docstring).
+
+    The features are read ``read_bytes`` at a time (:func:`~maivar.core.feature_store.read_row_chunks`) into the
+    one array the head takes: video features are averaged over their segments (``segments: mean``) a chunk at a
+    time as they are read, so the store's N x T x D is never in memory, only N x D; the rows with NaN or inf are
+    left out as they are read. The same numbers for any ``read_bytes``."""
+    store = open_store(path, "features", load_data=False)
+    shape = store.shape
+    if not shape or shape[0] != len(store.ids):
         raise PipelineError(f"{path}: features and ids differ in length: rerun the stage that writes it")
-    variants = None
+    flips = segments is None and "flips" in store.attrs and len(shape) == 3  # N x V x D (extract_audio.flips)
     if segments is not None:
-        x = video_input(x, segments)
-    elif "flips" in store.attrs and x.ndim == 3:  # N x V x D flip variants (extract_audio.flips)
-        variants = x.astype(np.float32, copy=False)
-        x = variants[:, 0]
-    elif x.ndim != 2:
-        raise PipelineError(f"{path}: {modality} features must be N x D, got shape {x.shape}")
-    x = x.astype(np.float32, copy=False)
+        row_shape = video_shape(shape, segments)
+    elif len(shape) != 2 and not flips:
+        raise PipelineError(f"{path}: {modality} features must be N x D, got shape {shape}")
+    else:
+        row_shape = shape[1:]
     unknown = [i for i in store.ids if i not in manifest.index]
     if unknown:
         raise PipelineError(
@@ -112,8 +126,14 @@ def load_features(path: str | Path, manifest: pd.DataFrame, modality: str, *, se
             f"{path} neither holds nor rejects {len(unaccounted)} manifest clip(s) (e.g. {unaccounted[0]}): "
             "it was made from another manifest, rerun dvc repro"
         )
-    values = x if variants is None else variants
-    finite = np.isfinite(values.reshape(len(values), -1)).all(axis=1) if len(values) else np.ones(0, bool)
+    values = np.empty((len(store.ids), *row_shape), np.float32)  # the rows kept, from the first on
+    finite, at, kept = np.ones(len(store.ids), bool), 0, 0  # at: the chunk's first row in the store
+    for chunk in read_row_chunks(path, "features", max_bytes=read_bytes):
+        chunk = video_input(chunk, segments) if segments is not None else chunk
+        ok = np.isfinite(chunk.reshape(len(chunk), -1)).all(axis=1)
+        finite[at : at + len(chunk)] = ok
+        values[kept : kept + int(ok.sum())] = chunk if ok.all() else chunk[ok]
+        at, kept = at + len(chunk), kept + int(ok.sum())
     excluded = [
         Rejection(store.ids[i], rejections.NONFINITE_FEATURES, f"{modality} features contain NaN or inf")
         for i in np.flatnonzero(~finite)
@@ -124,8 +144,10 @@ def load_features(path: str | Path, manifest: pd.DataFrame, modality: str, *, se
         log.warning("%s: excluded %d clip(s) with NaN/inf features: %s", modality, len(excluded),
                     ", ".join(r.id for r in excluded[:5]) + (" ..." if len(excluded) > 5 else ""))
     keep = np.flatnonzero(finite)
-    return Features(modality, [store.ids[i] for i in keep], x[keep], y[keep], dict(store.attrs), rejected, excluded,
-                    None if variants is None else variants[keep])
+    values = values[:kept]  # a view: the rows of excluded clips are not copied out
+    x, variants = (values[:, 0], values) if flips else (values, None)
+    return Features(modality, [store.ids[i] for i in keep], x, y[keep], dict(store.attrs), rejected, excluded,
+                    variants)
 
 
 def join_modalities(audio: Features, video: Features) -> tuple[Features, list[Rejection]]:
@@ -187,9 +209,33 @@ def check_classes(y_train: np.ndarray, classes: Sequence[str], modality: str) ->
         )
 
 
-def fit_normalization(x_train: np.ndarray, eps: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature mean and standard deviation of the training rows (std below ``eps`` becomes 1)."""
-    mean = x_train.mean(axis=0, dtype=np.float64)
-    std = x_train.std(axis=0, dtype=np.float64)
+def fit_normalization(x: np.ndarray, rows: np.ndarray | None = None, eps: float = 1e-6, *,
+                      chunk_bytes: int = 16 << 20) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and standard deviation of the rows ``rows`` of ``x`` (default: all; in their order), std
+    below ``eps`` becoming 1: two passes over them a chunk at a time (``chunk_bytes`` of float64), no copy of
+    ``x``. The numbers of ``x[rows].mean(axis=0, dtype=float64)`` / ``.std(...)``, bit for bit: numpy sums a
+    C-ordered array over its first axis row after row in float64, and each chunk's sum here goes on from the
+    previous chunks' (:func:`_sum_rows`) instead of starting anew."""
+    rows = np.arange(len(x)) if rows is None else np.asarray(rows)
+    step = max(1, int(chunk_bytes) // max(1, 8 * int(np.prod(x.shape[1:], dtype=np.int64))))
+    total = None
+    for i in range(0, len(rows), step):
+        total = _sum_rows(total, x[rows[i : i + step]].astype(np.float64))
+    mean = total / len(rows)
+    total = None
+    for i in range(0, len(rows), step):
+        deviation = x[rows[i : i + step]] - mean
+        total = _sum_rows(total, np.multiply(deviation, deviation, out=deviation))
+    std = np.sqrt(total / len(rows))
     std = np.where(std < eps, 1.0, std)
     return mean.astype(np.float32), std.astype(np.float32)
+
+
+def _sum_rows(total: np.ndarray | None, block: np.ndarray) -> np.ndarray:
+    """``total`` (the float64 sum of the rows before ``block``, None for none) plus ``block``'s rows, added one
+    after another as numpy's ``sum(axis=0)`` adds them: the running sum is the first row of the reduction."""
+    if total is None:
+        return np.add.reduce(block, axis=0)
+    stack = np.empty((len(block) + 1, *block.shape[1:]), np.float64)
+    stack[0], stack[1:] = total, block
+    return np.add.reduce(stack, axis=0)

@@ -94,12 +94,20 @@ def accuracy(logits: np.ndarray, y: np.ndarray) -> float:
     return float((logits.argmax(axis=1) == y).mean() * 100.0) if len(y) else 0.0
 
 
-def standardized(model: MLP, x: np.ndarray | torch.Tensor, device: torch.device, columns: int | None = None):
-    """``x`` (..., F) as float32 on ``device``, standardized with ``model``'s buffers (the first ``columns`` of
-    them if given): element for element what :meth:`MLP.forward` computes, so ``model.layers`` on rows of it
-    gives ``model`` on the raw rows, bit for bit."""
+def standardized(model: MLP, x: np.ndarray | torch.Tensor, device: torch.device, columns: int | None = None,
+                 rows: np.ndarray | None = None, chunk_bytes: int = 16 << 20):
+    """``x`` (..., F), or its rows ``rows``, as float32 on ``device``, standardized with ``model``'s buffers (the
+    first ``columns`` of them if given): element for element what :meth:`MLP.forward` computes, so
+    ``model.layers`` on rows of it gives ``model`` on the raw rows, bit for bit. ``rows`` are gathered
+    ``chunk_bytes`` at a time into the output: no copy of them besides it."""
     mean, std = (model.mean, model.std) if columns is None else (model.mean[:columns], model.std[:columns])
-    return torch.tensor(x, dtype=torch.float32, device=device).sub_(mean).div_(std)
+    if rows is None:
+        return torch.tensor(x, dtype=torch.float32, device=device).sub_(mean).div_(std)
+    out = torch.empty((len(rows), *x.shape[1:]), dtype=torch.float32, device=device)
+    step = max(1, int(chunk_bytes) // max(1, 4 * int(np.prod(x.shape[1:], dtype=np.int64))))
+    for i in range(0, len(rows), step):
+        out[i : i + step] = torch.from_numpy(np.asarray(x[rows[i : i + step]], dtype=np.float32))
+    return out.sub_(mean).div_(std)
 
 
 class _LinearInto(torch.autograd.Function):
@@ -202,8 +210,14 @@ def train_head(
     desc: str | None = None,
     variants_train: np.ndarray | None = None,
     device: str | torch.device | None = None,
+    train_rows: np.ndarray | None = None,
+    test_rows: np.ndarray | None = None,
 ) -> list[dict]:
     """Adam on cross-entropy + L1; returns (and logs to ``live``) per-epoch train loss/acc and test acc.
+
+    ``train_rows`` / ``test_rows`` (default: all): the rows of ``x_train`` (and ``variants_train``) /
+    ``x_test`` to train / test on, read from them as they are standardized (the labels are the rows' own);
+    the same numbers as passing ``x_train[train_rows]`` ..., without that copy.
 
     ``variants_train`` (n_train x V x D, flip variants of the first D columns of ``x_train``): each epoch, every
     training clip gets one variant drawn at random (a generator of its own, seeded from ``seed``, so that the
@@ -214,28 +228,35 @@ def train_head(
     the batch order and flip draws come from seeded CPU generators (the same on every device), and each
     epoch's losses and counts stay on the device until its end: one host synchronisation an epoch.
     """
-    if len(x_train) == 0:
+    if (len(x_train) if train_rows is None else len(train_rows)) == 0:
         raise PipelineError(f"{desc or 'head'}: no training clips")
     home = model.mean.device
     device = home if device is None else torch.device(device)
     model.to(device)
     try:
         return _train(model, x_train, y_train, x_test, y_test, epochs=epochs, lr=lr, batch_size=batch_size, l1=l1,
-                      seed=seed, live=live, desc=desc, variants_train=variants_train, device=device)
+                      seed=seed, live=live, desc=desc, variants_train=variants_train, device=device,
+                      train_rows=train_rows, test_rows=test_rows)
     finally:
         model.to(home)
 
 
 def _train(model, x_train, y_train, x_test, y_test, *, epochs, lr, batch_size, l1, seed, live, desc, variants_train,
-           device) -> list[dict]:
+           device, train_rows, test_rows) -> list[dict]:
     gen = torch.Generator().manual_seed(seed)
     step = HeadStep(model, head_optimizer(model, lr), l1)
-    n = len(x_train)
-    xs, ys = standardized(model, x_train, device), torch.tensor(y_train, dtype=torch.int64, device=device)
-    xs_test, ys_test = standardized(model, x_test, device), torch.tensor(y_test, dtype=torch.int64, device=device)
+    if train_rows is not None:
+        y_train = y_train[train_rows]
+    if test_rows is not None:
+        y_test = y_test[test_rows]
+    n = len(y_train)
+    xs, ys = standardized(model, x_train, device, rows=train_rows), torch.tensor(y_train, dtype=torch.int64,
+                                                                                 device=device)
+    xs_test = standardized(model, x_test, device, rows=test_rows)
+    ys_test = torch.tensor(y_test, dtype=torch.int64, device=device)
     if variants_train is not None:
         dim = variants_train.shape[2]
-        vs = standardized(model, variants_train, device, columns=dim)
+        vs = standardized(model, variants_train, device, columns=dim, rows=train_rows)
         flip_gen = torch.Generator().manual_seed(seed + 1)
         rows = torch.arange(n, device=device)
     history = []
@@ -299,15 +320,16 @@ def fit(
     log.info("%s: %d train / %d test clips, %d features, %d classes", features.modality, len(tr), len(te),
              features.x.shape[1], len(classes))
     if normalize is not None:
-        mean, std = fit_normalization(features.x[tr])
+        mean, std = fit_normalization(features.x, tr)  # in chunks of the train rows: no copy of them
         with torch.no_grad():
             model.mean[normalize] = torch.from_numpy(mean[normalize])
             model.std[normalize] = torch.from_numpy(std[normalize])
     live = open_live(live_dir) if live_dir is not None else None
     try:
-        history = train_head(model, features.x[tr], features.y[tr], features.x[te], features.y[te], epochs=epochs,
-                             lr=lr, batch_size=batch_size, l1=l1, seed=seed, live=live, desc=features.modality,
-                             variants_train=None if features.variants is None else features.variants[tr])
+        # the train and test rows go to the device standardized, read from features.x: no copy of them on the host
+        history = train_head(model, features.x, features.y, features.x, features.y, epochs=epochs, lr=lr,
+                             batch_size=batch_size, l1=l1, seed=seed, live=live, desc=features.modality,
+                             variants_train=features.variants, train_rows=tr, test_rows=te)
     finally:
         if live is not None:
             live.end()
@@ -357,14 +379,16 @@ def train_fusion(*, manifest_path: str | Path, audio_path: str | Path, video_pat
     audio = load_features(audio_path, manifest, "audio")
     video = load_features(video_path, manifest, "video", segments=video_head.segments)
     fused, _ = join_modalities(audio, video)
+    audio_dim, video_dim = audio.x.shape[1], video.x.shape[1]
+    del audio, video  # the joined rows are a copy: the memory holds one matrix of the clips, not two
     video_mlp, _ = load_model(video_model_path)
-    check_video_fits(video_mlp.config, video.x.shape[1], len(classes))
-    model = fusion_from_video(video_mlp, audio.x.shape[1], init=head.init)
+    check_video_fits(video_mlp.config, video_dim, len(classes))
+    model = fusion_from_video(video_mlp, audio_dim, init=head.init)
     # Algorithm 1 keeps the video MLP's normalization for the video columns; fit only the audio columns.
-    normalize = slice(0, audio.x.shape[1]) if head.init == "video" else slice(None)
+    normalize = slice(0, audio_dim) if head.init == "video" else slice(None)
     history = fit(fused, manifest, model, epochs=head.epochs, lr=head.lr, batch_size=head.batch_size, l1=head.l1,
                   seed=train.seed, live_dir=live_dir, normalize=normalize)
     save_model(model_path, model, classes=classes, extra={
-        "modality": "fusion", "init": head.init, "audio_features": int(audio.x.shape[1]),
+        "modality": "fusion", "init": head.init, "audio_features": int(audio_dim),
         "segments": video_head.segments, "excluded": rejection_records(fused.excluded), "history": history,
     })

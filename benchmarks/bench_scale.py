@@ -1,0 +1,172 @@
+"""Benchmark the memory of a store's assembly and of ``train_video`` as the dataset grows (issue 19, item 3).
+
+For each N (``--sizes``, default 10,000 / 60,000 / 240,000 clips, Kinetics-400's size), a synthetic video
+journal is written as extract_video leaves it (blocks of 8 batches of 8 videos, one chunk file a block, one clip
+in 97 rejected; features N x ``--segments`` x ``--dim`` float32, Gaussian), then measured, each in a fresh
+process (peak RSS: ``ru_maxrss``; ``base``: the process's peak after its imports, ``delta``: what the work
+added):
+
+- ``assemble``: :func:`maivar.extraction.data_parallel._collect` and :meth:`maivar.extraction.job.Job.assemble`,
+  the journal -> ``video.h5`` (the journal is kept for the next run);
+- ``train_video``: :func:`maivar.heads.training.train_single_modality` on that store, with params.yaml's
+  ``video_mlp`` (``segments: mean``) and ``train`` settings, one epoch (the memory does not depend on the
+  epochs), a manifest of the N clips (51 classes, a third of them test clips).
+
+``--code DIR`` runs the measured processes on the maivar package of another checkout (e.g. ``git worktree add
+/tmp/old <commit>``) to compare with it; the journals and stores are the same. Disk: about twice the store
+(``N x segments x dim x 4`` bytes) under ``--dir``, removed at the end unless ``--keep``.
+
+    .venv/bin/python benchmarks/bench_scale.py [--sizes 10000 60000 240000] [--segments 5] [--dim 256]
+        [--dir /tmp/bench_scale] [--code DIR] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+BATCH = 8  # videos a batch: blocks of 64 videos, as extract_video's default batch_videos
+CLASSES = 51
+
+
+def _identity(n: int, segments: int, dim: int) -> dict:
+    return {"bench_scale": [n, segments, dim]}
+
+
+def _rejected(row: int) -> bool:
+    return row % 97 == 5
+
+
+def _clip_id(row: int) -> str:
+    return f"v{row:07d}"
+
+
+def build(work: Path, n: int, segments: int, dim: int) -> None:
+    """The journal of ``work/video.h5`` and the manifest of its ``n`` clips."""
+    from maivar.core.rejections import DECODE_FAILED, Rejection
+    from maivar.extraction.resume import Journal, blocks
+
+    work.mkdir(parents=True, exist_ok=True)
+    journal = Journal(work / "video.h5", _identity(n, segments, dim), every_s=1e9, device="cpu")
+    rng = np.random.default_rng(0)
+    for span in blocks(n, BATCH):
+        for start in range(span.start, span.stop, BATCH):
+            stop = min(start + BATCH, span.stop)
+            rows = [r for r in range(start, stop) if not _rejected(r)]
+            rejected = [Rejection(_clip_id(r), DECODE_FAILED, "synthetic") for r in range(start, stop) if _rejected(r)]
+            feats = rng.standard_normal((len(rows), segments, dim), dtype=np.float32)
+            journal.add(start, stop, rows, feats, rejected)
+        journal.write()
+    with open(work / "manifest.csv", "w") as fh:
+        fh.write("id,class_name,label,split\n")
+        for r in range(n):
+            split = "test" if (r // CLASSES) % 3 == 0 else "train"
+            fh.write(f"{_clip_id(r)},Class{r % CLASSES:02d},{r % CLASSES},{split}\n")
+
+
+def _assemble(work: Path, n: int, segments: int, dim: int) -> None:
+    import torch
+
+    from maivar.extraction.checkpoints import Weights
+    from maivar.extraction.data_parallel import _collect
+    from maivar.extraction.job import Job
+    from maivar.extraction.resume import Journal, blocks
+
+    class KeptJournal(Journal):
+        def discard(self) -> None:  # kept for the next measurement
+            self._pending.clear()
+
+    @dataclass
+    class BenchJob(Job):
+        def store_rows(self, done):
+            ids = [_clip_id(r) for r in done.rows]
+            return ids, [r % CLASSES for r in done.rows], done.rejected
+
+        def item_shape(self):
+            return segments, dim
+
+    journal = KeptJournal(work / "video.h5", _identity(n, segments, dim), every_s=1e9, device="cpu")
+    job = BenchJob("videos", torch.device("cpu"), Weights("random", False, "0" * 64), {"backbone": "synthetic"},
+                   journal, blocks(n, BATCH))
+    base = _peak_mib()
+    job.assemble(work / "video.h5", _collect(job, 1))
+    _report(base)
+
+
+def _train_video(work: Path) -> None:
+    import pandas  # noqa: F401
+    import yaml
+
+    import dvclive  # noqa: F401 - imported before the baseline, as the stage's own imports are
+    from maivar.heads.training import train_single_modality
+    from maivar.settings.heads import TrainSettings, VideoHeadSettings
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["video_mlp"]["epochs"] = 1
+    head, train = VideoHeadSettings.from_params(params), TrainSettings.from_params(params)
+    base = _peak_mib()
+    train_single_modality(modality="video", manifest_path=work / "manifest.csv", features_path=work / "video.h5",
+                          model_path=work / "video_mlp.pt", live_dir=work / "dvclive", head=head, train=train)
+    _report(base)
+
+
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _report(base: float) -> None:
+    print(json.dumps({"base_mib": round(base, 1), "peak_mib": round(_peak_mib(), 1)}))
+
+
+def measure(what: str, work: Path, n: int, segments: int, dim: int, code: Path | None) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(code or ROOT))
+    out = subprocess.run([sys.executable, __file__, f"_{what}", str(work), str(n), str(segments), str(dim)], env=env,
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 60_000, 240_000])
+    p.add_argument("--segments", type=int, default=5)
+    p.add_argument("--dim", type=int, default=256)
+    p.add_argument("--dir", type=Path, default=Path("/tmp/bench_scale"))
+    p.add_argument("--code", type=Path, default=None, help="measure the maivar package of this checkout instead")
+    p.add_argument("--keep", action="store_true", help="keep the journals and stores")
+    args = p.parse_args()
+    print(f"features N x {args.segments} x {args.dim} float32; code: {args.code or ROOT}")
+    print(f"{'N':>8} {'store MiB':>10} {'N x D MiB':>10} | {'assemble peak':>13} {'delta':>7} | "
+          f"{'train_video peak':>16} {'delta':>7}   (MiB)")
+    for n in args.sizes:
+        work = args.dir / f"n{n}"
+        if not (work / "manifest.csv").is_file():
+            build(work, n, args.segments, args.dim)
+        kept = sum(not _rejected(r) for r in range(n))
+        a = measure("assemble", work, n, args.segments, args.dim, args.code)
+        t = measure("train_video", work, n, args.segments, args.dim, args.code)
+        print(f"{n:>8} {kept * args.segments * args.dim * 4 / 2**20:>10.0f} {kept * args.dim * 4 / 2**20:>10.0f} | "
+              f"{a['peak_mib']:>13.0f} {a['peak_mib'] - a['base_mib']:>7.0f} | "
+              f"{t['peak_mib']:>16.0f} {t['peak_mib'] - t['base_mib']:>7.0f}", flush=True)
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] in ("_assemble", "_train_video"):
+        work, n, segments, dim = Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+        if sys.argv[1] == "_assemble":
+            _assemble(work, n, segments, dim)
+        else:
+            _train_video(work)
+    else:
+        main()
