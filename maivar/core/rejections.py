@@ -37,6 +37,9 @@ UPSTREAM_REJECTED = "upstream_rejected"  # absent from an input file because an 
 TOO_FEW_FRAMES = "too_few_frames"  # a video that decodes fewer frames than the sampling needs
 DECODE_FAILED = "decode_failed"  # decoding failed part-way
 NONFINITE_FEATURES = "nonfinite_features"  # a feature vector with NaN or inf (excluded from training/evaluation)
+OUTSIDE_ROOT = "outside_root"  # the listed file, links resolved, lies outside dataset.root
+NOT_A_REGULAR_FILE = "not_a_regular_file"  # a FIFO, device, socket or folder where a video file was expected
+BAD_WINDOW = "bad_window"  # a clip's window is not finite, not 0 <= start < end, or ends past the video
 
 ALL = (
     MISSING_FILE,
@@ -57,6 +60,9 @@ ALL = (
     TOO_FEW_FRAMES,
     DECODE_FAILED,
     NONFINITE_FEATURES,
+    OUTSIDE_ROOT,
+    NOT_A_REGULAR_FILE,
+    BAD_WINDOW,
 )
 
 
