@@ -22,6 +22,7 @@ import html
 import io
 import json
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,10 +136,19 @@ def curve_spec(rows: list[dict], title: str, y_title: str, several_runs: bool) -
             "encoding": encoding}
 
 
+def plot_label(label: str) -> str:
+    """A class name as a plot shows it: line breaks and control characters (which Vega cannot hold in the
+    expressions Vega-Lite compiles a sort order into: U+2028 breaks them) written as escapes, and ``\\`` as
+    ``\\\\``, so that distinct labels stay distinct."""
+    return "".join(f"\\u{ord(c):04x}" if unicodedata.category(c) in ("Cc", "Zl", "Zp") else "\\\\" if c == "\\"
+                   else c for c in label)
+
+
 def confusion_spec(predictions: list[dict], head: str, color: str) -> dict:
     """A heatmap of test clips per (true class, the head's class), with the counts written in the cells."""
-    classes = sorted({r["label"] for r in predictions} | {r[f"{head}_pred"] for r in predictions})
-    counts = Counter((r["label"], r[f"{head}_pred"]) for r in predictions)
+    pairs = [(plot_label(r["label"]), plot_label(r[f"{head}_pred"])) for r in predictions]
+    classes = sorted({a for a, _ in pairs} | {p for _, p in pairs})
+    counts = Counter(pairs)
     values = [{"actual": a, "predicted": p, "clips": counts.get((a, p), 0)} for a in classes for p in classes]
     correct = sum(counts[(c, c)] for c in classes)
     side = max(160, 24 * len(classes))
