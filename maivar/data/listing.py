@@ -14,6 +14,9 @@ unique within a dataset and stable: the same file gives the same id on every run
 
 Two rows that would get the same id are a one-line error naming both lines. So is any malformed
 annotation; a listed file that is absent is not: it becomes a ``missing_file`` rejection in stage prepare.
+Every format then goes through one containment rule (:func:`contain`): a file outside ``dataset.root``, links
+resolved, is refused as ``outside_root``; a path FFmpeg would read as a URL is made local; an id is bounded
+below the file system's name limit (:func:`maivar.core.names.short_id`).
 
 **Class presets** for ``prepare.classes``: ``all``, ``paper`` (UCF101: the paper's 51 classes with audio),
 ``kinetics_sounds`` (Kinetics-Sounds, see :mod:`maivar.data.kinetics`), or a list of class names; names
