@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import shutil
 import subprocess
 import sys
 from importlib import metadata
@@ -88,6 +87,7 @@ def check_params(args: argparse.Namespace) -> int:
 
 
 def preset(args: argparse.Namespace) -> int:
+    from .core.dvc_cmd import dvc_argv
     from .core.errors import PipelineError
     from .presets import check_overlay, exp_run_command, load_preset
 
@@ -101,8 +101,12 @@ def preset(args: argparse.Namespace) -> int:
     print(shlex.join(cmd), flush=True)
     if args.dry_run:
         return 0
-    dvc = shutil.which("dvc") or str(Path(sys.executable).parent / "dvc")
-    return subprocess.run([dvc, *cmd[1:]]).returncode
+    try:
+        argv = dvc_argv(*cmd[1:])  # this interpreter's DVC: no activated environment needed
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return subprocess.run(argv).returncode
 
 
 def convert_bninception(args: argparse.Namespace) -> int:
@@ -125,7 +129,7 @@ def predict(args: argparse.Namespace) -> int:
 
     from .core.errors import PipelineError
     from .predict.engine import Predictor, predictor_settings
-    from .predict.output import expand_paths, format_json
+    from .predict.output import expand_paths, format_json, shown
     from .predict.run import load_run
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
@@ -152,7 +156,7 @@ def predict(args: argparse.Namespace) -> int:
     for r in results:  # what the table shows in place, the machine formats say on stderr
         if args.format != "table" and (r.error or r.skipped):
             why = f"error: {r.error}" if r.error else f"video branch only: {r.skipped.get('audio')}"
-            print(f"{r.path}: {why}", file=sys.stderr)
+            print(shown(f"{r.path}: {why}"), file=sys.stderr)
     failed = sum(r.error is not None for r in results)
     if failed:
         print(f"{failed} of {len(results)} path(s) could not be predicted", file=sys.stderr)

@@ -25,9 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from maivar.core.atomic import write_json, write_text
+from maivar.core.atomic import atomic_outputs, json_text
 from maivar.core.errors import PipelineError
 from maivar.core.manifest import read_manifest
+from maivar.core.names import safe_name
 from maivar.heads.join import HEAD_COLUMNS, class_names, join_modalities, load_features, split_rows
 from maivar.heads.model_files import load_model
 from maivar.heads.training import predict, set_determinism
@@ -120,13 +121,16 @@ def per_class_csv(y: np.ndarray, logits_by_head: dict[str, np.ndarray], classes:
 
 
 def confusion_csv(ids: Sequence[str], y: np.ndarray, pred: np.ndarray, classes: Sequence[str]) -> str:
-    """CSV text, one row per test clip sorted by id: ``id, actual, predicted`` (class names) for DVC's
-    ``confusion`` plot template."""
+    """CSV text, one row per test clip sorted by id: ``id, actual, predicted`` for DVC's ``confusion`` plot
+    template. DVC writes these values into its HTML page unescaped, so each is a
+    :func:`~maivar.core.names.safe_name` (an id, or a class name; UCF101's names stay as they are), never a
+    label's raw text: ``metrics/predictions.csv`` and ``per_class.csv`` hold the labels as data."""
+    classes = [safe_name(c) for c in classes]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["id", "actual", "predicted"])
     for i in np.argsort(np.asarray(ids, dtype=object), kind="stable"):
-        writer.writerow([ids[i], classes[int(y[i])], classes[int(pred[i])]])
+        writer.writerow([safe_name(ids[i]), classes[int(y[i])], classes[int(pred[i])]])
     return out.getvalue()
 
 
@@ -192,10 +196,12 @@ def evaluate_heads(*, manifest_path: str | Path, audio_path: str | Path, video_p
         "pretrained": {"audio": _flag(audio.attrs.get("pretrained")), "video": _flag(video.attrs.get("pretrained"))},
         "representation": audio.attrs.get("representation"),
     })
-    write_json(metrics_path, metrics)
-    write_text(per_class_path, per_class_csv(y, logits, classes))
-    write_text(confusion_path, confusion_csv(test_ids, y, predictions(logits["fusion"]), classes))
-    write_text(predictions_path, predictions_csv(test_ids, y, logits, classes))
+    texts = (json_text(metrics), per_class_csv(y, logits, classes),
+             confusion_csv(test_ids, y, predictions(logits["fusion"]), classes), predictions_csv(test_ids, y, logits,
+                                                                                                  classes))
+    with atomic_outputs(metrics_path, per_class_path, confusion_path, predictions_path) as tmps:  # no mix of runs
+        for tmp, text in zip(tmps, texts, strict=True):
+            tmp.write_text(text)
     log.info("top-1 on %d test clips: audio %s%%, video %s%%, fusion %s%%", len(test_ids),
              metrics["audio"]["top1"], metrics["video"]["top1"], metrics["fusion"]["top1"])
     return metrics

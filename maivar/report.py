@@ -22,12 +22,14 @@ import html
 import io
 import json
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from maivar.core.atomic import write_text
 from maivar.core.errors import PipelineError
+from maivar.core.names import safe_name
 from maivar.evaluation import HEADS
 from maivar.runs import RunFiles, read_paths
 
@@ -39,6 +41,7 @@ CURVES = (  # (dvclive file under <live>/plots/metrics/, its column, title, y ax
     ("train/loss.tsv", "loss", "Fig. 6: training loss per epoch", "training loss (cross-entropy + L1)"),
     ("train/acc.tsv", "acc", "Fig. 6: training accuracy per epoch", "training accuracy (%)"),
 )
+HEAD_PREDS = tuple(f"{h}_pred" for h in HEADS)  # metrics/predictions.csv's columns of each head's class
 METRICS = (("top1", "top-1"), ("top5", "top-5"), ("mean_class_acc", "mean class acc"))
 
 
@@ -76,10 +79,14 @@ def read_run(root: str | Path = ".", rev: str | None = None) -> RunData:
                         {"epoch": int(row["step"]) + 1, "value": float(row[column]), "head": head, "run": name})
         text = files.read_text(paths["predictions"])
         run.predictions = list(csv.DictReader(io.StringIO(text))) if text else []
+        # a preview is named <safe class>__<safe id>.png (maivar.audio.render.preview_name): its label is data,
+        # found again through the predictions' labels (a class no test clip has keeps its safe name)
+        labels = {safe_name(r[k], forbid=("__",)): r[k] for r in run.predictions for k in ("label", *HEAD_PREDS)}
         for image in files.listdir(paths["previews"]):
             if image.endswith(".png") and "__" in image:
                 cls, clip = image[: -len(".png")].split("__", 1)
-                run.previews.setdefault(cls, []).append((clip, files.read_bytes(f"{paths['previews']}/{image}")))
+                run.previews.setdefault(labels.get(cls, cls), []).append(
+                    (clip, files.read_bytes(f"{paths['previews']}/{image}")))
         return run
     finally:
         files.close()
@@ -129,10 +136,19 @@ def curve_spec(rows: list[dict], title: str, y_title: str, several_runs: bool) -
             "encoding": encoding}
 
 
+def plot_label(label: str) -> str:
+    """A class name as a plot shows it: line breaks and control characters (which Vega cannot hold in the
+    expressions Vega-Lite compiles a sort order into: U+2028 breaks them) written as escapes, and ``\\`` as
+    ``\\\\``, so that distinct labels stay distinct."""
+    return "".join(f"\\u{ord(c):04x}" if unicodedata.category(c) in ("Cc", "Zl", "Zp") else "\\\\" if c == "\\"
+                   else c for c in label)
+
+
 def confusion_spec(predictions: list[dict], head: str, color: str) -> dict:
     """A heatmap of test clips per (true class, the head's class), with the counts written in the cells."""
-    classes = sorted({r["label"] for r in predictions} | {r[f"{head}_pred"] for r in predictions})
-    counts = Counter((r["label"], r[f"{head}_pred"]) for r in predictions)
+    pairs = [(plot_label(r["label"]), plot_label(r[f"{head}_pred"])) for r in predictions]
+    classes = sorted({a for a, _ in pairs} | {p for _, p in pairs})
+    counts = Counter(pairs)
     values = [{"actual": a, "predicted": p, "clips": counts.get((a, p), 0)} for a in classes for p in classes]
     correct = sum(counts[(c, c)] for c in classes)
     side = max(160, 24 * len(classes))
@@ -170,7 +186,12 @@ def vega_scripts(root: str | Path = ".") -> str:
 
 
 def _json(value) -> str:
-    return json.dumps(value, separators=(",", ":")).replace("</", "<\\/")
+    """``value`` as JSON that is safe inside a ``<script>`` element: ``<``, ``>``, ``&`` (so neither ``</script>``
+    nor ``<!--`` can end or bend the script) and the line separators U+2028/U+2029 as ``\\u`` escapes."""
+    text = json.dumps(value, separators=(",", ":"))
+    for char in "<>&\u2028\u2029":
+        text = text.replace(char, f"\\u{ord(char):04x}")
+    return text
 
 
 def _table(header: list[str], rows: list[list[str]], *, raw: bool = False, cls: str = "") -> str:

@@ -25,6 +25,8 @@ import sys
 from pathlib import Path
 
 from maivar.audio.representations import NAMES, REPRESENTATIONS
+from maivar.core.dvc_cmd import dvc_argv
+from maivar.core.errors import PipelineError
 
 METRICS = "metrics/metrics.json"
 TITLES = {name: r.title for name, r in REPRESENTATIONS.items()}
@@ -155,7 +157,11 @@ def main() -> None:
     if args.json:
         text = args.json.read_text()
     else:
-        out = subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True)
+        try:
+            argv = dvc_argv("exp", "show", "--json")  # this interpreter's DVC: no activated environment needed
+        except PipelineError as exc:
+            sys.exit(f"error: {exc}")
+        out = subprocess.run(argv, capture_output=True, text=True)
         if out.returncode != 0:
             sys.exit(f"error: dvc exp show failed: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else ''}")
         text = out.stdout

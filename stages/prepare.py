@@ -3,7 +3,7 @@
 Writes the manifest of kept clips, the rejection list, one WAV per kept clip and the subset's metrics.
 """
 
-from maivar.core.atomic import atomic_path, write_json, write_text
+from maivar.core.atomic import atomic_outputs, json_text
 from maivar.core.manifest import MANIFEST_COLUMNS
 from maivar.core.stage import run_stage, stage_args
 from maivar.data.subset import REJECTION_COLUMNS, check_subset, prepare_subset, to_csv
@@ -18,13 +18,15 @@ def main() -> None:
     dataset = DatasetSettings.from_params(params)
     prepare = PrepareSettings.from_params(params)
     runtime = RuntimeSettings.from_params(params)
-    with atomic_path(args.audio, directory=True) as wav_dir:
+    # the four outputs are renamed into place together, after everything that can fail (no mix of two runs)
+    with atomic_outputs(args.audio, args.manifest, args.rejections, args.metrics,
+                        directories=(args.audio,)) as (wav_dir, manifest, rejections, metrics):
         subset = prepare_subset(dataset=dataset, prepare=prepare, wav_dir=wav_dir, audio_dir=args.audio,
                                 workers=runtime.worker_count)
         check_subset(subset, prepare.max_rejected_share)
-        write_text(args.manifest, to_csv(subset.manifest, MANIFEST_COLUMNS))
-        write_text(args.rejections, to_csv(subset.rejections, REJECTION_COLUMNS))
-        write_json(args.metrics, subset.metrics)
+        manifest.write_text(to_csv(subset.manifest, MANIFEST_COLUMNS))
+        rejections.write_text(to_csv(subset.rejections, REJECTION_COLUMNS))
+        metrics.write_text(json_text(subset.metrics))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
-"""Shared fixtures: a tiny synthetic dataset in UCF101 layout, and a copy of it that a test may damage."""
+"""Shared fixtures: a tiny synthetic dataset in UCF101 layout, and a copy of it that a test may damage; and the
+sentinel folder outside every workspace that no stage may write to."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,34 @@ UCF_LISTS = FIXTURES / "ucfTrainTestlist"
 # 4 classes (1 without audio) x 9 groups: split 1 tests on groups 1-7, trains on 8-9.
 TINY = dict(seed=3, classes=4, classes_without_audio=1, groups=9, clips_per_group=1, silent_clips=1,
             duration_s=1.0, width=96, height=72, fps=10, sample_rate=16000, noise=0.3)
+
+
+# Outside every test's workspace (tmp_path): a stage that writes here (a label taken as a path, a "../" escape)
+# fails the test that ran it. Hostile inputs (tests/test_hostile.py) aim their escapes at it.
+SENTINEL = Path(tempfile.gettempdir()) / f"maivar-sentinel-{os.getpid()}"
+
+
+_CHECKED = [0]  # stage runs counted at the last check
+
+
+@pytest.fixture(autouse=True)
+def nothing_written_outside_the_workspace():
+    """After each test that ran a stage, or whose fixtures did (tests/stage_cmd.py counts the runs): the sentinel
+    folder is still empty. One listdir per such test."""
+    from stage_cmd import STAGE_RUNS
+
+    SENTINEL.mkdir(exist_ok=True)
+    yield
+    if STAGE_RUNS[0] != _CHECKED[0]:
+        _CHECKED[0] = STAGE_RUNS[0]
+        found = sorted(p.name for p in SENTINEL.iterdir())
+        assert not found, f"a stage wrote outside its workspace, into {SENTINEL}: {found}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _sentinel_removed():
+    yield
+    shutil.rmtree(SENTINEL, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,7 @@ from pathlib import Path
 from maivar.stage_deps import read_stages
 
 REPO = Path(__file__).resolve().parents[1]
+STAGE_RUNS = [0]  # stages this test process has run (conftest's sentinel check looks after each test that ran one)
 
 
 @cache
@@ -45,6 +46,7 @@ def stage_path(stage: str, option: str) -> str:
 
 def run_stage(stage: str, cwd: Path, *, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
     """Run the stage in ``cwd`` (capturing text output, no stdin)."""
+    STAGE_RUNS[0] += 1
     return subprocess.run(stage_argv(stage), cwd=cwd, capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL, **kwargs)
 
@@ -54,6 +56,7 @@ def run_stage_in_process(stage: str, cwd: Path) -> int:
     its exit status (0 when it returns). What it prints goes to this process's stdout/stderr (``capsys``), its
     log records to the root logger (``caplog``)."""
     argv = stage_argv(stage)
+    STAGE_RUNS[0] += 1
     saved = os.getcwd(), sys.argv, signal.getsignal(signal.SIGTERM)
     os.chdir(cwd)
     sys.argv = argv[1:]

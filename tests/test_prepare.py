@@ -101,14 +101,14 @@ def test_each_bad_input_gets_its_rejection_and_never_stops_the_stage(tiny_copy, 
         os.replace(tmp, target)
     missing.unlink()
     fifo.unlink()
-    os.mkfifo(fifo)  # opening it blocks forever: the probe must be killed
+    os.mkfifo(fifo)  # opening it would block forever: it is refused unopened (issue 18)
     lists = root / "ucfTrainTestlist" / "trainlist01.txt"
     lists.write_text(lists.read_text() + "NoSuchClass/v_NoSuchClass_g08_c01.avi 9\n")
 
     subset, wav_dir = run_prepare(root, tmp_path, timeout_s=4)
     reasons = {r["id"]: (r["reason"], r["detail"]) for r in subset.rejections}
     expected = {empty: R.EMPTY_FILE, truncated: R.TRUNCATED, garbled: R.UNREADABLE_VIDEO, noaudio: R.NO_AUDIO_STREAM,
-                silent: R.SILENT_AUDIO, missing: R.MISSING_FILE, fifo: R.TIMEOUT}
+                silent: R.SILENT_AUDIO, missing: R.MISSING_FILE, fifo: R.NOT_A_REGULAR_FILE}
     for path, reason in expected.items():
         assert reasons[path.stem][0] == reason, (path.name, reasons[path.stem])
         assert reasons[path.stem][1] and "\n" not in reasons[path.stem][1]
@@ -119,7 +119,7 @@ def test_each_bad_input_gets_its_rejection_and_never_stops_the_stage(tiny_copy, 
     assert not kept & {p.stem for p in expected}
     assert sorted(p.name for p in wav_dir.iterdir()) == sorted(f"{i}.wav" for i in kept)  # no partial WAVs left
     assert len(kept) == subset.metrics["videos"] > 0
-    assert subset.metrics["faults"] == 5  # empty, truncated, garbled, missing, timeout
+    assert subset.metrics["faults"] == 5  # empty, truncated, garbled, missing, the FIFO
     assert sum(subset.metrics["rejected"].values()) == len(subset.rejections) == subset.metrics["listed"] - len(kept)
 
 

@@ -23,6 +23,7 @@ from maivar.core.atomic import atomic_path
 from maivar.core.errors import PipelineError
 from maivar.core.feature_store import create_store
 from maivar.core.manifest import read_manifest
+from maivar.core.names import safe_name
 from maivar.core.parallel import guarded_imap
 from maivar.core.rejections import ClipFailure, check_rejected_share
 
@@ -141,47 +142,57 @@ def render_manifest(manifest: pd.DataFrame, *, representation: str, settings: Re
     kept, rejected, previews, non_finite = [], [], [], 0
     results = guarded_imap(worker, list(manifest["audio_path"]), workers=workers, timeout_s=settings.timeout_s,
                            desc=f"render {representation}")
-    # Images stream into the store as they arrive (in manifest order): memory stays bounded on UCF101.
-    with create_store(out_path, data_name="images", n=len(manifest), item_shape=(size, size, 3),
-                      dtype=np.uint8, compression="gzip", compression_opts=1) as w:
-        for row, result in zip(manifest.itertuples(index=False), results, strict=True):
-            if isinstance(result, ClipFailure):  # an unreadable WAV, a worker that hung or crashed
-                rejected.append(result.rejection(row.id))
-                log.warning("rejected %s: %s (%s)", row.id, result.reason, result.detail)
-                continue
-            w.write(len(kept), result.image)
-            kept.append(row)
-            if sum(r.class_name == row.class_name for r, _ in previews) < per_class:
-                previews.append((row, result.image))
-            if result.non_finite:
-                non_finite += 1
-                log.warning("%s: %d non-finite samples replaced by 0", row.id, result.non_finite)
-        if not kept:
-            first = rejected[0]
-            raise PipelineError(f"no clip could be rendered (e.g. {first.id}: {first.reason}, {first.detail})")
-        check_rejected_share(rejected, len(manifest), settings.max_rejected_share,
-                             what="clips could not be rendered", param="render.max_rejected_share")
-        w.finish([r.id for r in kept], [int(r.label) for r in kept], rejected, attrs)
-
-    write_previews(previews, previews_dir, per_class)
+    # Images stream into the store as they arrive (in manifest order): memory stays bounded on UCF101. Both outputs
+    # are complete in their temporaries before either is renamed (the previews' rename comes last): a failure
+    # anywhere, PNG encoding included, leaves the previous run's images.h5 and previews, never a mix of two runs.
+    with atomic_path(previews_dir, directory=True) as previews_tmp:
+        with create_store(out_path, data_name="images", n=len(manifest), item_shape=(size, size, 3),
+                          dtype=np.uint8, compression="gzip", compression_opts=1) as w:
+            for row, result in zip(manifest.itertuples(index=False), results, strict=True):
+                if isinstance(result, ClipFailure):  # an unreadable WAV, a worker that hung or crashed
+                    rejected.append(result.rejection(row.id))
+                    log.warning("rejected %s: %s (%s)", row.id, result.reason, result.detail)
+                    continue
+                w.write(len(kept), result.image)
+                kept.append(row)
+                if sum(r.class_name == row.class_name for r, _ in previews) < per_class:
+                    previews.append((row, result.image))
+                if result.non_finite:
+                    non_finite += 1
+                    log.warning("%s: %d non-finite samples replaced by 0", row.id, result.non_finite)
+            if not kept:
+                first = rejected[0]
+                raise PipelineError(f"no clip could be rendered (e.g. {first.id}: {first.reason}, {first.detail})")
+            check_rejected_share(rejected, len(manifest), settings.max_rejected_share,
+                                 what="clips could not be rendered", param="render.max_rejected_share")
+            write_previews(previews, previews_tmp, per_class)
+            w.finish([r.id for r in kept], [int(r.label) for r in kept], rejected, attrs)
     reasons = Counter(r.reason for r in rejected)
     log.info("rendered %d clips (%s), rejected %d%s", len(kept), representation, len(rejected),
              f" ({dict(sorted(reasons.items()))})" if rejected else "")
     return {"rendered": len(kept), "rejected": dict(sorted(reasons.items())), "non_finite_clips": non_finite}
 
 
-def write_previews(kept, previews_dir: str | Path, per_class: int) -> list[str]:
-    """The first ``per_class`` rendered clips (by id) of each class as ``<class_name>__<id>.png``, atomically."""
+def preview_name(class_name: str, clip_id: str) -> str:
+    """A preview's file name, ``<class>__<id>.png``, each part its :func:`~maivar.core.names.safe_name` (a label
+    is never a path or markup: ``dvc plots show`` writes these names into its page); UCF101's names stay as
+    they are (``ApplyEyeMakeup__v_ApplyEyeMakeup_g08_c01.png``). The class part never holds ``__``, so the name
+    splits back at the first ``__`` (:mod:`maivar.report` maps the class part back to its label)."""
+    return f"{safe_name(class_name, forbid=('__',))}__{safe_name(clip_id)}.png"
+
+
+def write_previews(kept, folder: str | Path, per_class: int) -> list[str]:
+    """The first ``per_class`` rendered clips (by id) of each class as :func:`preview_name` PNGs in ``folder`` (a
+    temporary folder: the caller renames it into place)."""
     from PIL import Image
 
     taken: Counter = Counter()
     names = []
-    with atomic_path(previews_dir, directory=True) as tmp:
-        for row, image in kept:
-            if taken[row.class_name] >= per_class:
-                continue
-            taken[row.class_name] += 1
-            name = f"{row.class_name}__{row.id}.png"
-            Image.fromarray(image, mode="RGB").save(tmp / name, format="PNG", optimize=False)
-            names.append(name)
+    for row, image in kept:
+        if taken[row.class_name] >= per_class:
+            continue
+        taken[row.class_name] += 1
+        name = preview_name(row.class_name, row.id)
+        Image.fromarray(image, mode="RGB").save(Path(folder) / name, format="PNG", optimize=False)
+        names.append(name)
     return names

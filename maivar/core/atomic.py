@@ -3,6 +3,10 @@
 An interrupted stage (an exception, Ctrl-C, SIGTERM through :mod:`maivar.stage`) removes its temporary
 path; a SIGKILLed one leaves a ``.NAME.tmp-PID`` sibling that the next run of the same output removes.
 Either way the final path is absent or the previous complete version, never a half-written one.
+
+A stage with several outputs writes them through :func:`atomic_outputs`: every output is complete in its
+temporary before the first is renamed, so a failure (an exception, a signal) leaves the outputs of one run,
+the previous one, never a mix of two. (Only the renames themselves come after the last check.)
 """
 
 from __future__ import annotations
@@ -77,10 +81,25 @@ def _fsync(path: Path) -> None:
             os.fsync(fh.fileno())
 
 
+@contextlib.contextmanager
+def atomic_outputs(*finals: str | os.PathLike, directories: tuple = ()) -> Iterator[list[Path]]:
+    """Yield a temporary path for each of ``finals`` (those in ``directories`` created as empty folders); when the
+    block succeeds, rename them all into place (the last first); when it fails, remove every temporary and leave
+    every final path as it was. Everything that can fail happens before the first rename."""
+    dirs = {os.fspath(d) for d in directories}
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(atomic_path(f, directory=os.fspath(f) in dirs)) for f in finals]
+
+
+def json_text(obj) -> str:
+    """``obj`` as indented, key-sorted JSON with a final newline: stable bytes for DVC."""
+    return json.dumps(obj, indent=2, sort_keys=True) + "\n"
+
+
 def write_json(path: str | os.PathLike, obj) -> None:
-    """Write ``obj`` as indented, key-sorted JSON (stable bytes for DVC), atomically."""
+    """Write ``obj`` as :func:`json_text`, atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+        tmp.write_text(json_text(obj))
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -39,6 +39,9 @@ DECODE_FAILED = "decode_failed"  # decoding failed part-way
 NONFINITE_FEATURES = "nonfinite_features"  # a feature vector with NaN or inf (excluded from training/evaluation)
 TOO_LONG = "too_long"  # longer than a stage's duration limit (prepare.max_duration_s, render.max_whole_clip_s)
 TOO_LARGE = "too_large"  # frames of more pixels than prepare.max_pixels
+OUTSIDE_ROOT = "outside_root"  # the listed file, links resolved, lies outside dataset.root
+NOT_A_REGULAR_FILE = "not_a_regular_file"  # a FIFO, device, socket or folder where a video file was expected
+BAD_WINDOW = "bad_window"  # a clip's window is not finite, not 0 <= start < end, or ends past the video
 
 ALL = (
     MISSING_FILE,
@@ -61,6 +64,9 @@ ALL = (
     NONFINITE_FEATURES,
     TOO_LONG,
     TOO_LARGE,
+    OUTSIDE_ROOT,
+    NOT_A_REGULAR_FILE,
+    BAD_WINDOW,
 )
 
 

@@ -6,16 +6,18 @@
 - ``label``: its class name (classes are the distinct labels, in sorted order: label 0 is the first);
 - ``split``: ``train`` or ``test``;
 - optionally ``start_s`` and ``end_s``: take the clip out of a longer video (seconds from its start;
-  both or neither, ``0 <= start_s < end_s``; an empty cell means the whole video).
+  both or neither; an empty cell means the whole video).
 
-Other columns are ignored. A malformed line, an empty label or split, a path outside ``dataset.root``, a
-duplicate (path, window), or a class with test clips but no train clip is a one-line error naming the
-file and the line. Clip ids: see :mod:`maivar.data.listing`.
+Other columns are ignored. A malformed line, an empty label or split, a duplicate (path, window), or a class
+with test clips but no train clip is a one-line error naming the file and the line. A path outside
+``dataset.root`` (links resolved) is the rejection ``outside_root`` and a window that is not finite with
+``0 <= start_s < end_s`` (or that ends past the video) is ``bad_window``: the rules every format shares
+(:func:`maivar.data.listing.contain`). A quoted cell may hold commas and newlines. Clip ids: see
+:mod:`maivar.data.listing`.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
@@ -28,8 +30,8 @@ from .listing import (
     annotation_files,
     annotation_rows,
     finish_listing,
-    inside,
     safe_id,
+    window_refusal,
     window_suffix,
 )
 
@@ -48,14 +50,15 @@ def _seconds(value: str, where: str, column: str) -> float | None:
         seconds = float(value)
     except ValueError:
         raise PipelineError(f"{where}: {column} {value!r} is not a number of seconds") from None
-    if not math.isfinite(seconds) or seconds < 0:
-        raise PipelineError(f"{where}: {column} {value!r} must be a finite number of seconds >= 0")
-    return seconds
+    return seconds  # finite and >= 0 is checked with the window (window_refusal): else the clip is bad_window
 
 
 def clip_id(rel_path: str, start_s: float | None, end_s: float | None) -> str:
     """The id of the clip at ``rel_path`` (relative to dataset.root), with its window if any."""
-    stem = str(PurePosixPath(rel_path).with_suffix(""))
+    try:
+        stem = str(PurePosixPath(rel_path).with_suffix(""))
+    except ValueError:  # a path without a file name ("..", "a/.."): outside_root or missing, refused anyway
+        stem = rel_path
     base = safe_id(stem.replace("/", "__"))
     return base + (window_suffix(start_s, end_s) if start_s is not None else "")
 
@@ -77,13 +80,10 @@ def read_listing(root: Path, settings: DatasetSettings) -> Listing:
             raise PipelineError(f"{where}: the label is empty")
         if split not in SPLITS:
             raise PipelineError(f"{where}: split must be train or test, got {cell['split']!r}")
-        if PurePosixPath(rel).is_absolute() or not inside(root / rel, root):
-            raise PipelineError(f"{where}: {rel} is outside dataset.root {root} (paths are relative to it)")
         start = _seconds(cell.get("start_s", ""), where, "start_s")
         end = _seconds(cell.get("end_s", ""), where, "end_s")
         if (start is None) != (end is None):
             raise PipelineError(f"{where}: give both start_s and end_s, or neither (the whole video)")
-        if start is not None and not start < end:
-            raise PipelineError(f"{where}: start_s {start:g} must be less than end_s {end:g}")
-        clips.append(ListedClip(clip_id(rel, start, end), label, split, str(root / rel), where, start, end))
+        clips.append(ListedClip(clip_id(rel, start, end), label, split, str(root / rel), where, start, end,
+                                refusal=window_refusal(start, end)))
     return finish_listing(clips, f"{annotations} lists no clips")

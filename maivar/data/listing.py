@@ -14,6 +14,9 @@ unique within a dataset and stable: the same file gives the same id on every run
 
 Two rows that would get the same id are a one-line error naming both lines. So is any malformed
 annotation; a listed file that is absent is not: it becomes a ``missing_file`` rejection in stage prepare.
+Every format then goes through one containment rule (:func:`contain`): a file outside ``dataset.root``, links
+resolved, is refused as ``outside_root``; a path FFmpeg would read as a URL is made local; an id is bounded
+below the file system's name limit (:func:`maivar.core.names.short_id`).
 
 **Class presets** for ``prepare.classes``: ``all``, ``paper`` (UCF101: the paper's 51 classes with audio),
 ``kinetics_sounds`` (Kinetics-Sounds, see :mod:`maivar.data.kinetics`), or a list of class names; names
@@ -23,12 +26,16 @@ match case-insensitively.
 from __future__ import annotations
 
 import csv
+import io
+import math
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from maivar.core import rejections as R
 from maivar.core.errors import PipelineError
+from maivar.core.names import local_path, short_id
 
 CLASS_LIST_DIR = Path(__file__).parent / "class_lists"
 PRESETS = {
@@ -49,6 +56,7 @@ class ListedClip:
     source: str  # "<annotation file>:<line>", for messages
     start_s: float | None = None  # a clip out of a longer video: its window, in seconds from the video's start
     end_s: float | None = None
+    refusal: tuple[str, str] | None = None  # (reason, detail): refused before it is opened (outside_root, ...)
 
 
 @dataclass(frozen=True)
@@ -93,8 +101,43 @@ def safe_id(text: str) -> str:
 
 
 def window_suffix(start_s: float, end_s: float) -> str:
-    """``_<start ms>_<end ms>``: what a clip id gets for a window of its video."""
-    return f"_{round(start_s * 1000)}_{round(end_s * 1000)}"
+    """``_<start ms>_<end ms>``: what a clip id gets for a window of its video (a window too large for whole
+    milliseconds, e.g. ``1e308``, is written as the number it is: such a window is refused anyway)."""
+    def ms(seconds: float) -> str:
+        scaled = seconds * 1000
+        return str(round(scaled)) if math.isfinite(scaled) and abs(scaled) < 1e15 else safe_id(repr(seconds))
+
+    return f"_{ms(start_s)}_{ms(end_s)}"
+
+
+def window_refusal(start_s: float | None, end_s: float | None) -> tuple[str, str] | None:
+    """``(bad_window, why)`` unless the window is absent or finite with ``0 <= start_s < end_s`` (whether it
+    ends inside the video is checked when the video is probed: :func:`maivar.data.media.probe_video`)."""
+    if start_s is None and end_s is None:
+        return None
+    if not (math.isfinite(start_s) and math.isfinite(end_s) and 0 <= start_s < end_s):
+        return R.BAD_WINDOW, f"the window [{start_s!r}, {end_s!r}) s is not finite with 0 <= start_s < end_s"
+    return None
+
+
+def contain(listing: Listing, root: Path) -> Listing:
+    """The one containment rule, for every format: each listed file, links resolved, must lie inside ``root``
+    (else the clip is refused as ``outside_root``; a path no file can have, e.g. with a NUL byte, as
+    ``missing_file``); paths are made local (:func:`~maivar.core.names.local_path`: ``file:x`` is a file, never a
+    URL); ids are bounded (:func:`~maivar.core.names.short_id`) and checked unique again."""
+    def one(clip: ListedClip) -> ListedClip:
+        refusal = clip.refusal
+        try:
+            outside = not inside(Path(clip.path), root)
+        except (ValueError, OSError) as exc:  # an embedded NUL byte, a name too long, a loop of links
+            outside, refusal = False, refusal or (R.MISSING_FILE, f"no file can have this name ({exc})")
+        if outside and refusal is None:
+            refusal = R.OUTSIDE_ROOT, f"{clip.source}: the file, links resolved, is outside dataset.root {root}"
+        return replace(clip, id=short_id(clip.id), path=local_path(clip.path), refusal=refusal)
+
+    clips = [one(c) for c in listing.clips]
+    check_unique_ids(clips)
+    return Listing(listing.classes, clips, [one(c) for c in listing.unknown])
 
 
 def read_class_list(path: str | Path) -> list[str]:
@@ -143,7 +186,7 @@ def annotation_rows(annotations: Path, required: tuple[str, ...], optional: tupl
 
     A header without a ``required`` column is an error ending in ``(<needs>)``; an empty file is the error
     ``empty`` (``None``: the header-lacks error); a row with more or fewer fields than the header, an error."""
-    rows = csv.reader(read_utf8(annotations).splitlines())
+    rows = csv.reader(io.StringIO(read_utf8(annotations), newline=""))  # a quoted newline stays in its cell
     header = next(rows, None)
     if header is None and empty is not None:
         raise PipelineError(empty)
@@ -152,7 +195,9 @@ def annotation_rows(annotations: Path, required: tuple[str, ...], optional: tupl
     if missing:
         raise PipelineError(f"{annotations} line 1: the header lacks {', '.join(missing)} ({needs})")
     index = {c: columns.index(c) for c in (*required, *optional) if c in columns}
-    for number, row in enumerate(rows, 2):
+    end = rows.line_num  # the header's last line
+    for row in rows:
+        number, end = end + 1, rows.line_num  # a row's first line (a quoted newline makes a row span lines)
         if not any(cell.strip() for cell in row):
             continue  # a blank line
         where = f"{annotations.name}:{number}"

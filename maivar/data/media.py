@@ -11,6 +11,9 @@ Traps this module handles (each seen with the current PyAV/ffmpeg builds):
   declares no length: that is ``unreadable_video``;
 - ffmpeg without ``-y`` and with an open stdin waits forever at its overwrite prompt: every call has
   ``-nostdin -y``, writes to a temporary name renamed after validation, and runs under a timeout;
+- a path is a file, never a URL: FFmpeg reads ``file:x``, ``concat:a|b`` or ``http:x`` at the start of a name as
+  a protocol, so PyAV gets the absolute path and ffmpeg ``file:<absolute path>`` (its local-file protocol, spelled
+  out), whatever the file is called;
 - ``ffmpeg.probe`` needs an ``ffprobe`` binary that the ``imageio-ffmpeg`` wheel does not ship: probing is
   done with PyAV, whose exceptions all derive from ``av.FFmpegError``.
 
@@ -74,6 +77,18 @@ def _one_line(text: str, limit: int = 300) -> str:
 
 
 FRAME_CHECKS = ("packets", "decode")
+WINDOW_TOLERANCE_S = 0.5  # a window may end this far past the video's declared end (then it is just truncated)
+
+
+def as_file(path: str | Path) -> str:
+    """``path`` absolute: what PyAV is given, so that no part of a file's name is read as a protocol."""
+    return os.path.abspath(os.fspath(path))
+
+
+def as_ffmpeg_file(path: str | Path) -> str:
+    """``file:<absolute path>``: what the ffmpeg command line is given (input and output), so that a name such as
+    ``concat:x``, ``http:x`` or ``-y`` is always a local file."""
+    return "file:" + as_file(path)
 
 
 def probe_video(path: str | Path, frame_check: str = "packets", start_s: float | None = None,
@@ -87,14 +102,15 @@ def probe_video(path: str | Path, frame_check: str = "packets", start_s: float |
 
     With a window (``start_s``, ``end_s``: a clip out of a longer video), only the frames whose time
     (:func:`frame_time`) lies in ``[start_s, end_s)`` count, and the window declares ``round((end_s -
-    start_s) x fps)`` frames: a video shorter than the window holds fewer, as a truncated one does.
+    start_s) x fps)`` frames: a video shorter than the window holds fewer, as a truncated one does. A window
+    that is not finite with ``0 <= start_s < end_s <= duration +`` :data:`WINDOW_TOLERANCE_S` is ``bad_window``.
 
     A video (or window) declaring more than ``max_duration_s`` seconds is ``too_long``, one whose frames have
     more than ``max_pixels`` pixels is ``too_large``: both refused from the header, before any frame is read.
     """
     if frame_check not in FRAME_CHECKS:
         raise ValueError(f"frame_check must be one of {FRAME_CHECKS}, got {frame_check!r}")
-    path = str(path)
+    path = as_file(path)
     try:
         with av.open(path, metadata_errors="ignore") as container:
             if not container.streams.video:
@@ -116,6 +132,10 @@ def probe_video(path: str | Path, frame_check: str = "packets", start_s: float |
             has_audio = bool(container.streams.audio)
             windowed = start_s is not None
             if windowed:
+                if not (math.isfinite(start_s) and math.isfinite(end_s)
+                        and 0 <= start_s < end_s <= duration + WINDOW_TOLERANCE_S):
+                    raise ClipFailure(rejections.BAD_WINDOW, f"the window [{start_s!r}, {end_s!r}) s is not inside "
+                                      f"the video's {duration:.3f} s (+{WINDOW_TOLERANCE_S:g} s)")
                 duration = end_s - start_s
                 declared = int(round(duration * fps))
             check_limits(duration, width, height, max_duration_s=max_duration_s, max_pixels=max_pixels)
@@ -168,8 +188,8 @@ def demux_command(src: str | Path, dst: str | Path, *, sample_rate: int, channel
     """The ffmpeg command (built with ffmpeg-python) that writes the first audio stream as 16-bit PCM WAV
     (only ``[start_s, end_s)`` of it, when a window is given)."""
     window = {} if start_s is None else {"ss": f"{start_s:.6f}", "t": f"{end_s - start_s:.6f}"}
-    stream = ffmpeg.input(str(src), **window).output(
-        str(dst), f="wav", map="0:a:0", vn=None, acodec="pcm_s16le", ac=channels, ar=sample_rate,
+    stream = ffmpeg.input(as_ffmpeg_file(src), **window).output(
+        as_ffmpeg_file(dst), f="wav", map="0:a:0", vn=None, acodec="pcm_s16le", ac=channels, ar=sample_rate,
         map_metadata=-1, fflags="+bitexact", **{"flags:a": "+bitexact"},
     )
     return stream.global_args("-nostdin", "-hide_banner", "-loglevel", "error").compile(

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from maivar.core.errors import PipelineError
 
 from . import csv_annotations, kinetics, ucf101
-from .listing import Listing
+from .listing import Listing, contain
 
 if TYPE_CHECKING:
     from maivar.settings.data import DatasetSettings
@@ -43,9 +43,11 @@ READERS: dict[str, Reader] = {
 
 
 def read_listing(settings: DatasetSettings) -> Listing:
-    """The clips of the dataset ``settings`` describes, read by its format's reader."""
+    """The clips of the dataset ``settings`` describes, read by its format's reader, under the one containment
+    rule (:func:`~maivar.data.listing.contain`: a file outside ``dataset.root``, links resolved, is refused as
+    ``outside_root``; paths stay local files; ids are bounded)."""
     root = Path(settings.root)
     if not root.is_dir():
         raise PipelineError(f"dataset root {root} does not exist: set dataset.root in params.yaml to your dataset's "
                             "folder, or run the synthesize stage")
-    return READERS[settings.format](root, settings)
+    return contain(READERS[settings.format](root, settings), root)

@@ -7,13 +7,15 @@ The rule, applied to the clips the dataset lists (:mod:`maivar.data.readers`: UC
    ``not_in_class_list`` and are not opened; a UCF101 list line naming a class ``classInd.txt`` lacks is
    ``unknown_class``.
 1. **Per clip**, in this order (the first failing check is the reason):
-   file present (``missing_file``), non-empty (``empty_file``), the container opens with a video stream
-   and declares its length (``unreadable_video``), a declared duration of at most ``max_duration_s``
-   (``too_long``) and frames of at most ``max_pixels`` pixels (``too_large``; both from the header, before
-   anything is decoded or demuxed: no clip costs more time or memory than these allow), the frames it
-   holds (``frame_check: packets``, or ``decode``: every frame decoded, else ``decode_failed``) number at
-   least ``min_decoded_share`` x the declared count (``truncated``: a damaged or cut file), an audio stream
-   is present
+   listed inside ``dataset.root`` with a sane window (``outside_root``, ``bad_window``: refused unopened,
+   :func:`maivar.data.listing.contain`), file present (``missing_file``), a regular file
+   (``not_a_regular_file``: a FIFO or device is never opened), non-empty (``empty_file``), the container opens
+   with a video stream and declares its length (``unreadable_video``), a declared duration of at most
+   ``max_duration_s`` (``too_long``) and frames of at most ``max_pixels`` pixels (``too_large``; both from the
+   header, before anything is decoded or demuxed: no clip costs more time or memory than these allow), the
+   frames it holds (``frame_check: packets``, or ``decode``: every frame decoded, else ``decode_failed``)
+   number at least ``min_decoded_share`` x the declared count (``truncated``: a damaged or cut file), an audio
+   stream is present
    (``no_audio_stream``), ffmpeg demuxes it to a WAV (``demux_failed``; ``sample_rate``, ``channels``,
    16-bit), the audio covers at least ``min_audio_coverage`` of the picture's duration
    (``audio_too_short``: a recording whose sound stops early; the manifest records every kept clip's
@@ -38,6 +40,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import stat
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +61,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FAULTS = (R.MISSING_FILE, R.EMPTY_FILE, R.UNREADABLE_VIDEO, R.DECODE_FAILED, R.TRUNCATED, R.DEMUX_FAILED,
-          R.TIMEOUT, R.CRASHED)
+          R.TIMEOUT, R.CRASHED, R.OUTSIDE_ROOT, R.NOT_A_REGULAR_FILE, R.BAD_WINDOW)
 MAX_LOGGED = 20  # faults named one by one in the log; all of them are in the rejection list
 REJECTION_COLUMNS = ("id", "class_name", "split", "video_path", "reason", "detail")
 
@@ -98,9 +101,11 @@ def examine_video(task: ExamineTask) -> dict:
         st = os.stat(path)
     except FileNotFoundError:
         raise ClipFailure(R.MISSING_FILE, f"{path} does not exist") from None
-    except OSError as exc:
-        raise ClipFailure(R.UNREADABLE_VIDEO, f"cannot stat {path}: {exc.strerror}") from None
-    if st.st_size == 0 and path.is_file():
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the name
+        raise ClipFailure(R.UNREADABLE_VIDEO, f"cannot stat {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    if not stat.S_ISREG(st.st_mode):  # never opened: opening a FIFO blocks, a device never ends
+        raise ClipFailure(R.NOT_A_REGULAR_FILE, f"{path} is not a regular file (a FIFO, device, socket or folder)")
+    if st.st_size == 0:
         raise ClipFailure(R.EMPTY_FILE, "0 bytes")
     wav = Path(task.wav_path)
     window = {"start_s": task.start_s, "end_s": task.end_s}
@@ -248,15 +253,15 @@ def prepare_subset(
              dataset.format, dataset.root,
              len(listing.clips) + len(listing.unknown), len(listing.classes), len(to_probe), len(selected),
              len(listing.unknown))
+    examined: dict[str, dict | ClipFailure] = {v.id: ClipFailure(*v.refusal) for v in to_probe if v.refusal}
     tasks = [ExamineTask(id=v.id, video_path=v.path, wav_path=str(Path(wav_dir) / f"{v.id}.wav"),
                          sample_rate=prepare.sample_rate, channels=prepare.channels,
                          min_decoded_share=prepare.min_decoded_share, silence_dbfs=prepare.silence_dbfs,
                          timeout_s=prepare.timeout_s * 0.9, frame_check=prepare.frame_check,
                          min_audio_coverage=prepare.min_audio_coverage, start_s=v.start_s, end_s=v.end_s,
                          max_duration_s=prepare.max_duration_s, max_pixels=prepare.max_pixels)
-             for v in to_probe]
+             for v in to_probe if not v.refusal]
     results = guarded_map(examine_video, tasks, workers=workers, timeout_s=prepare.timeout_s, desc="probe+demux")
-    examined = {}
     for task, result in zip(tasks, results, strict=True):
         if isinstance(result, ClipFailure):  # e.g. a worker killed after a timeout: its WAV may be half-written
             Path(task.wav_path).unlink(missing_ok=True)
