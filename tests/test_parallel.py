@@ -324,3 +324,31 @@ def _running(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def _torch_in_worker(n):
+    """A parallel-capable torch op (what render's STFT framing does), and the worker's torch thread count."""
+    import torch
+
+    x = torch.arange(200_000, dtype=torch.float64)  # integers: exact sums, whatever the threads
+    picked = torch.index_select(x.unfold(0, 2048, 1), 0, torch.arange(0, 150_000, 97))
+    return float(picked.sum()) + n * 0.0, torch.get_num_threads()
+
+
+def test_forked_workers_run_torch_after_the_parent_ran_it_on_several_threads():
+    """A parent that ran torch on several threads (an in-process extraction stage, then an in-process render, as
+    the test suite and `maivar predict` do) forks workers whose own parallel torch op would wait forever on the
+    parent's thread pool: every worker starts on one torch thread (maivar.core.parallel._one_core)."""
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        expected = _torch_in_worker(0)[0]  # the parent's pool is up and running
+        results = guarded_map(_torch_in_worker, [0, 1, 2, 3], workers=2, timeout_s=60, desc=None,
+                              start_method="fork")
+        assert [r for r in results if isinstance(r, ClipFailure)] == []
+        assert {value for value, _ in results} == {expected}
+        assert {threads for _, threads in results} == {1}
+    finally:
+        torch.set_num_threads(before)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,15 +104,23 @@ def warm_up(kw: dict) -> None:
            style=kw["style"], pixel_mapping=kw["pixel_mapping"], recipe=kw["recipe"])
 
 
-@functools.lru_cache(maxsize=1)
+_ONE_THREAD_PID: int | None = None
+
+
 def _one_thread() -> None:
     """Each worker is one process on one core: keep torch's STFT and BLAS from spawning threads of their own
-    (with all cores busy with workers, extra threads make the small matrix products 100x slower)."""
+    (with all cores busy with workers, extra threads make the small matrix products 100x slower). Once per
+    process, by its pid: a forked worker whose parent had done it (an in-process render) must do it again, as
+    the parent may have raised torch's threads since (maivar.core.parallel's workers also start at one)."""
+    global _ONE_THREAD_PID
+    if _ONE_THREAD_PID == os.getpid():
+        return
     import threadpoolctl
     import torch
 
     torch.set_num_threads(1)
     threadpoolctl.threadpool_limits(limits=1)
+    _ONE_THREAD_PID = os.getpid()
 
 
 def render_stage(manifest_path: str | Path, *, out_path: str | Path, previews_dir: str | Path, representation: str,

@@ -46,6 +46,7 @@ import heapq
 import logging
 import multiprocessing as mp
 import os
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -148,10 +149,23 @@ def _parent_alive(parent_pid: int, method: str) -> bool:
     return os.getppid() == parent_pid
 
 
+def _one_core() -> None:
+    """A worker is one process on one core: torch's intra-op pool to one thread, whatever the parent set.
+
+    Under fork this is also what keeps the worker alive: a parent that already ran a parallel torch op (an
+    OpenMP team of several threads) hands its children a pool they cannot use, and the child's first parallel
+    op then waits forever on a lock of a thread that does not exist in it. With one thread torch never enters
+    that pool. (torch is only configured where it is already imported: importing it costs a worker seconds.)"""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
+
+
 def _worker_loop(conn, parent_end, fn, parent_pid: int, method: str, ring: SlotRing | None = None) -> None:
     global _current, _handed_out
     # A crash is reported as this item's failure; a faulthandler dump per crashed file would only be noise.
     faulthandler.disable()
+    _one_core()
     # Under fork the worker holds both ends of its pipe: close the parent's, or a result sent after the
     # parent died could block forever on a full pipe that this very process keeps open.
     parent_end.close()
