@@ -108,3 +108,12 @@ def kinetics_example(tiny_dataset, tmp_path_factory) -> tuple[Path, dict]:
 
     root = tmp_path_factory.mktemp("kinetics") / "k400"
     return root, make_kinetics(tiny_dataset[0], root)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> tuple[Path, dict]:
+    """(repo, env): the whole pipeline, tiny, run once in a scratch DVC repository, recorded in dvc.lock and
+    committed (tests/test_predict.py's ``record_tiny_run``); shared by test_predict.py and test_remote.py."""
+    from test_predict import record_tiny_run
+
+    return record_tiny_run(tmp_path_factory.mktemp("predict") / "repo")

@@ -66,11 +66,11 @@ def _set_params(repo: Path, update) -> None:
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """(repo, env): the tiny pipeline run, recorded in dvc.lock and committed (data and models in DVC's cache)."""
-    repo, env = scratch_repository(tmp_path_factory.mktemp("predict") / "repo",
-                                   {"configs/tsn_tiny.py": TINY_TSN.format(pretrained="None", classes=3)})
+def record_tiny_run(dest: Path) -> tuple[Path, dict]:
+    """(repo, env): the tiny pipeline run in a scratch repository at ``dest``, recorded in dvc.lock and committed
+    (data and models in DVC's cache). conftest.py's session fixture ``tiny_run`` makes it once for this module and
+    tests/test_remote.py."""
+    repo, env = scratch_repository(dest, {"configs/tsn_tiny.py": TINY_TSN.format(pretrained="None", classes=3)})
 
     def tiny(params):
         params["synthesize"].update(TINY)
