@@ -6,7 +6,7 @@ s, 320x240, 25 fps; ``--unique`` distinct files, the rest symlinks to them, so t
 (``render.image_size`` px) in an ``images.h5`` store. Random weights (seeded): speed does not depend on them.
 
 - video, our route: :func:`maivar.video.features.extract_video_features` with the params.yaml settings of
-  ``extract_video`` (PyAV decoding of the 25 centre frames in guarded worker processes (maivar.core.parallel),
+  ``extract_video`` (PyAV decoding of the 25 center frames in guarded worker processes (maivar.core.parallel),
   batches across videos,
   pinned memory / bf16 autocast / channels_last on CUDA);
 - video, reference route: MMAction2's standard test pipeline from the same config

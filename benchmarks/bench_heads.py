@@ -8,7 +8,7 @@ Features shaped like the UCF101 audio subset of split 1 (51 classes, 4893 train 
   ``train.threads`` CPU threads, seeded in-memory batches, fused Adam with the L1 gradient written into the
   weights' gradients; test accuracy measured every epoch), on ``--device``;
 - the reference route: the usual PyTorch loop, ``DataLoader(TensorDataset(...), shuffle=True)`` over the
-  same model, loss and optimiser with torch's default thread count and no determinism switches, and the
+  same model, loss and optimizer with torch's default thread count and no determinism switches, and the
   same loop again on one thread (``ref 1-thread``).
 
 Our epoch also scores the test split (the Fig. 6 curve); the reference epochs do not.

@@ -33,7 +33,7 @@ model = dict(
     train_cfg=None,
     test_cfg=None)
 
-# TSN's single-centre-crop test: short side 256, centre crop 224 (tsn-pytorch's scale_size 256 and
+# TSN's single-center-crop test: short side 256, center crop 224 (tsn-pytorch's scale_size 256 and
 # input_size 224 for BN-Inception). SampleFrames' num_clips is replaced by `extract_video.num_segments`
 # (params.yaml: 25, as in the paper).
 test_pipeline = [

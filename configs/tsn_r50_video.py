@@ -28,7 +28,7 @@ model = dict(
     train_cfg=None,
     test_cfg=None)
 
-# MMAction2's TSN test pipeline (single centre crop). extract_video takes Resize's short side and
+# MMAction2's TSN test pipeline (single center crop). extract_video takes Resize's short side and
 # CenterCrop's size from here; SampleFrames' num_clips is replaced by `extract_video.num_segments`
 # (params.yaml), which is the one place the number of segments is set. benchmarks/bench_extract.py runs
 # this pipeline as the reference route.

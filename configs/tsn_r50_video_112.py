@@ -1,4 +1,4 @@
-# configs/tsn_r50_video.py at half the resolution (short side 128, centre crop 112): the same TSN ResNet-50
+# configs/tsn_r50_video.py at half the resolution (short side 128, center crop 112): the same TSN ResNet-50
 # and the same 2048-d per-segment features at a quarter of the compute. Meant for the embedded synthetic
 # default on a CPU (2 cores: about 4x faster than 224); for UCF101 and the paper's numbers use
 # tsn_r50_video.py (MMAction2's checkpoints are trained at 224).

@@ -105,7 +105,7 @@ def test_overlap_weights_rows_sum_to_one_and_average_the_covered_cells():
     np.testing.assert_allclose(up @ np.array([1.0, 5.0]), [1, 1, 1, 5, 5, 5])
 
 
-def test_nearest_weights_pick_the_cell_under_each_pixel_centre():
+def test_nearest_weights_pick_the_cell_under_each_pixel_center():
     w = raster.nearest_weights(np.arange(9), np.linspace(0, 8, 5))  # 8 cells -> 4 pixels: centers 1, 3, 5, 7
     np.testing.assert_array_equal(w @ np.arange(8.0), [1, 3, 5, 7])  # a center on a boundary: the later cell
     assert set(np.unique(w)) == {0.0, 1.0} and (w.sum(1) == 1).all()
@@ -142,7 +142,7 @@ def test_nearest_matrix_image_equals_mapping_then_colormap(n_samples, n_bins):
     np.testing.assert_array_equal(raster.matrix_image(matrix01, w, SIZE, "nearest", "coolwarm"), expected)
 
 
-def test_frame_edges_cover_the_clip_and_centre_each_frame_on_its_sample():
+def test_frame_edges_cover_the_clip_and_center_each_frame_on_its_sample():
     edges = raster.frame_edges(n_frames=5, hop_length=100, n_samples=400)
     assert edges[0] == 0 and edges[-1] == 400
     np.testing.assert_allclose(edges[1:-1], [50, 150, 250, 350])

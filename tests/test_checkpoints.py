@@ -237,7 +237,7 @@ def _save(kind: str, donor: nn.Module, tmp_path):
     elif kind == "safetensors":
         path = tmp_path / "weights.safetensors"
         safetensors.torch.save_file(donor.state_dict(), path)
-    elif kind == "safetensors-unnamed":  # a safetensors file by another name: recognised by its header
+    elif kind == "safetensors-unnamed":  # a safetensors file by another name: recognized by its header
         path = tmp_path / "weights.bin"
         safetensors.torch.save_file(donor.state_dict(), path)
     elif kind in ("timm-hf-safetensors", "timm-hf-bin"):

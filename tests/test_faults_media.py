@@ -22,7 +22,7 @@ from maivar.core import rejections as R
 from maivar.core.rejections import ClipFailure
 from maivar.data.media import demux_command, measure_wav
 from maivar.data.subset import FAULTS, ExamineTask, examine_video
-from maivar.video.frames import decode_segments, segment_centres
+from maivar.video.frames import decode_segments, segment_centers
 
 from faults import (
     FPS,
@@ -203,7 +203,7 @@ def test_clip_with_fewer_frames_than_segments_repeats_frames(tmp_path):
     assert kept(result) and result["frames"] == 10
     out = segments(clip, expected=10)
     assert out.shape == (SEGMENTS, CROP, CROP, 3)
-    idx = segment_centres(10, SEGMENTS)
+    idx = segment_centers(10, SEGMENTS)
     same = [(a, b) for a in range(SEGMENTS) for b in range(a) if idx[a] == idx[b]]
     other = [(a, b) for a in range(SEGMENTS) for b in range(a) if idx[a] != idx[b]]
     assert same and all(np.array_equal(out[a], out[b]) for a, b in same)  # the same frame, repeated

@@ -151,7 +151,7 @@ def test_a_hung_item_holds_back_at_most_the_window(tmp_path, window):
         assert finished_during_hang <= stats.window - 1  # the items after the hung one, inside its window
         assert stats.max_held <= stats.window and stats.max_outstanding <= stats.window
     else:
-        assert finished_during_hang >= 55 and stats.max_held >= 55  # the unbounded behaviour, for contrast
+        assert finished_during_hang >= 55 and stats.max_held >= 55  # the unbounded behavior, for contrast
 
 
 def test_a_window_of_one_runs_one_item_at_a_time_in_order():

@@ -100,7 +100,7 @@ def test_l1_weight_shrinks_the_trained_weights():
 
 
 class _NoStep:
-    """An optimiser that leaves the parameters alone (so that a step's gradients can be read afterwards)."""
+    """An optimizer that leaves the parameters alone (so that a step's gradients can be read afterwards)."""
 
     def step(self):
         pass

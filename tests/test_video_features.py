@@ -14,7 +14,7 @@ from maivar.core import rejections
 from maivar.core.feature_store import open_store
 from maivar.core.rejections import ClipFailure
 from maivar.video.features import VideoClip, decode_clip, extract_video_features, frame_batches, pooled_segment_features
-from maivar.video.frames import decode_segments, segment_centres
+from maivar.video.frames import decode_segments, segment_centers
 from maivar.video.tsn import build_tsn, preprocessing_from_config
 
 from stage_cmd import run_stage, run_stage_in_process
@@ -52,7 +52,7 @@ def decode(path, num_segments=5, expected=None, short_side=40, crop=32):
 
 @pytest.mark.parametrize("num_frames", [1, 3, 7, 24, 25, 26, 100, 175, 301])
 @pytest.mark.parametrize("num_segments", [1, 8, 25])
-def test_segment_centres_match_mmaction2_sampleframes(num_frames, num_segments):
+def test_segment_centers_match_mmaction2_sampleframes(num_frames, num_segments):
     from maivar.video.mmaction_compat import import_mmaction
 
     import_mmaction()
@@ -60,23 +60,23 @@ def test_segment_centres_match_mmaction2_sampleframes(num_frames, num_segments):
 
     sampler = SampleFrames(clip_len=1, frame_interval=1, num_clips=num_segments, test_mode=True)
     expected = sampler.transform({"total_frames": num_frames, "start_index": 0})["frame_inds"]
-    assert segment_centres(num_frames, num_segments).tolist() == expected.tolist()
+    assert segment_centers(num_frames, num_segments).tolist() == expected.tolist()
 
 
-def test_segment_centres_are_segment_centres_and_handle_few_frames():
-    assert segment_centres(175, 25).tolist() == [3 + 7 * i for i in range(25)]
-    few = segment_centres(7, 25)
+def test_segment_centers_are_segment_centers_and_handle_few_frames():
+    assert segment_centers(175, 25).tolist() == [3 + 7 * i for i in range(25)]
+    few = segment_centers(7, 25)
     assert len(few) == 25 and set(few.tolist()) == set(range(7)) and np.all(np.diff(few) >= 0)
     with pytest.raises(ValueError):
-        segment_centres(0, 25)
+        segment_centers(0, 25)
 
 
-def test_decode_takes_the_centre_frames_resized_and_cropped(tmp_path):
+def test_decode_takes_the_center_frames_resized_and_cropped(tmp_path):
     video = make_video(tmp_path / "v.avi", 20)
     frames = decode(video, num_segments=5, expected=20)
     assert isinstance(frames, np.ndarray) and frames.shape == (5, 32, 32, 3) and frames.dtype == np.uint8
     levels = frames.reshape(5, -1).mean(axis=1)
-    expected = 20 + 8 * segment_centres(20, 5)
+    expected = 20 + 8 * segment_centers(20, 5)
     assert np.all(np.abs(levels - expected) < 3), (levels, expected)
 
 
@@ -91,7 +91,7 @@ def test_fewer_frames_than_segments_and_other_resolutions(tmp_path):
     short = decode(make_video(tmp_path / "short.avi", 3, width=80, height=60), num_segments=8, expected=3)
     assert short.shape == (8, 32, 32, 3)
     levels = short.reshape(8, -1).mean(axis=1)
-    assert np.all(np.abs(levels - (20 + 8 * segment_centres(3, 8))) < 3)
+    assert np.all(np.abs(levels - (20 + 8 * segment_centers(3, 8))) < 3)
     tall = decode(make_video(tmp_path / "tall.avi", 10, width=48, height=96), expected=10)
     assert tall.shape == (5, 32, 32, 3)
 

@@ -5,7 +5,7 @@ results in input order as they become ready (``guarded_map`` collects them in a 
 ``multiprocessing.Pool`` it watches each item on its own, and hands back a
 :class:`~maivar.core.rejections.ClipFailure` (yielded, not raised) instead of a result when:
 
-- ``fn`` raises a ``ClipFailure`` (a per-clip problem it recognised): that failure, as raised;
+- ``fn`` raises a ``ClipFailure`` (a per-clip problem it recognized): that failure, as raised;
 - an item runs longer than ``timeout_s``: its worker is killed, ``ClipFailure(TIMEOUT)``;
 - an item's worker dies (a segfault in a decoder, ``os._exit``, the OOM killer): ``ClipFailure(CRASHED)``;
 - ``fn`` raises any other exception: ``ClipFailure(CRASHED)`` with the exception in the detail.
@@ -97,7 +97,7 @@ class PoolStats:
     max_held: int = 0  # results received and not yet yielded, at once
     max_outstanding: int = 0  # items dispatched and not yet yielded (the window), at once
     window: int = 0
-    shared: bool = False  # results travelled through shared memory
+    shared: bool = False  # results traveled through shared memory
 
 
 @dataclass(frozen=True)
@@ -185,7 +185,7 @@ def _worker_loop(conn, parent_end, fn, parent_pid: int, method: str, ring: SlotR
         _current = (ring, slot) if ring is not None and slot is not None else None
         try:
             result = (index, True, _to_slot(fn(item), ring, slot))
-        except ClipFailure as failure:  # a per-clip problem that fn recognised: passed on as it is
+        except ClipFailure as failure:  # a per-clip problem that fn recognized: passed on as it is
             result = (index, False, (failure.reason, failure.detail))
         except Exception as exc:  # noqa: BLE001 - reported to the parent as this item's failure
             detail = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]

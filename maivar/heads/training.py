@@ -148,7 +148,7 @@ class HeadStep:
 
     Per step: one pass over each weight writes ``sgn(W)`` into its gradient buffer, the penalty's value (for
     the logs) is ``sgn(W) . W``, the backward adds the cross-entropy gradient to ``l1 * sgn(W)`` in the matrix
-    product itself (:class:`_LinearInto`), and the optimiser (:func:`head_optimizer`) is fused: each weight is
+    product itself (:class:`_LinearInto`), and the optimizer (:func:`head_optimizer`) is fused: each weight is
     read and written a handful of times, and nothing of its size is allocated. The gradients equal
     :func:`head_loss`'s (bit for bit on this machine's CPU, tested to float32 rounding); the logged loss may
     differ from :func:`head_loss`'s in the last bits (the penalty is summed in another order).

@@ -1,11 +1,11 @@
-"""TSN test-time frame sampling and decoding: ``num_segments`` equal segments, the centre frame of each.
+"""TSN test-time frame sampling and decoding: ``num_segments`` equal segments, the center frame of each.
 
-- :func:`segment_centres` gives the frame indices exactly as MMAction2's ``SampleFrames(clip_len=1,
+- :func:`segment_centers` gives the frame indices exactly as MMAction2's ``SampleFrames(clip_len=1,
   frame_interval=1, num_clips=T, test_mode=True)`` does: ``int((i + 0.5) * n / T) mod n``. A video with
   fewer frames than segments repeats frames (the same rule), never fails for that reason alone.
 - :func:`decode_segments` decodes a video once with PyAV and converts to RGB only the frames it keeps
   (the color conversion, not the decoding, dominates the cost); each kept frame is resized so that its
-  short side is ``short_side`` (bilinear, as MMAction2's ``Resize(scale=(-1, 256))``) and centre-cropped
+  short side is ``short_side`` (bilinear, as MMAction2's ``Resize(scale=(-1, 256))``) and center-cropped
   to ``crop_size`` x ``crop_size`` (as ``CenterCrop``) as soon as it is decoded, so that at most one
   full-resolution RGB frame is alive whatever the resolution (an 8192x8192 frame is 200 MB; the
   ``num_segments`` kept frames are ``crop_size``-sized). Videos of any resolution give the same shape.
@@ -30,8 +30,8 @@ from maivar.core.rejections import ClipFailure
 
 log = logging.getLogger(__name__)
 
-def segment_centres(num_frames: int, num_segments: int) -> np.ndarray:
-    """Indices of the centre frame of each of ``num_segments`` equal segments of ``num_frames`` frames."""
+def segment_centers(num_frames: int, num_segments: int) -> np.ndarray:
+    """Indices of the center frame of each of ``num_segments`` equal segments of ``num_frames`` frames."""
     if num_frames < 1 or num_segments < 1:
         raise ValueError(f"need at least one frame and one segment (got {num_frames}, {num_segments})")
     avg_interval = num_frames / float(num_segments)
@@ -49,7 +49,7 @@ def resize_short_side(rgb: np.ndarray, short_side: int) -> np.ndarray:
     return cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
 
 
-def centre_crop(img: np.ndarray, size: int) -> np.ndarray:
+def center_crop(img: np.ndarray, size: int) -> np.ndarray:
     """The central ``size`` x ``size`` window (as MMAction2's CenterCrop: offsets floor((W - size) / 2))."""
     h, w = img.shape[:2]
     if h < size or w < size:
@@ -59,9 +59,9 @@ def centre_crop(img: np.ndarray, size: int) -> np.ndarray:
 
 
 def fit_frame(rgb: np.ndarray, short_side: int, crop_size: int) -> np.ndarray:
-    """One decoded RGB frame resized (:func:`resize_short_side`) and centre-cropped (:func:`centre_crop`): a
+    """One decoded RGB frame resized (:func:`resize_short_side`) and center-cropped (:func:`center_crop`): a
     ``crop_size`` x ``crop_size`` x 3 array of its own (the full-resolution frame can be freed at once)."""
-    return np.ascontiguousarray(centre_crop(resize_short_side(rgb, short_side), crop_size))
+    return np.ascontiguousarray(center_crop(resize_short_side(rgb, short_side), crop_size))
 
 
 def _decode(path: str, wanted: set[int], deadline: float, start_s: float | None = None,
@@ -131,7 +131,7 @@ def decode_segments(
     deadline = time.monotonic() + timeout_s
     guess = int(expected_frames) if expected_frames and expected_frames > 0 else None
     try:
-        wanted = set(segment_centres(guess, num_segments).tolist()) if guess else set()
+        wanted = set(segment_centers(guess, num_segments).tolist()) if guess else set()
         fit = {"short_side": short_side, "crop_size": crop_size}
         count, kept = _decode(path, wanted, deadline, start_s, end_s, **fit)
         if count == 0:
@@ -139,7 +139,7 @@ def decode_segments(
         if guess and count < min_decoded_share * guess:
             raise ClipFailure(rejections.TRUNCATED, f"decodes {count} of {guess} expected frames "
                               f"(< {min_decoded_share:g})")
-        indices = segment_centres(count, num_segments)
+        indices = segment_centers(count, num_segments)
         if count != guess:  # the expected count was wrong or unknown: take the right frames in a second pass
             if guess:
                 log.warning("%s decodes %d frames, not the %d expected: sampling over the %d", path, count, guess,
