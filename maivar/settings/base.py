@@ -25,7 +25,7 @@ import difflib
 import json
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from maivar.core.errors import PipelineError
@@ -249,8 +249,7 @@ class Section:
         return tuple(f.name for f in dataclasses.fields(cls))
 
     @classmethod
-    def from_mapping(cls, data: Any, *, section: str | None = None, where: str = "params.yaml",
-                     subsections: Mapping[str, Callable[..., Section]] | None = None):
+    def from_mapping(cls, data: Any, *, section: str | None = None, where: str = "params.yaml"):
         """``data`` (one section's mapping) checked and converted: every key known, present and allowed."""
         name = section or cls.SECTION
         if not isinstance(data, Mapping):
@@ -356,6 +355,12 @@ def read_params(path: str = "params.yaml") -> Params:
 
     params = Params(load_params(path))
     params.where = str(path)
+    return check_top_level(params)
+
+
+def check_top_level(params: Params) -> Params:
+    """``params`` if each of its top-level keys is a section of :data:`TOP_LEVEL` (else the nearest one, in one
+    line)."""
     for key in params:
         if key not in TOP_LEVEL:
             raise unknown_key(str(key), None, TOP_LEVEL, params.where)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import TOP_LEVEL, Params, read_params, unknown_key
+from .base import Params, check_top_level, read_params
 from .data import DatasetSettings, PrepareSettings
 from .extract import ExtractAudioSettings, ExtractVideoSettings
 from .heads import FusionSettings, HeadSettings, TrainSettings, VideoHeadSettings
@@ -23,14 +23,15 @@ SECTIONS = {
 
 def check_params(path: str = "params.yaml") -> Params:
     """Read and check every section of ``path``; the first problem is a one-line SettingsError."""
-    return check_params_mapping(read_params(path))
+    return _check_sections(read_params(path))
 
 
 def check_params_mapping(params: Params) -> Params:
     """Check every section of a params mapping (its top-level keys too); the first problem is a SettingsError."""
-    for key in params:
-        if key not in TOP_LEVEL:
-            raise unknown_key(str(key), None, TOP_LEVEL, params.where)
+    return _check_sections(check_top_level(params))
+
+
+def _check_sections(params: Params) -> Params:
     representation_from_params(params)
     for name, section in SECTIONS.items():
         section.from_params(params, name)
