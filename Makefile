@@ -8,12 +8,15 @@ STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: demo test bench clean-venv
+.PHONY: install demo test bench clean-venv
 
 $(STAMP): requirements.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --disable-pip-version-check -q -r requirements.txt
 	@touch $@
+
+## Create .venv and install requirements.txt (demo and test do this first when needed).
+install: $(STAMP)
 
 ## Run the whole pipeline on the embedded default dataset, then print the heads' accuracies and write the report
 ## (report/index.html: Fig. 6, confusion matrices, previews).
@@ -21,10 +24,11 @@ demo: $(STAMP)
 	$(BIN)/dvc repro
 	$(BIN)/maivar report
 
-## Lint (ruff, configured in pyproject.toml), then the whole test suite.
+## Lint (ruff, configured in pyproject.toml), then the whole test suite on every core (pytest-xdist; a file's
+## tests stay in one worker, so its module fixtures are built once). `python -m pytest` alone runs it in one process.
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile
 
 ## Benchmarks (print numbers; record them in BENCHMARKS.md).
 bench: $(STAMP)
