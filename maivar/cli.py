@@ -8,6 +8,8 @@ accuracies and writes the report page (Fig. 6, confusion matrices, previews: :mo
 ``maivar check-params`` checks every section of params.yaml with the stages' own typed settings
 (:mod:`maivar.settings`); ``maivar check-deps`` checks that dvc.yaml declares every module each stage imports;
 ``maivar stage-cmd STAGE`` prints a stage's command from dvc.yaml (``--script``: for torchrun, docs/SCALING.md);
+``maivar weights list|fetch|verify`` lists the known backbone weights, downloads one (checked), checks the
+workspace's weights files (:mod:`maivar.extraction.sources`, :mod:`maivar.extraction.weights`);
 ``maivar convert-bninception SRC DST`` turns public BN-Inception weights (the PyTorch port's layout, or a
 tsn-pytorch checkpoint) into a checkpoint that ``extract_video.checkpoint`` can point at
 (:mod:`maivar.video.bninception`).
@@ -122,6 +124,69 @@ def convert_bninception(args: argparse.Namespace) -> int:
           f"{', '.join(dropped) or 'none in the file'}")
     print(f"use it: extract_video.config: configs/tsn_bninception_video.py, extract_video.checkpoint: {args.dst}")
     return 0
+
+
+def weights(args: argparse.Namespace) -> int:
+    """``maivar weights list|fetch|verify``: the known weights, downloading one, checking the workspace's."""
+    from .core.errors import PipelineError
+    from .extraction.sources import KNOWN, fetch, file_name
+
+    if args.action == "list":
+        for known in KNOWN.values():
+            print(f"{known.name}  [{known.modality}]  {known.what}\n  url: {known.url}\n"
+                  f"  sha256: {_published(known.sha256)}\n  licence: {known.licence}\n  params: "
+                  + ", ".join(f"{k}: {v.format(file=f'{args.dir}/{file_name(known)}')}" for k, v in known.params))
+        return 0
+    if args.action == "fetch":
+        if args.name not in KNOWN:
+            print(f"error: no known weights {args.name!r} (maivar weights list: {', '.join(KNOWN)})", file=sys.stderr)
+            return 2
+        known = KNOWN[args.name]
+        try:
+            path, digest = fetch(known, args.dir)
+        except PipelineError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"{path}: sha256 {digest}")
+        if known.then:
+            print(f"then run: {known.then.format(file=path)}")
+        print("set in params.yaml: " + ", ".join(f"{k}: {v.format(file=path)}" for k, v in known.params))
+        return 0
+    return verify_weights(args)
+
+
+def _published(sha256: str | None) -> str:
+    if sha256 is None:
+        return "none published (fetch prints the download's)"
+    return sha256 if len(sha256) == 64 else f"{sha256}... (the prefix the file name publishes)"
+
+
+def verify_weights(args: argparse.Namespace) -> int:
+    from .audio.backbone import audio_weights_request
+    from .core.errors import PipelineError
+    from .extraction.weights import verify_weights_file
+    from .settings.base import read_params
+    from .settings.extract import ExtractAudioSettings, ExtractVideoSettings
+    from .stage_deps import read_stages
+    from .video.tsn import video_weights_request
+
+    root = Path(args.root)
+    stages = read_stages(root, "dvc.yaml")
+    try:
+        params = read_params(str(root / "params.yaml"))
+        requests = {"audio": audio_weights_request(ExtractAudioSettings.from_params(params)),
+                    "video": video_weights_request(ExtractVideoSettings.from_params(params))}
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    bad = 0
+    for modality, request in requests.items():
+        words = shlex.split(stages[f"weights_{modality}"].cmd)
+        path = root / words[words.index("--weights") + 1]
+        problem = verify_weights_file(path, request)
+        bad += bool(problem) and not problem.startswith("(ok")
+        print(f"{modality}: {path}: {problem or 'ok'}")
+    return 1 if bad else 0
 
 
 def predict(args: argparse.Namespace) -> int:
@@ -244,6 +309,16 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("src", help="the port's state dict or tsn-pytorch checkpoint (.pth, .pth.tar)")
     convert.add_argument("dst", help="the checkpoint to write")
     convert.set_defaults(func=convert_bninception)
+    wts = commands.add_parser(
+        "weights", help="the known backbone weights: list, fetch (download, checked), verify the workspace's",
+        description="list: the known weights (URL, sha256, licence, the params.yaml settings to use them). fetch "
+                    "NAME: download one into --dir, streamed and checked before it is kept. verify: check "
+                    "data/weights/*.safetensors against params.yaml and their sources, as the weights stage does.")
+    wts.add_argument("action", choices=("list", "fetch", "verify"))
+    wts.add_argument("name", nargs="?", help="fetch: the known weights' name (maivar weights list)")
+    wts.add_argument("--dir", default="weights", help="fetch: where to put the download (default: weights/)")
+    wts.add_argument("--root", default=".", help="verify: the repository (default: the current folder)")
+    wts.set_defaults(func=weights)
     pred = commands.add_parser(
         "predict", help="predict the action in new videos with a trained run (audio, video and fusion heads)",
         description="Run each video through the pipeline's own preprocessing (ffmpeg demux and prepare's audio "

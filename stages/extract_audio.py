@@ -8,11 +8,11 @@ from maivar.settings.runtime import RuntimeSettings
 
 
 def main() -> None:
-    args = stage_args(__doc__, "images", "features")
+    args = stage_args(__doc__, "images", "weights", "features")
     params = read_params(args.params)
     settings = ExtractAudioSettings.from_params(params)
     runtime = RuntimeSettings.from_params(params)
-    extract_audio_stage(args.images, args.features, settings=settings, runtime=runtime)
+    extract_audio_stage(args.images, args.features, args.weights, settings=settings, runtime=runtime)
 
 
 if __name__ == "__main__":

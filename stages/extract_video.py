@@ -8,11 +8,11 @@ from maivar.video.features import extract_video_stage
 
 
 def main() -> None:
-    args = stage_args(__doc__, "manifest", "features")
+    args = stage_args(__doc__, "manifest", "weights", "features")
     params = read_params(args.params)
     settings = ExtractVideoSettings.from_params(params)
     runtime = RuntimeSettings.from_params(params)
-    extract_video_stage(args.manifest, args.features, settings=settings, runtime=runtime)
+    extract_video_stage(args.manifest, args.features, args.weights, settings=settings, runtime=runtime)
 
 
 if __name__ == "__main__":

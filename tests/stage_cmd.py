@@ -44,17 +44,48 @@ def stage_path(stage: str, option: str) -> str:
     return words[words.index(f"--{option}") + 1]
 
 
+# Stages that always run before these, as `dvc repro STAGE` runs an always-changed stage upstream of STAGE: the
+# extract stages read their weights from the weights stages' files (rewritten only when params.yaml asks for other
+# weights, so most runs only check them).
+ALWAYS_BEFORE = {"extract_audio": "weights_audio", "extract_video": "weights_video"}
+
+
+def _upstream(stage: str, cwd: Path) -> tuple[int, str]:
+    """Run the always-changed stage upstream of ``stage`` (:data:`ALWAYS_BEFORE`) in this process: (exit status,
+    what it printed to stderr)."""
+    import contextlib
+    import io
+
+    if stage not in ALWAYS_BEFORE:
+        return 0, ""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = _in_process(ALWAYS_BEFORE[stage], cwd)
+    sys.stderr.write(err.getvalue())
+    return code, err.getvalue()
+
+
 def run_stage(stage: str, cwd: Path, *, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
-    """Run the stage in ``cwd`` (capturing text output, no stdin)."""
+    """Run the stage in ``cwd`` (capturing text output, no stdin), after the always-changed stage upstream of it
+    (:data:`ALWAYS_BEFORE`, in this process; when that fails, its exit status and stderr are the result)."""
+    code, err = _upstream(stage, cwd)
+    if code:
+        return subprocess.CompletedProcess(stage_argv(ALWAYS_BEFORE[stage]), code, "", err)
     STAGE_RUNS[0] += 1
     return subprocess.run(stage_argv(stage), cwd=cwd, capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL, **kwargs)
 
 
-def run_stage_in_process(stage: str, cwd: Path) -> int:
-    """Run the stage's script as ``__main__`` in this process, in ``cwd``, with its dvc.yaml command line; return
-    its exit status (0 when it returns). What it prints goes to this process's stdout/stderr (``capsys``), its
-    log records to the root logger (``caplog``)."""
+def run_stage_in_process(stage: str, cwd: Path, *, upstream: bool = True) -> int:
+    """Run the stage's script as ``__main__`` in this process, in ``cwd``, with its dvc.yaml command line, after
+    the always-changed stage upstream of it (:data:`ALWAYS_BEFORE`, unless ``upstream`` is false; when that fails,
+    its exit status is the result); return its exit status (0 when it returns). What it prints goes to this
+    process's stdout/stderr (``capsys``), its log records to the root logger (``caplog``)."""
+    code, _ = _upstream(stage, cwd) if upstream else (0, "")
+    return code or _in_process(stage, cwd)
+
+
+def _in_process(stage: str, cwd: Path) -> int:
     argv = stage_argv(stage)
     STAGE_RUNS[0] += 1
     saved = os.getcwd(), sys.argv, signal.getsignal(signal.SIGTERM)

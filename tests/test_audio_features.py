@@ -200,7 +200,8 @@ def test_extract_audio_stage_errors_and_interruption(tmp_path, monkeypatch, caps
     assert run_stage_in_process("extract_audio", work) == 1
     err = capsys.readouterr().err
     assert err.strip().splitlines() == [err.strip()]  # one line, no traceback
-    assert err.startswith("error: checkpoint ckpt/absent.pt does not exist")
+    assert err.startswith("error: extract_audio.checkpoint ckpt/absent.pt does not exist")  # stage weights_audio
+    assert "place the checkpoint at ckpt/absent.pt" in err
     params["extract_audio"]["checkpoint"] = None
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     with monkeypatch.context() as m:  # interrupted (Ctrl-C) while writing the store

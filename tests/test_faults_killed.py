@@ -25,7 +25,7 @@ from maivar.core.atomic import TMP_MARK
 from maivar.core.feature_store import open_store
 
 from conftest import REPO
-from stage_cmd import run_stage_in_process, stage_argv, stage_path
+from stage_cmd import ALWAYS_BEFORE, run_stage_in_process, stage_argv, stage_path
 
 OUTPUTS = {  # each stage's outputs, as its dvc.yaml command names them
     "prepare": [stage_path("prepare", o) for o in ("manifest", "rejections", "audio", "metrics")],
@@ -103,7 +103,10 @@ def run(work: Path, stage: str) -> None:
 
 
 def kill_mid_write(work: Path, stage: str, sig: int) -> int:
-    """Start ``stage``, send ``sig`` once its output's temporary is being written; return the exit code."""
+    """Start ``stage``, send ``sig`` once its output's temporary is being written; return the exit code. (The
+    always-changed stage before it, weights_*, runs first, in this process, as `dvc repro STAGE` runs it.)"""
+    if stage in ALWAYS_BEFORE:
+        assert run_stage_in_process(ALWAYS_BEFORE[stage], work) == 0
     wrapper = work / "held_stage.py"
     wrapper.write_text(HOLD.format(argv=stage_argv(stage)[1:]))
     cmd = [sys.executable, str(wrapper)]

@@ -1,6 +1,8 @@
-"""A DVC remote round trip (README, "Share results"): the tiny run (conftest.py's ``tiny_run``, the one
-tests/test_predict.py uses) is pushed to a local-path remote; a fresh ``git clone`` pulls it; there nothing is
-stale (``dvc repro`` runs no stage), and ``maivar predict`` gives the test clips' rows of predictions.csv.
+"""DVC-level checks on the tiny run. A checkpoint replaced in place reruns exactly the extraction and what follows it
+(stage weights_audio). A DVC remote round trip (README, "Share results"): the tiny run (conftest.py's ``tiny_run``,
+the one tests/test_predict.py uses) is pushed to a local-path remote; a fresh ``git clone`` pulls it; there nothing
+is stale (``dvc repro`` runs only the two always-changed weights stages, which keep the pulled files), and ``maivar
+predict`` gives the test clips' rows of predictions.csv.
 """
 
 from __future__ import annotations
@@ -48,12 +50,19 @@ def test_push_to_a_remote_and_pull_into_a_fresh_clone_runs_nothing_and_predicts(
     for o in ("data/features/audio.h5", "data/features/video.h5", "models/fusion_mlp.pt"):
         assert (clone / o).read_bytes() == (repo / o).read_bytes(), o
 
-    # `dvc repro` checks what `dvc status` does (every stage's deps and outs), then would run the changed stages
+    # `dvc repro` checks what `dvc status` does (every stage's deps and outs), then would run the changed stages;
+    # the two always-changed weights stages run, find the pulled weights files current and keep them, so
+    # nothing after them runs
+    weights = {n: (clone / n).read_bytes() for n in ("data/weights/audio.safetensors",
+                                                     "data/weights/video.safetensors")}
     repro = _dvc(clone, env, "repro")
-    assert not RAN.findall(repro.stdout), repro.stdout
+    assert sorted(RAN.findall(repro.stdout)) == ["weights_audio", "weights_video"], repro.stdout
+    assert (repro.stdout + repro.stderr).count("is current (random") == 2, repro.stdout + repro.stderr
+    assert {n: (clone / n).read_bytes() for n in weights} == weights
     stages = {s for s in (repro.stdout + repro.stderr).split("\n") for s in SKIPPED.findall(s)}
-    assert stages == set(yaml.safe_load((clone / "dvc.yaml").read_text())["stages"]), repro.stdout
-    assert "Data and pipelines are up to date." in repro.stdout, repro.stdout
+    everything = set(yaml.safe_load((clone / "dvc.yaml").read_text())["stages"])
+    assert stages == everything - {"weights_audio", "weights_video"}, repro.stdout
+    assert not _git(clone, env, "status", "--porcelain", "--", "dvc.lock")  # nothing recorded anew
 
     # the laptop predicts the test clips' videos (its own pulled copies) exactly as the GPU node's run recorded
     monkeypatch.chdir(clone)
@@ -65,3 +74,50 @@ def test_push_to_a_remote_and_pull_into_a_fresh_clone_runs_nothing_and_predicts(
     assert {p: got[p] for p in clips["video_path"]} == {v: expected[i] for i, v in zip(clips["id"],
                                                                                        clips["video_path"],
                                                                                        strict=True)}
+
+
+def _ran(proc: subprocess.CompletedProcess) -> set[str]:
+    return set(RAN.findall(proc.stdout))
+
+
+@pytest.mark.slow  # the fixture runs the whole pipeline (tiny) and DVC
+def test_a_checkpoint_replaced_in_place_reruns_exactly_the_extraction_and_what_follows(tiny_run, tmp_path,
+                                                                                      monkeypatch, capsys):
+    """extract_audio.checkpoint keeps its path while its file gets other weights: DVC cannot see that from
+    params.yaml, but stage weights_audio (always run) hashes the file, rewrites data/weights/audio.safetensors,
+    and so extract_audio and everything after it rerun; nothing else does. `maivar predict` then needs no
+    checkpoint: it loads the run's weights file."""
+    from safetensors.torch import load_file, save_file
+
+    repo, env = tiny_run
+    clone = tmp_path / "swap"
+    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], env=env, check=True, capture_output=True)
+    _dvc(clone, env, "config", "--local", "cache.dir", str(repo / ".dvc/cache"))
+    _dvc(clone, env, "checkout", "-q")
+    state = load_file(clone / "data/weights/audio.safetensors")  # the run's (random) weights, as a checkpoint
+    ckpt = clone / "ckpt/audio.safetensors"
+    ckpt.parent.mkdir()
+    save_file(state, str(ckpt))
+    params = yaml.safe_load((clone / "params.yaml").read_text())
+    params["extract_audio"]["checkpoint"] = "ckpt/audio.safetensors"
+    (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert _ran(_dvc(clone, env, "repro", "extract_audio")) == {"weights_audio", "extract_audio"}
+    before = (clone / "data/features/audio.h5").read_bytes()
+
+    save_file({k: v * 1.5 if v.is_floating_point() else v for k, v in state.items()}, str(ckpt))  # in place
+    swapped = _dvc(clone, env, "repro")
+    assert _ran(swapped) == {"weights_audio", "weights_video", "extract_audio", "train_audio", "train_fusion",
+                             "evaluate"}, swapped.stdout
+    assert set(SKIPPED.findall(swapped.stdout)) == {"synthesize", "prepare", "render", "extract_video",
+                                                    "train_video"}, swapped.stdout
+    assert "ckpt/audio.safetensors changed (sha256" in swapped.stderr
+    assert (clone / "data/features/audio.h5").read_bytes() != before
+    # (with nothing changed, `dvc repro` runs the two weights stages and nothing else: the remote test shows it)
+    ckpt.unlink()  # a laptop without the checkpoint: predict uses data/weights/audio.safetensors
+    monkeypatch.chdir(clone)
+    clips = _test_videos(clone, 1)
+    capsys.readouterr()
+    assert main(["predict", *clips["video_path"], "--format", "csv", "-k", "1", "--device", "cpu"]) == 0
+    got = _rows(capsys.readouterr().out)
+    expected = _expected((clone / "metrics/predictions.csv").read_text(), clips["id"])
+    assert got[clips["video_path"].iloc[0]] == expected[clips["id"].iloc[0]]

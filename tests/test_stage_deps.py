@@ -17,8 +17,8 @@ MAIVAR = Path(sys.executable).parent / "maivar"  # the console script installed 
 
 def test_every_stage_declares_every_module_it_imports():
     report = missing_deps(REPO)
-    assert set(report) == {"synthesize", "prepare", "render", "extract_audio", "extract_video", "train_audio",
-                           "train_video", "train_fusion", "evaluate"}
+    assert set(report) == {"synthesize", "prepare", "render", "weights_audio", "weights_video", "extract_audio",
+                           "extract_video", "train_audio", "train_video", "train_fusion", "evaluate"}
     assert report == {stage: [] for stage in report}
 
 
@@ -36,7 +36,8 @@ def _without(line: str, stage: str) -> str:
     ("render", "maivar/audio/spectra.py", ["maivar/audio/spectra.py"]),  # a module of the stage's own job
     ("extract_video", "maivar/extraction", [  # a folder
         "maivar/extraction/__init__.py", "maivar/extraction/checkpoints.py", "maivar/extraction/data_parallel.py",
-        "maivar/extraction/inference.py", "maivar/extraction/job.py", "maivar/extraction/resume.py"]),
+        "maivar/extraction/inference.py", "maivar/extraction/job.py", "maivar/extraction/resume.py",
+        "maivar/extraction/sources.py", "maivar/extraction/weights.py"]),
     ("train_fusion", "maivar/__init__.py", ["maivar/__init__.py"]),  # the package's own __init__
     ("synthesize", "stages/synthesize.py", ["stages/synthesize.py"]),  # the entry point itself
 ])
@@ -54,7 +55,7 @@ def test_removing_an_imported_module_from_the_deps_is_caught(tmp_path, stage, de
 
 def test_the_cli_passes_on_the_repository_and_has_help():
     proc = subprocess.run([str(MAIVAR), "check-deps"], cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0 and proc.stdout.count(": ok") == 9, proc.stdout + proc.stderr
+    assert proc.returncode == 0 and proc.stdout.count(": ok") == 11, proc.stdout + proc.stderr
     helped = subprocess.run([str(MAIVAR), "--help"], capture_output=True, text=True, timeout=60)
     assert helped.returncode == 0 and "check-deps" in helped.stdout
     module = subprocess.run([sys.executable, "-m", "maivar", "--version"], capture_output=True, text=True, timeout=60)

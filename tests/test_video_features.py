@@ -248,7 +248,8 @@ def test_extract_video_stage_missing_checkpoint_and_interruption(tiny_tsn, tmp_p
     assert run_stage_in_process("extract_video", work) == 1
     err = capsys.readouterr().err
     assert err.strip().splitlines() == [err.strip()]  # one line, no traceback
-    assert err.startswith("error: checkpoint nowhere/tsn.pth does not exist")
+    assert err.startswith("error: extract_video.checkpoint nowhere/tsn.pth does not exist")  # stage weights_video
+    assert "place the checkpoint at nowhere/tsn.pth" in err
     # Interrupted while writing: no output, no temporary left behind.
     params["extract_video"]["checkpoint"] = None
     (work / "params.yaml").write_text(yaml.safe_dump(params))

@@ -15,6 +15,7 @@ from torch import nn
 from maivar.core.errors import PipelineError
 from maivar.extraction.checkpoints import Weights, load_checkpoint_into, warn_random_weights, weights_sha256
 from maivar.extraction.inference import prepare_for_inference, warn_if_emulated
+from maivar.extraction.weights import WeightsRequest, load_weights_file
 from maivar.settings.extract import ExtractAudioSettings
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -41,14 +42,39 @@ class AudioBackbone:
         return {"mean": list(self.mean), "std": list(self.std), "conv_bn_folded": self.folded, **self.weights.attrs()}
 
 
-def build_audio_backbone(settings: ExtractAudioSettings, device: torch.device, *,
-                         compile_model: bool = False) -> AudioBackbone:
-    """The ``extract_audio`` backbone on ``device``: its weights (:func:`create_audio_backbone`), prepared for
-    inference (:func:`~maivar.extraction.inference.prepare_for_inference`: BatchNorm folded with
-    ``fuse_conv_bn``; ``torch.compile`` with ``compile_model``, ``runtime.extract_audio.compile``) and its
-    ``normalization`` resolved."""
-    model, weights = create_audio_backbone(settings.backbone, pretrained=settings.pretrained,
-                                           checkpoint=settings.checkpoint, seed=settings.seed)
+def audio_weights_request(settings: ExtractAudioSettings) -> WeightsRequest:
+    """What ``extract_audio`` asks of the weights (the weights stage's parameters)."""
+    checkpoint = settings.checkpoint or None
+    random = not checkpoint and not settings.pretrained
+    return WeightsRequest("audio", settings.backbone, None, bool(settings.pretrained) and not checkpoint, checkpoint,
+                          settings.seed if random else None)
+
+
+def build_audio_weights(request: WeightsRequest) -> tuple[dict[str, torch.Tensor], Weights]:
+    """The weights of ``request`` (:func:`create_audio_backbone`) as a state dict: the weights stage's builder."""
+    model, weights = create_audio_backbone(request.architecture, pretrained=request.pretrained,
+                                           checkpoint=request.checkpoint, seed=request.seed or 0)
+    return model.state_dict(), weights
+
+
+def build_audio_backbone(settings: ExtractAudioSettings, device: torch.device, *, weights_file: str | None = None,
+                         check_request: bool = True, compile_model: bool = False) -> AudioBackbone:
+    """The ``extract_audio`` backbone on ``device``: its weights (from ``weights_file``, stage weights_audio's
+    output, made for these settings unless ``check_request`` is false; else :func:`create_audio_backbone`),
+    prepared for inference
+    (:func:`~maivar.extraction.inference.prepare_for_inference`: BatchNorm folded with ``fuse_conv_bn``;
+    ``torch.compile`` with ``compile_model``, ``runtime.extract_audio.compile``) and its ``normalization``
+    resolved."""
+    if weights_file is None:
+        model, weights = create_audio_backbone(settings.backbone, pretrained=settings.pretrained,
+                                               checkpoint=settings.checkpoint, seed=settings.seed)
+    else:
+        model = _timm_model(settings.backbone, pretrained=False)
+        request = audio_weights_request(settings) if check_request else None
+        weights = load_weights_file(weights_file, request, model, modality="audio")
+        model.eval()
+        if weights.source == "random":
+            warn_random_weights(f"audio backbone {settings.backbone}", settings.seed)
     folded = prepare_for_inference(model, device, compile_model=compile_model, fold_batchnorm=settings.fuse_conv_bn,
                                    input_size=settings.input_size)
     mean, std = normalization(model, settings.normalization)
@@ -69,22 +95,9 @@ def create_audio_backbone(
     refuses any checkpoint with a pickled class but ``argparse.Namespace`` (even ``numpy.float64``), prefers
     EMA weights, and fails with torch's multi-line key-mismatch errors or a bare ``FileNotFoundError``.
     """
-    import timm
-
-    if not timm.is_model(name):
-        raise PipelineError(f"unknown timm model {name!r} in extract_audio.backbone: see timm.list_models()")
     torch.manual_seed(seed)
     use_timm_weights = bool(pretrained) and not checkpoint
-    try:
-        model = timm.create_model(name, pretrained=use_timm_weights, num_classes=0)
-    except Exception as exc:
-        if not use_timm_weights:
-            raise
-        first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise PipelineError(
-            f"timm cannot load pretrained weights for {name} ({first}): connect once to fill its cache, "
-            "or set extract_audio.checkpoint to a state_dict file"
-        ) from None
+    model = _timm_model(name, pretrained=use_timm_weights)
     if checkpoint:
         classifier = model.pretrained_cfg.get("classifier") if hasattr(model, "pretrained_cfg") else None
         ignore = tuple(f"{c}." for c in ([classifier] if isinstance(classifier, str) else classifier or []))
@@ -97,6 +110,24 @@ def create_audio_backbone(
         source = "random"
     model.eval()
     return model, Weights(source, source != "random", weights_sha256(model))
+
+
+def _timm_model(name: str, *, pretrained: bool) -> nn.Module:
+    """timm's ``name`` with pooled features (``num_classes=0``), with timm's pretrained weights or initialized."""
+    import timm
+
+    if not timm.is_model(name):
+        raise PipelineError(f"unknown timm model {name!r} in extract_audio.backbone: see timm.list_models()")
+    try:
+        return timm.create_model(name, pretrained=pretrained, num_classes=0)
+    except Exception as exc:
+        if not pretrained:
+            raise
+        first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise PipelineError(
+            f"timm cannot load pretrained weights for {name} ({first}): connect once to fill its cache, "
+            "or set extract_audio.checkpoint to a state_dict file"
+        ) from None
 
 
 def normalization(model: nn.Module, name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:

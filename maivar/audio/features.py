@@ -236,7 +236,8 @@ def audio_job(spec: JobSpec, world: World) -> AudioJob:
     settings, runtime = spec.settings, spec.runtime
     source = open_store(spec.source, "images", load_data=False)
     device = rank_device(select_device(runtime.device), world)
-    backbone = build_audio_backbone(settings, device, compile_model=runtime.extract_audio.compile)
+    backbone = build_audio_backbone(settings, device, weights_file=spec.weights,
+                                    compile_model=runtime.extract_audio.compile)
     attrs = {
         **settings.to_attrs(), **backbone.attrs(), "device": device.type, "dtype": compute_dtype(settings.precision),
         "representation": source.attrs.get("representation"),
@@ -254,8 +255,8 @@ def audio_job(spec: JobSpec, world: World) -> AudioJob:
                     str(spec.source), source, backbone, settings, runtime)
 
 
-def extract_audio_stage(images_path: str | Path, out_path: str | Path, *, settings: ExtractAudioSettings,
-                        runtime: RuntimeSettings) -> None:
+def extract_audio_stage(images_path: str | Path, out_path: str | Path, weights_path: str | Path, *,
+                        settings: ExtractAudioSettings, runtime: RuntimeSettings) -> None:
     """Stage extract_audio: the image store at ``images_path`` -> the feature store at ``out_path``.
 
     The output holds ``features`` N x D float32 (N x 4 x D with ``flips``), ids/labels aligned with the images,
@@ -265,6 +266,6 @@ def extract_audio_stage(images_path: str | Path, out_path: str | Path, *, settin
     (:mod:`maivar.extraction.data_parallel`).
     """
     n_images = len(open_store(images_path, "images", load_data=False).ids)
-    run_extraction(audio_job, JobSpec(str(images_path), str(out_path), settings, runtime),
+    run_extraction(audio_job, JobSpec(str(images_path), str(out_path), settings, runtime, str(weights_path)),
                    n_blocks=len(blocks(n_images, runtime.extract_audio.batch_size)),
                    device_type=select_device(runtime.device).type)

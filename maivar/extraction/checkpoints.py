@@ -44,9 +44,13 @@ class Weights:
 
 
 def weights_sha256(model: nn.Module) -> str:
-    """sha256 over the state dict: every entry's name, shape, dtype and bytes, in name order."""
+    """sha256 over the model's state dict (:func:`state_dict_sha256`)."""
+    return state_dict_sha256(model.state_dict())
+
+
+def state_dict_sha256(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over a state dict: every entry's name, shape, dtype and bytes, in name order."""
     digest = hashlib.sha256()
-    state = model.state_dict()
     for name in sorted(state):
         tensor = state[name].detach().to("cpu").contiguous().reshape(-1)
         digest.update(f"{name}|{tuple(state[name].shape)}|{tensor.dtype}|".encode())

@@ -75,12 +75,14 @@ class World:
 @dataclass(frozen=True)
 class JobSpec:
     """An extract stage's job as the stage names it and every rank receives it (picklable): the input (the image
-    store, or the manifest), the output, the stage's settings and the machine's (``runtime``)."""
+    store, or the manifest), the output, the stage's settings and the machine's (``runtime``), and the weights
+    file (the weights stage's output; None only where a test builds no backbone)."""
 
     source: str
     out_path: str
     settings: Section  # ExtractAudioSettings | ExtractVideoSettings
     runtime: RuntimeSettings
+    weights: str | None = None
 
 
 def rank_setup() -> None:

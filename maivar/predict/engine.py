@@ -197,10 +197,18 @@ class Predictor:
             log.warning("%s backbone: %d BatchNorm layers folded here, %d when the run extracted its features", what,
                         folded, recorded)
 
+    def _weights_file(self, modality: str) -> str | None:
+        """The run's own weights file (stage weights_<modality>'s output, pulled with the run): the backbone then
+        needs neither the checkpoint nor timm's cache. Its sha256 is checked against the store's all the same."""
+        path = self.run.weights_files.get(modality)
+        return str(self.run.files.local(path)) if path else None
+
     def _audio_backbone(self) -> AudioBackbone:
         r = self.run.audio
-        settings = dataclasses.replace(r.settings, checkpoint=self._checkpoint(r.settings.checkpoint))
-        backbone = build_audio_backbone(settings, self.device)
+        weights_file = self._weights_file("audio")
+        settings = r.settings if weights_file else dataclasses.replace(
+            r.settings, checkpoint=self._checkpoint(r.settings.checkpoint))
+        backbone = build_audio_backbone(settings, self.device, weights_file=weights_file, check_request=False)
         self._check_weights("audio", backbone.weights.sha256, r.sha256, r.weights)
         self._check_resolved("audio backbone's mean/std", (backbone.mean, backbone.std), (r.mean, r.std))
         self._check_folded("audio", backbone.folded, r.folded)
@@ -209,8 +217,10 @@ class Predictor:
     def _video_backbone(self) -> VideoBackbone:
         r = self.run.video
         config = str(self.run.files.local(r.settings.config, folder=True))
-        settings = dataclasses.replace(r.settings, config=config, checkpoint=self._checkpoint(r.settings.checkpoint))
-        backbone = build_video_backbone(settings, self.device)
+        weights_file = self._weights_file("video")
+        checkpoint = r.settings.checkpoint if weights_file else self._checkpoint(r.settings.checkpoint)
+        settings = dataclasses.replace(r.settings, config=config, checkpoint=checkpoint)
+        backbone = build_video_backbone(settings, self.device, weights_file=weights_file, check_request=False)
         self._check_weights("video", backbone.weights.sha256, r.sha256, r.weights)
         self._check_resolved("video preprocessing", backbone.pre,
                              Preprocessing(r.short_side, r.crop_size, r.mean, r.std, r.channel_order))

@@ -90,6 +90,7 @@ class TrainedRun:
     video: VideoBranch
     threads: int  # train.threads of the run's evaluate: the heads run with it, as evaluate did
     files: RunFiles = field(repr=False)
+    weights_files: dict[str, str] = field(default_factory=dict)  # modality -> the run's weights file, where it has one
 
     def close(self) -> None:
         self.files.close()
@@ -229,9 +230,13 @@ def load_run(root: str | Path = ".", rev: str | None = None) -> TrainedRun:
                                 "different ways (video_mlp.segments): rerun dvc repro")
         threads = next((int(locked[s]["train"]["threads"]) for s in OPTIONAL_STAGES
                         if "threads" in (locked.get(s, {}).get("train") or {})), 1)
+        # the weights files of stages weights_audio/weights_video (runs before them have none: the backbones are
+        # then rebuilt from the recorded settings)
+        weights_files = {m: paths[f"{m}_weights"] for m in ("audio", "video")
+                         if f"{m}_weights" in paths and files.exists(paths[f"{m}_weights"])}
         return TrainedRun("workspace" if rev is None else rev, heads, saved, classes, segments,
                           audio_branch(images, audio_attrs, locked, paths), video_branch(video_attrs, paths),
-                          threads, files)
+                          threads, files, weights_files)
     except BaseException:
         files.close()
         raise

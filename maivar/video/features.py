@@ -331,7 +331,8 @@ def video_job(spec: JobSpec, world: World) -> VideoJob:
     settings, runtime = spec.settings, spec.runtime
     clips, labels = read_clips(spec.source)
     device = rank_device(select_device(runtime.device), world)
-    backbone = build_video_backbone(settings, device, compile_model=runtime.extract_video.compile)
+    backbone = build_video_backbone(settings, device, weights_file=spec.weights,
+                                    compile_model=runtime.extract_video.compile)
     attrs = {**settings.to_attrs(), **backbone.attrs(), "device": device.type,
              "dtype": compute_dtype(settings.precision)}
     batch_videos = runtime.extract_video.batch_videos
@@ -346,8 +347,8 @@ def video_job(spec: JobSpec, world: World) -> VideoJob:
                     labels, backbone, settings, runtime)
 
 
-def extract_video_stage(manifest_path: str | Path, out_path: str | Path, *, settings: ExtractVideoSettings,
-                        runtime: RuntimeSettings) -> None:
+def extract_video_stage(manifest_path: str | Path, out_path: str | Path, weights_path: str | Path, *,
+                        settings: ExtractVideoSettings, runtime: RuntimeSettings) -> None:
     """Stage extract_video: the manifest's videos -> TSN per-segment features at ``out_path``.
 
     The output holds ``features`` N x num_segments x D float32, ids/labels in manifest order, a rejection for
@@ -358,6 +359,6 @@ def extract_video_stage(manifest_path: str | Path, out_path: str | Path, *, sett
     With ``runtime.processes`` > 1, or under torchrun, data parallel (:mod:`maivar.extraction.data_parallel`).
     """
     n_videos = len(read_clips(manifest_path)[0])
-    run_extraction(video_job, JobSpec(str(manifest_path), str(out_path), settings, runtime),
+    run_extraction(video_job, JobSpec(str(manifest_path), str(out_path), settings, runtime, str(weights_path)),
                    n_blocks=len(blocks(n_videos, runtime.extract_video.batch_videos)),
                    device_type=select_device(runtime.device).type)

@@ -27,6 +27,7 @@ from torch import nn
 from maivar.core.errors import PipelineError
 from maivar.extraction.checkpoints import Weights, load_checkpoint_into, warn_random_weights, weights_sha256
 from maivar.extraction.inference import prepare_for_inference, warn_if_emulated
+from maivar.extraction.weights import WeightsRequest, load_weights_file
 from maivar.settings.extract import ExtractVideoSettings
 
 log = logging.getLogger(__name__)
@@ -105,14 +106,44 @@ class VideoBackbone:
         return attrs
 
 
-def build_video_backbone(settings: ExtractVideoSettings, device: torch.device, *,
-                         compile_model: bool = False) -> VideoBackbone:
+def video_weights_request(settings: ExtractVideoSettings) -> WeightsRequest:
+    """What ``extract_video`` asks of the weights (the weights stage's parameters): the architecture is the
+    config's ``model`` section (its sha256, ``_base_`` files resolved), not the file's other settings."""
+    import hashlib
+    import json
+
+    model_cfg = load_mmaction_config(settings.config).get("model")
+    text = json.dumps(model_cfg.to_dict() if hasattr(model_cfg, "to_dict") else model_cfg, sort_keys=True,
+                      default=str)
+    checkpoint = settings.checkpoint or None
+    return WeightsRequest("video", settings.config, hashlib.sha256(text.encode()).hexdigest(), False, checkpoint,
+                          None if checkpoint else settings.seed)
+
+
+def build_video_weights(request: WeightsRequest) -> tuple[dict[str, torch.Tensor], Weights]:
+    """The backbone weights of ``request`` (:func:`build_tsn`) as a state dict: the weights stage's builder."""
+    model, weights, _ = build_tsn(request.architecture, checkpoint=request.checkpoint, seed=request.seed or 0)
+    return model.backbone.state_dict(), weights
+
+
+def build_video_backbone(settings: ExtractVideoSettings, device: torch.device, *, weights_file: str | None = None,
+                         check_request: bool = True, compile_model: bool = False) -> VideoBackbone:
     """The ``extract_video`` backbone on ``device``: the recognizer of ``config`` with its weights
-    (:func:`build_tsn`), its preprocessing (:func:`preprocessing_from_config`), prepared for inference
+    (:func:`build_tsn`; from ``weights_file``, stage weights_video's output, made for these settings unless
+    ``check_request`` is false), its
+    preprocessing (:func:`preprocessing_from_config`), prepared for inference
     (:func:`~maivar.extraction.inference.prepare_for_inference` on its backbone: BatchNorm folded with
     ``fuse_conv_bn``; ``torch.compile`` with ``compile_model``, ``runtime.extract_video.compile``)."""
     warn_if_emulated(device, settings.precision, "extract_video.precision")
-    model, weights, cfg = build_tsn(settings.config, checkpoint=settings.checkpoint, seed=settings.seed)
+    if weights_file is None:
+        model, weights, cfg = build_tsn(settings.config, checkpoint=settings.checkpoint, seed=settings.seed)
+    else:
+        model, cfg = _recognizer(settings.config, seed=settings.seed)
+        request = video_weights_request(settings) if check_request else None
+        weights = load_weights_file(weights_file, request, model.backbone, modality="video")
+        model.eval()
+        if weights.source == "random":
+            warn_random_weights(f"video backbone ({Path(settings.config).name})", settings.seed)
     pre = preprocessing_from_config(cfg)
     folded = prepare_for_inference(model, device, compile_model=compile_model, fold_batchnorm=settings.fuse_conv_bn,
                                    input_size=pre.crop_size, image_module=model.backbone)
@@ -147,7 +178,28 @@ def _quiet_init_weights(model: nn.Module) -> None:
 
 def build_tsn(config_path: str | Path, *, checkpoint: str | None, seed: int) -> tuple[nn.Module, Weights, object]:
     """The MMAction2 recognizer of ``config_path`` with its weights; returns (model, weights, config)."""
-    from .bninception import port_layout_hint, register_bninception
+    from .bninception import port_layout_hint
+
+    model, cfg = _recognizer(config_path, seed=seed)
+    if checkpoint:
+        # Only the backbone makes the features: a checkpoint's head (any number of classes) is not used.
+        try:
+            load_checkpoint_into(model, checkpoint, ignore_prefixes=("cls_head.", "data_preprocessor."))
+        except PipelineError as exc:
+            raise PipelineError(f"{exc}{port_layout_hint(checkpoint)}") from None
+        source = f"checkpoint:{checkpoint}"
+    else:
+        _quiet_init_weights(model)
+        warn_random_weights(f"video backbone ({Path(config_path).name})", seed)
+        source = "random"
+    model.eval()
+    return model, Weights(source, source != "random", weights_sha256(model.backbone)), cfg
+
+
+def _recognizer(config_path: str | Path, *, seed: int) -> tuple[nn.Module, object]:
+    """The MMAction2 recognizer of ``config_path`` as built (PyTorch's default initialization, after
+    ``torch.manual_seed(seed)``) and its config."""
+    from .bninception import register_bninception
     from .mmaction_compat import import_mmaction
 
     import_mmaction()
@@ -172,16 +224,4 @@ def build_tsn(config_path: str | Path, *, checkpoint: str | None, seed: int) -> 
     if not hasattr(model, "extract_feat") or not hasattr(model, "backbone"):
         raise PipelineError(f"{config_path}: the model is not a Recognizer2D-like recognizer (no "
                             "extract_feat/backbone)")
-    if checkpoint:
-        # Only the backbone makes the features: a checkpoint's head (any number of classes) is not used.
-        try:
-            load_checkpoint_into(model, checkpoint, ignore_prefixes=("cls_head.", "data_preprocessor."))
-        except PipelineError as exc:
-            raise PipelineError(f"{exc}{port_layout_hint(checkpoint)}") from None
-        source = f"checkpoint:{checkpoint}"
-    else:
-        _quiet_init_weights(model)
-        warn_random_weights(f"video backbone ({Path(config_path).name})", seed)
-        source = "random"
-    model.eval()
-    return model, Weights(source, source != "random", weights_sha256(model.backbone)), cfg
+    return model, cfg
