@@ -44,10 +44,10 @@ def stage_path(stage: str, option: str) -> str:
     return words[words.index(f"--{option}") + 1]
 
 
-# Stages that always run before these, as `dvc repro STAGE` runs an always-changed stage upstream of STAGE: the
-# extract stages read their weights from the weights stages' files (rewritten only when params.yaml asks for other
-# weights, so most runs only check them).
-ALWAYS_BEFORE = {"extract_audio": "weights_audio", "extract_video": "weights_video"}
+# Stages that always run before these, as `dvc repro STAGE` runs an always-changed stage upstream of STAGE: prepare
+# depends on the listing of the dataset, the extract stages read their weights from the weights stages' files
+# (rewritten only when the dataset's files or params.yaml change, so most runs only check them).
+ALWAYS_BEFORE = {"prepare": "listing", "extract_audio": "weights_audio", "extract_video": "weights_video"}
 
 
 def _upstream(stage: str, cwd: Path) -> tuple[int, str]:

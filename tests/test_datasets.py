@@ -303,7 +303,9 @@ def test_kinetics_layout_runs_prepare_with_the_kinetics_sounds_preset(kinetics_e
 @pytest.mark.slow
 def test_dvc_exp_run_on_a_csv_dataset(csv_example, tmp_path):
     """The documented command: `dvc exp run -S dataset.format=csv -S dataset.root=... -S dataset.annotations=...`
-    in a copy of this repository (its files as they are now, committed), on tiny models."""
+    in a copy of this repository (its files as they are now, committed), on tiny models. The root also holds files
+    no annotation lists, a FIFO among them: neither DVC (which would wait on it forever hashing a folder dep) nor
+    maivar opens them (stage listing); a listed file changed in place reruns prepare."""
     import subprocess
 
     from stage_cmd import scratch_repository
@@ -320,12 +322,37 @@ def test_dvc_exp_run_on_a_csv_dataset(csv_example, tmp_path):
             "extract_video.config": "configs/tiny_tsn.py", "extract_video.num_segments": 3,
             "audio_mlp.epochs": 3, "video_mlp.epochs": 3, "fusion_mlp.epochs": 3}
     args = [a for k, v in sets.items() for a in ("-S", f"{k}={v}")]
-    proc = subprocess.run([f"{bin_dir}/dvc", "exp", "run", "-n", "own-mp4s", *args], cwd=repo, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    shown = subprocess.run([f"{bin_dir}/dvc", "exp", "show", "--json"], cwd=repo, env=env, capture_output=True,
-                           text=True, check=True).stdout
-    assert "own-mp4s" in shown
-    subset = json.loads((repo / "metrics/subset.json").read_text())
-    assert subset["videos"] == len(manifest_rows(repo)) and subset["rejected"][R.AUDIO_TOO_SHORT] == 1
-    assert_every_kept_clip_reaches_all_three_stores(repo)
+    unlisted = [root / "unlisted.fifo", root / "clips" / "archive.bin"]
+    os.mkfifo(unlisted[0])
+    with open(unlisted[1], "wb") as f:
+        f.truncate(1 << 33)  # 8 GiB, sparse
+    try:
+        proc = subprocess.run([f"{bin_dir}/dvc", "exp", "run", "-n", "own-mp4s", *args], cwd=repo, env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert "unlisted" not in (repo / "data/listing.jsonl").read_text()
+        shown = subprocess.run([f"{bin_dir}/dvc", "exp", "show", "--json"], cwd=repo, env=env, capture_output=True,
+                               text=True, check=True).stdout
+        assert "own-mp4s" in shown
+        subset = json.loads((repo / "metrics/subset.json").read_text())
+        assert subset["videos"] == len(manifest_rows(repo)) and subset["rejected"][R.AUDIO_TOO_SHORT] == 1
+        assert_every_kept_clip_reaches_all_three_stores(repo)
+
+        def repro_prepare() -> str:
+            done = subprocess.run([f"{bin_dir}/dvc", "repro", "prepare"], cwd=repo, env=env, capture_output=True,
+                                  text=True, timeout=300)
+            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+            return done.stdout
+
+        assert "Stage 'prepare' didn't change, skipping" in repro_prepare()
+        listed = Path(manifest_rows(repo)[sorted(manifest_rows(repo))[0]]["video_path"])
+        video = listed if listed.is_absolute() else repo / listed
+        original = video.read_bytes()
+        try:
+            video.write_bytes(original[:-1] + bytes([original[-1] ^ 0xFF]))  # in place, same size
+            assert "Running stage 'prepare'" in repro_prepare()
+        finally:
+            video.write_bytes(original)
+    finally:
+        for path in unlisted:
+            path.unlink(missing_ok=True)

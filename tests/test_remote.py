@@ -1,8 +1,8 @@
 """DVC-level checks on the tiny run. A checkpoint replaced in place reruns exactly the extraction and what follows it
 (stage weights_audio). A DVC remote round trip (README, "Share results"): the tiny run (conftest.py's ``tiny_run``,
 the one tests/test_predict.py uses) is pushed to a local-path remote; a fresh ``git clone`` pulls it; there nothing
-is stale (``dvc repro`` runs only the two always-changed weights stages, which keep the pulled files), and ``maivar
-predict`` gives the test clips' rows of predictions.csv.
+is stale (``dvc repro`` runs only the always-changed stages, listing and weights_*, which keep what was pulled), and
+``maivar predict`` gives the test clips' rows of predictions.csv.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from maivar.cli import main
 
 SKIPPED = re.compile(r"Stage '([^']+)' didn't change, skipping")
 RAN = re.compile(r"Running stage '([^']+)'")
+ALWAYS = {"listing", "weights_audio", "weights_video"}  # always_changed: they run on every dvc repro
 
 
 def _cached_outputs(repo: Path, env: dict) -> list[str]:
@@ -51,17 +52,17 @@ def test_push_to_a_remote_and_pull_into_a_fresh_clone_runs_nothing_and_predicts(
         assert (clone / o).read_bytes() == (repo / o).read_bytes(), o
 
     # `dvc repro` checks what `dvc status` does (every stage's deps and outs), then would run the changed stages;
-    # the two always-changed weights stages run, find the pulled weights files current and keep them, so
-    # nothing after them runs
+    # the always-changed stages run (listing: the pulled dataset's files hash to the same listing; the weights
+    # stages find the pulled weights files current and keep them), so nothing after them runs
     weights = {n: (clone / n).read_bytes() for n in ("data/weights/audio.safetensors",
                                                      "data/weights/video.safetensors")}
     repro = _dvc(clone, env, "repro")
-    assert sorted(RAN.findall(repro.stdout)) == ["weights_audio", "weights_video"], repro.stdout
+    assert sorted(RAN.findall(repro.stdout)) == sorted(ALWAYS), repro.stdout
     assert (repro.stdout + repro.stderr).count("is current (random") == 2, repro.stdout + repro.stderr
     assert {n: (clone / n).read_bytes() for n in weights} == weights
     stages = {s for s in (repro.stdout + repro.stderr).split("\n") for s in SKIPPED.findall(s)}
     everything = set(yaml.safe_load((clone / "dvc.yaml").read_text())["stages"])
-    assert stages == everything - {"weights_audio", "weights_video"}, repro.stdout
+    assert stages == everything - ALWAYS, repro.stdout
     assert not _git(clone, env, "status", "--porcelain", "--", "dvc.lock")  # nothing recorded anew
 
     # the laptop predicts the test clips' videos (its own pulled copies) exactly as the GPU node's run recorded
@@ -101,13 +102,12 @@ def test_a_checkpoint_replaced_in_place_reruns_exactly_the_extraction_and_what_f
     params = yaml.safe_load((clone / "params.yaml").read_text())
     params["extract_audio"]["checkpoint"] = "ckpt/audio.safetensors"
     (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert _ran(_dvc(clone, env, "repro", "extract_audio")) == {"weights_audio", "extract_audio"}
+    assert _ran(_dvc(clone, env, "repro", "extract_audio")) == {"listing", "weights_audio", "extract_audio"}
     before = (clone / "data/features/audio.h5").read_bytes()
 
     save_file({k: v * 1.5 if v.is_floating_point() else v for k, v in state.items()}, str(ckpt))  # in place
     swapped = _dvc(clone, env, "repro")
-    assert _ran(swapped) == {"weights_audio", "weights_video", "extract_audio", "train_audio", "train_fusion",
-                             "evaluate"}, swapped.stdout
+    assert _ran(swapped) == ALWAYS | {"extract_audio", "train_audio", "train_fusion", "evaluate"}, swapped.stdout
     assert set(SKIPPED.findall(swapped.stdout)) == {"synthesize", "prepare", "render", "extract_video",
                                                     "train_video"}, swapped.stdout
     assert "ckpt/audio.safetensors changed (sha256" in swapped.stderr

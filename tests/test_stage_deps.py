@@ -17,8 +17,8 @@ MAIVAR = Path(sys.executable).parent / "maivar"  # the console script installed 
 
 def test_every_stage_declares_every_module_it_imports():
     report = missing_deps(REPO)
-    assert set(report) == {"synthesize", "prepare", "render", "weights_audio", "weights_video", "extract_audio",
-                           "extract_video", "train_audio", "train_video", "train_fusion", "evaluate"}
+    assert set(report) == {"synthesize", "listing", "prepare", "render", "weights_audio", "weights_video",
+                           "extract_audio", "extract_video", "train_audio", "train_video", "train_fusion", "evaluate"}
     assert report == {stage: [] for stage in report}
 
 
@@ -55,7 +55,7 @@ def test_removing_an_imported_module_from_the_deps_is_caught(tmp_path, stage, de
 
 def test_the_cli_passes_on_the_repository_and_has_help():
     proc = subprocess.run([str(MAIVAR), "check-deps"], cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0 and proc.stdout.count(": ok") == 11, proc.stdout + proc.stderr
+    assert proc.returncode == 0 and proc.stdout.count(": ok") == 12, proc.stdout + proc.stderr
     helped = subprocess.run([str(MAIVAR), "--help"], capture_output=True, text=True, timeout=60)
     assert helped.returncode == 0 and "check-deps" in helped.stdout
     module = subprocess.run([sys.executable, "-m", "maivar", "--version"], capture_output=True, text=True, timeout=60)
