@@ -117,3 +117,15 @@ def tiny_run(tmp_path_factory) -> tuple[Path, dict]:
     from test_predict import record_tiny_run
 
     return record_tiny_run(tmp_path_factory.mktemp("predict") / "repo")
+
+
+# The files whose tests take longest (a DVC experiment, killed stages, the shared tiny run), first: `make test`
+# spreads whole files over the cores (pytest-xdist, --dist loadfile) in collection order, and a long file started
+# last would run alone at the end. The order of the tests within a file is unchanged.
+LONGEST_FIRST = ("test_presets.py", "test_datasets.py", "test_start_methods.py", "test_faults_killed.py",
+                 "test_remote.py", "test_data_parallel.py", "test_cache_links.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: other files keep their order

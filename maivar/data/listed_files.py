@@ -59,30 +59,35 @@ def read_header(path: str | Path) -> dict | None:
 class HashCache:
     """sha256 of files by (path, size, mtime, ctime, inode), in SQLite: a file is read again when any of them
     changed (the ctime too: an edit that puts the mtime back still moves it). Never part of a result: a lost cache
-    only costs reading the listed files once more."""
+    only costs reading the listed files once more. The rows under ``prefix`` (the dataset's folder) are read in
+    one query; new ones are written when the cache is closed."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, prefix: str):
         self.db = sqlite3.connect(path, timeout=60)  # other stages or projects may be listing at the same time
         self.db.execute("CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, "
                         "ctime_ns INTEGER, ino INTEGER, sha256 TEXT)")
+        rows = self.db.execute("SELECT path, size, mtime_ns, ctime_ns, ino, sha256 FROM hashes WHERE path >= ? AND "
+                               "path < ?", (prefix, prefix + "\U0010ffff"))
+        self.known = {r[0]: (tuple(r[1:5]), r[5]) for r in rows}
+        self.new: list[tuple] = []
         self.read = self.hits = 0
 
     def sha256(self, path: str, st: os.stat_result) -> str:
         key = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
         where = os.path.abspath(path)
-        row = self.db.execute("SELECT size, mtime_ns, ctime_ns, ino, sha256 FROM hashes WHERE path = ?",
-                              (where,)).fetchone()
-        if row and tuple(row[:4]) == key:
+        known = self.known.get(where)
+        if known and known[0] == key:
             self.hits += 1
-            return row[4]
+            return known[1]
         from maivar.extraction.sources import file_sha256
 
         digest = file_sha256(path)
         self.read += 1
-        self.db.execute("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?, ?, ?)", (where, *key, digest))
+        self.new.append((where, *key, digest))
         return digest
 
     def close(self) -> None:
+        self.db.executemany("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?, ?, ?)", self.new)
         self.db.commit()
         self.db.close()
 
@@ -111,11 +116,11 @@ def _file_facts(clip: ListedClip, cache: HashCache) -> dict:
     return {"size": st.st_size, "sha256": cache.sha256(clip.path, st)}
 
 
-def _shown(path: str, root: Path) -> str:
-    """``path`` relative to ``dataset.root`` (links not resolved), so that the listing is the same wherever the
-    dataset lies; a refused path outside it as it is."""
-    rel = os.path.relpath(os.path.abspath(path), os.path.abspath(root))
-    return path if rel.startswith("..") else rel
+def _shown(path: str, base: str) -> str:
+    """``path`` relative to ``dataset.root`` (``base``: its absolute path with a trailing separator; links not
+    resolved), so that the listing is the same wherever the dataset lies; a refused path outside it as it is."""
+    full = os.path.abspath(path)
+    return full[len(base):] if full.startswith(base) else path
 
 
 def listing_lines(dataset, classes_spec, cache: HashCache) -> Iterator[str]:
@@ -125,11 +130,11 @@ def listing_lines(dataset, classes_spec, cache: HashCache) -> Iterator[str]:
     listing = read_listing(dataset)
     selected = select_classes(classes_spec, listing.classes)
     chosen = set(selected)
-    root = Path(dataset.root)
+    base = os.path.join(os.path.abspath(dataset.root), "")
     clips = sorted([c for c in listing.clips if c.class_name in chosen] + list(listing.unknown), key=lambda c: c.id)
     yield json.dumps(header(dataset, classes_spec, listing.classes, selected), sort_keys=True)
     for clip in tqdm(clips, desc="listing", unit="file", disable=len(clips) < 1000):
-        row = {"id": clip.id, "class": clip.class_name, "split": clip.split, "path": _shown(clip.path, root),
+        row = {"id": clip.id, "class": clip.class_name, "split": clip.split, "path": _shown(clip.path, base),
                "start_s": clip.start_s, "end_s": clip.end_s, **_file_facts(clip, cache)}
         yield json.dumps(row, sort_keys=True, ensure_ascii=False)
 
@@ -146,7 +151,7 @@ def write_listing(out: str | Path, dataset, classes_spec) -> bool:
         raise PipelineError(f"dataset root {dataset.root} does not exist: set dataset.root in params.yaml to your "
                             "dataset's folder, or run the synthesize stage")
     out.parent.mkdir(parents=True, exist_ok=True)
-    cache = HashCache(hash_cache_path())
+    cache = HashCache(hash_cache_path(), os.path.join(os.path.abspath(dataset.root), ""))
     try:
         with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as f:
             for line in listing_lines(dataset, classes_spec, cache):

@@ -28,6 +28,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -86,13 +87,12 @@ def annotation_files(root: Path, annotations: str | Sequence[str] | None, format
     return files
 
 
-def inside(path: Path, root: Path) -> bool:
-    """Whether ``path`` (``..`` and symbolic links resolved) lies inside ``root``."""
-    try:
-        path.resolve().relative_to(root.resolve())
-    except ValueError:
-        return False
-    return True
+def inside(path: Path, root: Path, *, real_root: str | None = None) -> bool:
+    """Whether ``path`` (``..`` and symbolic links resolved) lies inside ``root`` (``real_root``: ``root``
+    already resolved, for a caller that asks about many paths)."""
+    real = os.path.realpath(path)
+    base = real_root if real_root is not None else os.path.realpath(root)
+    return real == base or real.startswith(base.rstrip(os.sep) + os.sep)
 
 
 def safe_id(text: str) -> str:
@@ -125,10 +125,12 @@ def contain(listing: Listing, root: Path) -> Listing:
     (else the clip is refused as ``outside_root``; a path no file can have, e.g. with a NUL byte, as
     ``missing_file``); paths are made local (:func:`~maivar.core.names.local_path`: ``file:x`` is a file, never a
     URL); ids are bounded (:func:`~maivar.core.names.short_id`) and checked unique again."""
+    real_root = os.path.realpath(root)
+
     def one(clip: ListedClip) -> ListedClip:
         refusal = clip.refusal
         try:
-            outside = not inside(Path(clip.path), root)
+            outside = not inside(Path(clip.path), root, real_root=real_root)
         except (ValueError, OSError) as exc:  # an embedded NUL byte, a name too long, a loop of links
             outside, refusal = False, refusal or (R.MISSING_FILE, f"no file can have this name ({exc})")
         if outside and refusal is None:
