@@ -162,13 +162,12 @@ def _published(sha256: str | None) -> str:
 
 
 def verify_weights(args: argparse.Namespace) -> int:
-    from .audio.backbone import audio_weights_request
     from .core.errors import PipelineError
-    from .extraction.weights import verify_weights_file
+    from .extraction.weights import audio_weights_request, verify_weights_file
     from .settings.base import read_params
     from .settings.extract import ExtractAudioSettings, ExtractVideoSettings
     from .stage_deps import read_stages
-    from .video.tsn import video_weights_request
+    from .video.config import video_weights_request
 
     root = Path(args.root)
     stages = read_stages(root, "dvc.yaml")

@@ -12,13 +12,14 @@ import torch
 import yaml
 from torch import nn
 
-from maivar.audio.backbone import audio_weights_request, build_audio_backbone
+from maivar.audio.backbone import build_audio_backbone
 from maivar.cli import main as cli
 from maivar.core.errors import PipelineError
 from maivar.extraction.checkpoints import Weights, state_dict_sha256
 from maivar.extraction.sources import KNOWN, KnownWeights, fetch
 from maivar.extraction.weights import (
     WeightsRequest,
+    audio_weights_request,
     load_weights_file,
     read_meta,
     resolve_weights,

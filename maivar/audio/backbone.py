@@ -15,7 +15,7 @@ from torch import nn
 from maivar.core.errors import PipelineError
 from maivar.extraction.checkpoints import Weights, load_checkpoint_into, warn_random_weights, weights_sha256
 from maivar.extraction.inference import prepare_for_inference, warn_if_emulated
-from maivar.extraction.weights import WeightsRequest, load_weights_file
+from maivar.extraction.weights import WeightsRequest, audio_weights_request, load_weights_file
 from maivar.settings.extract import ExtractAudioSettings
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -40,14 +40,6 @@ class AudioBackbone:
     def attrs(self) -> dict:
         """What a store records of the backbone beyond its settings: what was resolved when it was built."""
         return {"mean": list(self.mean), "std": list(self.std), "conv_bn_folded": self.folded, **self.weights.attrs()}
-
-
-def audio_weights_request(settings: ExtractAudioSettings) -> WeightsRequest:
-    """What ``extract_audio`` asks of the weights (the weights stage's parameters)."""
-    checkpoint = settings.checkpoint or None
-    random = not checkpoint and not settings.pretrained
-    return WeightsRequest("audio", settings.backbone, None, bool(settings.pretrained) and not checkpoint, checkpoint,
-                          settings.seed if random else None)
 
 
 def build_audio_weights(request: WeightsRequest) -> tuple[dict[str, torch.Tensor], Weights]:

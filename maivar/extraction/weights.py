@@ -30,20 +30,26 @@ import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from maivar.core.atomic import atomic_path
 from maivar.core.errors import PipelineError
 
-from .checkpoints import Weights, state_dict_sha256
 from .sources import file_sha256
+
+if TYPE_CHECKING:  # this module imports no torch: the weights stages check their files without it
+    import torch
+    from torch import nn
+
+    from maivar.settings.extract import ExtractAudioSettings
+
+    from .checkpoints import Weights
 
 log = logging.getLogger(__name__)
 
 FORMAT = "maivar-weights/1"
 META_KEY = "maivar"
+MAX_HEADER = 100 * 1024 * 1024  # safetensors' own bound on a header
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,14 @@ class Source:
     @property
     def present(self) -> bool:
         return self.ident == "random" or self.file is not None
+
+
+def audio_weights_request(settings: ExtractAudioSettings) -> WeightsRequest:
+    """What ``extract_audio`` asks of the weights (stage weights_audio's parameters)."""
+    checkpoint = settings.checkpoint or None
+    random = not checkpoint and not settings.pretrained
+    return WeightsRequest("audio", settings.backbone, None, bool(settings.pretrained) and not checkpoint, checkpoint,
+                          settings.seed if random else None)
 
 
 # ---------------------------------------------------------------------------------------------- the sources
@@ -132,17 +146,17 @@ def locate_source(request: WeightsRequest) -> Source:
 
 
 def read_meta(path: str | Path) -> dict | None:
-    """The ``maivar`` metadata of a weights file (its header only), or None when the file is absent or not one."""
-    from safetensors import safe_open
-
+    """The ``maivar`` metadata of a weights file, from its safetensors header alone (8 bytes of little-endian
+    length, then that much JSON; no tensor read, no torch), or None when the file is absent or not one."""
     path = Path(path)
-    if not path.is_file():
-        return None
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        found = json.loads(meta[META_KEY])
-    except Exception:  # noqa: BLE001 - any unreadable, foreign or damaged file is "not a weights file"
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            if not 0 < size <= MAX_HEADER or size + 8 > path.stat().st_size:
+                return None
+            header = json.loads(f.read(size))
+        found = json.loads(header["__metadata__"][META_KEY])
+    except (OSError, ValueError, KeyError, TypeError):
         return None
     return found if isinstance(found, dict) and found.get("format") == FORMAT else None
 
@@ -175,7 +189,7 @@ def stale_reason(meta: dict | None, request: WeightsRequest, source: Source) -> 
     return None
 
 
-BuildState = Callable[[WeightsRequest], tuple[dict[str, torch.Tensor], Weights]]
+BuildState = Callable[[WeightsRequest], tuple]  # request -> (state dict of tensors, Weights)
 
 
 def resolve_weights(path: str | Path, request: WeightsRequest, build: BuildState) -> bool:
@@ -232,6 +246,8 @@ def load_weights_file(path: str | Path, request: WeightsRequest | None, module: 
     modality = request.modality if request is not None else modality
     from safetensors.torch import load_file
 
+    from .checkpoints import Weights, state_dict_sha256
+
     path = Path(path)
     meta = read_meta(path)
     if meta is None:
@@ -257,6 +273,8 @@ def verify_weights_file(path: str | Path, request: WeightsRequest) -> str:
     ''. Checks what the weights stage checks (the request, the source's sha256 where the source is here) and the
     tensors against the sha256 the file records."""
     from safetensors.torch import load_file
+
+    from .checkpoints import state_dict_sha256
 
     meta = read_meta(path)
     source = locate_source(request)

@@ -30,6 +30,8 @@ from maivar.extraction.inference import prepare_for_inference, warn_if_emulated
 from maivar.extraction.weights import WeightsRequest, load_weights_file
 from maivar.settings.extract import ExtractVideoSettings
 
+from .config import load_mmaction_config, video_weights_request
+
 log = logging.getLogger(__name__)
 
 
@@ -106,20 +108,6 @@ class VideoBackbone:
         return attrs
 
 
-def video_weights_request(settings: ExtractVideoSettings) -> WeightsRequest:
-    """What ``extract_video`` asks of the weights (the weights stage's parameters): the architecture is the
-    config's ``model`` section (its sha256, ``_base_`` files resolved), not the file's other settings."""
-    import hashlib
-    import json
-
-    model_cfg = load_mmaction_config(settings.config).get("model")
-    text = json.dumps(model_cfg.to_dict() if hasattr(model_cfg, "to_dict") else model_cfg, sort_keys=True,
-                      default=str)
-    checkpoint = settings.checkpoint or None
-    return WeightsRequest("video", settings.config, hashlib.sha256(text.encode()).hexdigest(), False, checkpoint,
-                          None if checkpoint else settings.seed)
-
-
 def build_video_weights(request: WeightsRequest) -> tuple[dict[str, torch.Tensor], Weights]:
     """The backbone weights of ``request`` (:func:`build_tsn`) as a state dict: the weights stage's builder."""
     model, weights, _ = build_tsn(request.architecture, checkpoint=request.checkpoint, seed=request.seed or 0)
@@ -149,18 +137,6 @@ def build_video_backbone(settings: ExtractVideoSettings, device: torch.device, *
                                    input_size=pre.crop_size, image_module=model.backbone)
     return VideoBackbone(model, weights, pre, folded, cfg.model.backbone.get("type"),
                          cfg.model.backbone.get("depth"))
-
-
-def load_mmaction_config(config_path: str | Path):
-    from mmengine.config import Config
-
-    path = Path(config_path)
-    if not path.is_file():
-        raise PipelineError(f"MMAction2 config {path} does not exist: fix extract_video.config in params.yaml")
-    try:
-        return Config.fromfile(str(path))
-    except Exception as exc:  # noqa: BLE001
-        raise PipelineError(f"MMAction2 config {path} cannot be read: {str(exc).splitlines()[0][:200]}") from None
 
 
 def _quiet_init_weights(model: nn.Module) -> None:
