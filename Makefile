@@ -15,7 +15,7 @@ $(STAMP): requirements.txt
 	$(BIN)/python -m pip install --disable-pip-version-check -q --no-compile -r requirements.txt
 	@# the .pyc files pip would write one by one, on every core at once (some packages ship files that do not compile
 	@# on this Python, e.g. templates and test data: pip skips them silently, and so does this)
-	-@$(BIN)/python -m compileall -q -j 0 $(VENV)/lib > /dev/null 2>&1
+	@$(BIN)/python -m compileall -q -j 0 $(VENV)/lib > /dev/null 2>&1 || true
 	@touch $@
 
 ## Create .venv and install requirements.txt (demo and test do this first when needed).
