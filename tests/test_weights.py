@@ -210,3 +210,19 @@ def test_fetch_streams_checks_the_published_sha256_and_keeps_nothing_that_fails(
     for known in KNOWN.values():
         assert known.name in listed and known.url in listed and known.licence in listed
     assert "cd10898e... (the prefix the file name publishes)" in listed
+
+
+def test_timm_weights_not_in_the_cache_offline_are_one_line(tmp_path, monkeypatch):
+    """pretrained: true with nothing in timm's cache and no network: timm is asked (it downloads where it can),
+    and its failure is one line that says what to do; nothing is written."""
+    import huggingface_hub.constants as hub
+
+    from maivar.audio.backbone import build_audio_weights
+
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    out = tmp_path / "audio.safetensors"
+    with pytest.raises(PipelineError, match="timm cannot load pretrained weights for resnet18") as err:
+        resolve_weights(out, WeightsRequest("audio", "resnet18", None, True, None, None), build_audio_weights)
+    assert "\n" not in str(err.value) and not out.exists()

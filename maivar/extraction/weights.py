@@ -209,8 +209,9 @@ def resolve_weights(path: str | Path, request: WeightsRequest, build: BuildState
             log.warning("%s weights: %s is not on this machine: keeping %s, made from it (sha256 %s)",
                         request.modality, source.ident, path, str(meta.get("source_sha256"))[:12])
         return False
-    if not source.present:
+    if not source.present and request.kind == "checkpoint":
         raise PipelineError(missing_source_message(request, path))
+    # (timm's weights not in its cache: the builder lets timm download them, or stops with one line saying so)
     log.info("%s weights: %s -> %s (%s)", request.modality, source.ident, path, reason)
     state, weights = build(request)
     if request.kind == "timm":  # timm just filled its cache: record the file it read
@@ -220,18 +221,10 @@ def resolve_weights(path: str | Path, request: WeightsRequest, build: BuildState
 
 
 def missing_source_message(request: WeightsRequest, path: Path) -> str:
-    """One line for a source that is not here, naming the file to place and where."""
-    if request.kind == "checkpoint":
-        return (f"{request.setting}.checkpoint {request.checkpoint} does not exist and {path} holds no weights made "
-                f"from it: place the checkpoint at {request.checkpoint} (`maivar weights list` names the known ones "
-                f"and `maivar weights fetch NAME` downloads one), or set {request.setting}.checkpoint")
-    from timm.models import get_pretrained_cfg
-
-    cfg = get_pretrained_cfg(request.architecture)
-    where = f"https://huggingface.co/{cfg.hf_hub_id}" if cfg.hf_hub_id else cfg.url
-    return (f"timm's pretrained weights for {request.architecture} are not in its cache and {path} holds none: "
-            f"run once with network access, or download them from {where} and set extract_audio.checkpoint to the "
-            "file (`maivar weights fetch` does both for the known ones)")
+    """One line for a checkpoint that is not here, naming the file to place and where."""
+    return (f"{request.setting}.checkpoint {request.checkpoint} does not exist and {path} holds no weights made "
+            f"from it: place the checkpoint at {request.checkpoint} (`maivar weights list` names the known ones "
+            f"and `maivar weights fetch NAME` downloads one), or set {request.setting}.checkpoint")
 
 
 # ---------------------------------------------------------------------------------------------- the reader
