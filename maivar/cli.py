@@ -164,13 +164,13 @@ def _published(sha256: str | None) -> str:
 def verify_weights(args: argparse.Namespace) -> int:
     from .core.errors import PipelineError
     from .extraction.weights import audio_weights_request, verify_weights_file
+    from .runs import RunFiles, read_paths
     from .settings.base import read_params
     from .settings.extract import ExtractAudioSettings, ExtractVideoSettings
-    from .stage_deps import read_stages
     from .video.config import video_weights_request
 
     root = Path(args.root)
-    stages = read_stages(root, "dvc.yaml")
+    paths = read_paths(RunFiles(root))  # dvc.yaml's `vars: paths`, where each path is named once
     try:
         params = read_params(str(root / "params.yaml"))
         requests = {"audio": audio_weights_request(ExtractAudioSettings.from_params(params)),
@@ -180,11 +180,10 @@ def verify_weights(args: argparse.Namespace) -> int:
         return 2
     bad = 0
     for modality, request in requests.items():
-        words = shlex.split(stages[f"weights_{modality}"].cmd)
-        path = root / words[words.index("--weights") + 1]
-        problem = verify_weights_file(path, request)
-        bad += bool(problem) and not problem.startswith("(ok")
-        print(f"{modality}: {path}: {problem or 'ok'}")
+        path = root / paths[f"{modality}_weights"]
+        ok, message = verify_weights_file(path, request)
+        bad += not ok
+        print(f"{modality}: {path}: {message}")
     return 1 if bad else 0
 
 

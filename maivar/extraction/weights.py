@@ -261,9 +261,9 @@ def load_weights_file(path: str | Path, request: WeightsRequest | None, module: 
     return Weights(meta["origin"], bool(meta["pretrained"]), meta["weights_sha256"])
 
 
-def verify_weights_file(path: str | Path, request: WeightsRequest) -> str:
-    """``maivar weights verify``: what is wrong with the weights file at ``path`` for ``request`` (one line), or
-    ''. Checks what the weights stage checks (the request, the source's sha256 where the source is here) and the
+def verify_weights_file(path: str | Path, request: WeightsRequest) -> tuple[bool, str]:
+    """``maivar weights verify``: (whether the weights file at ``path`` holds what ``request`` asks, one line on
+    it). Checks what the weights stage checks (the request, the source's sha256 where the source is here) and the
     tensors against the sha256 the file records."""
     from safetensors.torch import load_file
 
@@ -273,7 +273,7 @@ def verify_weights_file(path: str | Path, request: WeightsRequest) -> str:
     source = locate_source(request)
     reason = stale_reason(meta, request, source)
     if reason is not None:
-        return f"{reason}: run `dvc repro`"
+        return False, f"{reason}: run `dvc repro`"
     if state_dict_sha256(load_file(str(path), device="cpu")) != meta["weights_sha256"]:
-        return "its tensors do not match the sha256 it records (altered): run `dvc checkout` or `dvc repro`"
-    return "" if source.present else f"(ok on the file's word: {source.ident} is not on this machine)"
+        return False, "its tensors do not match the sha256 it records (altered): run `dvc checkout` or `dvc repro`"
+    return True, "ok" if source.present else f"ok on the file's word ({source.ident} is not on this machine)"
