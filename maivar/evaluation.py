@@ -31,7 +31,8 @@ from maivar.core.manifest import read_manifest
 from maivar.core.names import safe_name
 from maivar.heads.join import HEAD_COLUMNS, class_names, join_modalities, load_features, split_rows
 from maivar.heads.model_files import load_model
-from maivar.heads.training import predict, set_determinism
+from maivar.heads.rows import spill_beside
+from maivar.heads.training import TEST_BATCH, predict, set_determinism
 
 log = logging.getLogger(__name__)
 
@@ -156,34 +157,44 @@ def _flag(value) -> bool | None:
 
 def evaluate_heads(*, manifest_path: str | Path, audio_path: str | Path, video_path: str | Path,
                    model_paths: dict[str, str | Path], metrics_path: str | Path, per_class_path: str | Path,
-                   confusion_path: str | Path, predictions_path: str | Path, seed: int, threads: int) -> dict:
+                   confusion_path: str | Path, predictions_path: str | Path, seed: int, threads: int,
+                   memory_mb: int) -> dict:
     """Stage evaluate: score the ``audio``, ``video`` and ``fusion`` models of ``model_paths`` on the test clips.
 
     Writes ``metrics_path`` (``audio.top1``, ``video.top1``, ``fusion.top1``, ``*.top5``, ``*.mean_class_acc``
     in percent, ``test_clips``, ``excluded_test_clips``, ``pretrained.audio``, ``pretrained.video``,
     ``representation``), ``per_class_path``, ``confusion_path`` (fusion model; columns ``actual``,
     ``predicted``) and ``predictions_path`` (:func:`predictions_csv`: every test clip's top-1 class and probability
-    per head). ``seed`` and ``threads`` are ``train.seed`` and ``train.threads``. Returns the metrics.
+    per head). ``seed`` and ``threads`` are ``train.seed`` and ``train.threads``, ``memory_mb``
+    ``runtime.heads.memory_mb`` (past it the features are read from a file, :mod:`maivar.heads.rows`). The test rows
+    are scored :data:`~maivar.heads.training.TEST_BATCH` at a time. Returns the metrics.
     """
     set_determinism(seed, threads)
     manifest = read_manifest(manifest_path, HEAD_COLUMNS)
     classes = class_names(manifest)
     models = {h: load_model(p) for h, p in model_paths.items()}
     segments = models["video"][1].get("segments", "mean")
-    audio = load_features(audio_path, manifest, "audio")
-    video = load_features(video_path, manifest, "video", segments=segments)
-    fused, _ = join_modalities(audio, video)
-    test = split_rows(fused, manifest, "test")
-    if len(test) == 0:
-        raise PipelineError("no test clip has both audio and video features: check the manifest's split column")
-    n_audio = audio.x.shape[1]
-    inputs = {"audio": fused.x[test, :n_audio], "video": fused.x[test, n_audio:], "fusion": fused.x[test]}
+    with spill_beside(metrics_path, memory_mb) as spill:
+        audio = load_features(audio_path, manifest, "audio", spill=spill)
+        video = load_features(video_path, manifest, "video", segments=segments, spill=spill)
+        fused, _ = join_modalities(audio, video, spill=spill)
+        test = split_rows(fused, manifest, "test")
+        if len(test) == 0:
+            raise PipelineError("no test clip has both audio and video features: check the manifest's split column")
+        n_audio, width = audio.x.shape[1], fused.x.shape[1]
+        columns = {"audio": slice(0, n_audio), "video": slice(n_audio, width), "fusion": slice(0, width)}
+        for head, (model, _) in models.items():
+            if (model.config["in_features"] != columns[head].stop - columns[head].start
+                    or model.config["num_classes"] != len(classes)):
+                raise PipelineError(f"{model_paths[head]} does not fit the current features or classes: rerun dvc "
+                                    "repro")
+        parts = {head: [] for head in models}
+        for i in range(0, len(test), TEST_BATCH):  # the test rows a chunk at a time, each head's columns of them
+            rows = fused.x[test[i : i + TEST_BATCH]]
+            for head, (model, _) in models.items():
+                parts[head].append(predict(model, rows[:, columns[head]], batch_size=TEST_BATCH))
+        logits = {head: np.concatenate(p) for head, p in parts.items()}
     y = fused.y[test]
-    logits = {}
-    for head, (model, _) in models.items():
-        if model.config["in_features"] != inputs[head].shape[1] or model.config["num_classes"] != len(classes):
-            raise PipelineError(f"{model_paths[head]} does not fit the current features or classes: rerun dvc repro")
-        logits[head] = predict(model, inputs[head])
     test_ids = [fused.ids[i] for i in test]
     excluded_test = sorted(i for i, s in manifest["split"].items() if s == "test" and i not in set(test_ids))
     if excluded_test:

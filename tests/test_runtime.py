@@ -32,10 +32,11 @@ def test_no_stage_lists_the_runtime_section():
 def test_runtime_settings_hold_the_shared_and_each_stages_values():
     params = {"runtime": {"device": "cpu", "workers": 2, "processes": 1, "threads": 0,
                           "extract_audio": {"batch_size": 8, "compile": False},
-                          "extract_video": {"batch_videos": 1, "compile": True}}}
+                          "extract_video": {"batch_videos": 1, "compile": True}, "heads": {"memory_mb": 64}}}
     runtime = RuntimeSettings.from_params(params)
     assert (runtime.device, runtime.workers, runtime.worker_count) == ("cpu", 2, 2)
     assert runtime.extract_audio.batch_size == 8 and runtime.extract_video.compile is True
+    assert runtime.heads.memory_mb == 64
     assert RuntimeSettings.from_params({"runtime": {**params["runtime"], "workers": 0}}).worker_count is None
     with pytest.raises(PipelineError, match="has no runtime section"):
         RuntimeSettings.from_params({})
@@ -57,6 +58,7 @@ def test_changing_any_runtime_value_leaves_dvc_status_unchanged(tmp_path):
     params["runtime"].update(device="cpu", workers=16)
     params["runtime"]["extract_audio"].update(batch_size=256, compile=True)
     params["runtime"]["extract_video"].update(batch_videos=16, compile=True)
+    params["runtime"]["heads"]["memory_mb"] = 0  # the heads read their features from a file: the same results
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     assert status() == before
     params["extract_audio"]["input_size"] = 224  # a setting that changes results: DVC sees it

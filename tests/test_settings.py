@@ -37,7 +37,7 @@ READER = {"dataset": "prepare", "synthesize": "synthesize", "prepare": "prepare"
           "representation": "render", "extract_audio": "extract_audio", "extract_video": "extract_video",
           "train": "evaluate", "audio_mlp": "train_audio", "video_mlp": "train_video", "fusion_mlp": "train_fusion",
           "runtime": "extract_audio", "runtime.extract_audio": "extract_audio",
-          "runtime.extract_video": "extract_video"}
+          "runtime.extract_video": "extract_video", "runtime.heads": "train_video"}
 
 # The nonsense values of issue 17, each once: (dotted key, value, the stage that must stop).
 BAD_VALUES = [
@@ -51,6 +51,8 @@ BAD_VALUES = [
     ("runtime.extract_audio.batch_size", -1, "extract_audio"),
     ("runtime.extract_video.batch_videos", 0, "extract_video"),
     ("runtime.extract_video.batch_videos", -1, "extract_video"),
+    ("runtime.heads.memory_mb", -1, "train_video"),
+    ("runtime.heads.memory_mb", 2**40, "evaluate"),  # a size to allocate: bounded
     ("audio_mlp.lr", math.nan, "train_audio"),
     ("audio_mlp.dropout", 2, "train_audio"),
     ("video_mlp.hidden", [-5], "train_video"),

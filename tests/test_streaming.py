@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,11 +21,13 @@ from maivar.core.rejections import Rejection
 from maivar.extraction.checkpoints import Weights
 from maivar.extraction.job import Job
 from maivar.extraction.resume import Journal, blocks
+from maivar.heads.batches import standardized
 from maivar.heads.join import fit_normalization, load_features, video_input
 from maivar.heads.mlp import MLP
-from maivar.heads.training import standardized
+from maivar.heads.rows import DiskRows, Spill
+from maivar.heads.training import set_determinism, train_head
 
-from head_data import make_features, make_manifest, write_store
+from head_data import make_features, make_manifest, write_dataset, write_store
 
 
 def md5(path) -> str:
@@ -163,3 +166,114 @@ def test_features_read_in_chunks_equal_the_whole_read(tmp_path, case):
         assert np.array_equal(rows.x, feats[keep, 0])
     else:
         assert rows.x.tobytes() == video_input(feats[keep], segments).tobytes()
+
+
+# --------------------------------------------------------------- features past runtime.heads.memory_mb: a file
+
+
+def _disk_rows(tmp_path, x: np.ndarray, name: str = "rows") -> DiskRows:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    spill = Spill(tmp_path / "spill", 0)
+    writer = spill.writer(name, x.shape[1:])
+    for k in range(0, len(x), 7):  # appended in chunks, as load_features writes them
+        writer.append(x[k : k + 7])
+    return writer.finish()
+
+
+def test_rows_in_a_file_read_as_the_array_reads_them(tmp_path):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((40, 4, 6)).astype(np.float32)  # N x V x D: flip variants
+    rows = _disk_rows(tmp_path, x)
+    assert rows.shape == x.shape and len(rows) == 40 and rows.nbytes == x.nbytes
+    for idx in (np.array([3, 1, 4, 1, 5, 9, 26, 39]), np.arange(10, 30), np.array([], np.int64), rng.permutation(40)):
+        assert rows[idx].tobytes() == x[idx].tobytes()
+    assert rows[5:17].tobytes() == x[5:17].tobytes()
+    first = rows.part(0)  # variant 0 of every row: the same file, strided
+    assert first.shape == (40, 6) and first[np.array([7, 2, 2, 39])].tobytes() == x[[7, 2, 2, 39], 0].tobytes()
+    which = rng.integers(0, 4, 12)
+    picked = rng.integers(0, 40, 12)
+    assert rows.pick(picked, which).tobytes() == x[picked, which].tobytes()
+    with pytest.raises(IndexError):
+        rows[np.array([40])]
+
+
+def test_a_file_cut_short_under_the_head_is_one_line(tmp_path):
+    x = np.ones((10, 3), np.float32)
+    rows = _disk_rows(tmp_path, x)
+    with open(rows.path, "r+b") as fh:
+        fh.truncate(5 * 12)
+    with pytest.raises(PipelineError, match=r"ended early .* it was changed while the head read it$"):
+        rows[np.array([8])]
+
+
+@pytest.mark.parametrize("with_variants", [False, True])
+def test_a_head_trained_from_a_file_is_the_head_trained_in_memory_bit_for_bit(tmp_path, with_variants):
+    """train_head on rows in a file (read a batch at a time, standardized on the way) and on the same rows in
+    memory (standardized once): the same weights, the same history, bit for bit."""
+    rng = np.random.default_rng(5)
+    n, dim = 90, 12
+    y = rng.integers(0, 3, n)
+    x = (rng.standard_normal((n, dim)) + y[:, None]).astype(np.float32)
+    variants = None
+    if with_variants:
+        variants = rng.standard_normal((n, 4, 5)).astype(np.float32)
+        x[:, :5] = variants[:, 0]
+    train, test = np.flatnonzero(np.arange(n) % 3 != 0), np.flatnonzero(np.arange(n) % 3 == 0)
+    runs = []
+    for route in ("memory", "file"):
+        set_determinism(0, 1)
+        model = MLP(dim, [16], 3, 0.2)
+        mean, std = fit_normalization(x, train)
+        model.set_normalization(torch.from_numpy(mean), torch.from_numpy(std))
+        xs = x if route == "memory" else _disk_rows(tmp_path / route, x)
+        vs = variants if route == "memory" or variants is None else _disk_rows(tmp_path / route, variants, "v")
+        history = train_head(model, xs, y, xs, y, epochs=4, lr=1e-2, batch_size=8, l1=1e-4, seed=1,
+                             variants_train=vs, train_rows=train, test_rows=test)
+        runs.append((history, model.state_dict()))
+    (h_mem, w_mem), (h_file, w_file) = runs
+    assert h_file == h_mem
+    assert all(w_file[k].numpy().tobytes() == w_mem[k].numpy().tobytes() for k in w_mem)
+
+
+def test_the_stages_with_features_in_a_file_write_what_they_write_in_memory(tmp_path, monkeypatch, caplog):
+    """runtime.heads.memory_mb 0 (every head's features read from a file a batch at a time, the fusion's joined
+    rows and the flip variants too) against the default (all in memory): train_audio, train_video, train_fusion and
+    evaluate write the same bytes; the spill folders beside the outputs are gone afterwards."""
+    import yaml
+
+    from stage_cmd import run_stage_in_process
+
+    repo = Path(__file__).resolve().parents[1]
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for head in ("audio_mlp", "video_mlp"):
+        params[head].update({"hidden": [16], "epochs": 3, "batch_size": 8})
+    params["fusion_mlp"].update({"epochs": 3, "batch_size": 16})
+    manifest = write_dataset(tmp_path, classes=3, train_per_class=8, test_per_class=4)
+    flips = make_features(manifest, 32, segments=4, seed=7)  # the audio store with flip variants (N x 4 x D)
+    write_store(tmp_path / "data/features/audio.h5", manifest, flips,
+                attrs={"pretrained": False, "representation": "chromagram", "flips": '["none", "h", "v", "both"]'})
+    monkeypatch.chdir(tmp_path)
+    stages = ("train_audio", "train_video", "train_fusion", "evaluate")
+    outputs = {}
+    for memory_mb in (2048, 0):
+        params["runtime"]["heads"]["memory_mb"] = memory_mb
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+        caplog.clear()
+        with caplog.at_level("INFO"):
+            for stage in stages:
+                assert run_stage_in_process(stage, tmp_path, upstream=False) == 0, stage
+        spilled = [r.getMessage() for r in caplog.records if "a batch at a time" in r.getMessage()]
+        assert len(spilled) == (0 if memory_mb else 8), spilled  # audio; video; fusion, evaluate: each + join
+        files = sorted(p for d in ("models", "metrics", "dvclive") for p in (tmp_path / d).rglob("*") if p.is_file())
+        outputs[memory_mb] = {p.relative_to(tmp_path): _model_bytes(p) for p in files}
+        assert not [p for p in tmp_path.rglob(".*.tmp-*")], "a spill folder was left behind"
+    assert outputs[0].keys() == outputs[2048].keys() and len(outputs[0]) > 10
+    assert outputs[0] == outputs[2048]
+
+
+def _model_bytes(path: Path):
+    """A file's bytes; a model file's tensors and record (torch.save's zip holds the same data; compared as such)."""
+    if path.suffix != ".pt":
+        return path.read_bytes()
+    saved = torch.load(path, weights_only=True)
+    return {k: v.numpy().tobytes() for k, v in saved.pop("state_dict").items()}, repr(saved)

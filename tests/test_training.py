@@ -16,6 +16,7 @@ import yaml
 from maivar.core import rejections
 from maivar.core.errors import PipelineError
 from maivar.core.manifest import read_manifest
+from maivar.heads.batches import standardized
 from maivar.heads.join import HEAD_COLUMNS, Features, join_modalities, load_features, video_input
 from maivar.heads.mlp import MLP
 from maivar.heads.model_files import load_model
@@ -27,7 +28,6 @@ from maivar.heads.training import (
     l1_penalty,
     predict,
     set_determinism,
-    standardized,
     train_head,
 )
 

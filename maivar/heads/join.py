@@ -36,6 +36,8 @@ from maivar.core.errors import PipelineError
 from maivar.core.feature_store import READ_BYTES, open_store, read_row_chunks
 from maivar.core.rejections import Rejection
 
+from .rows import DiskRows, Spill, is_spilled
+
 log = logging.getLogger(__name__)
 
 HEAD_COLUMNS = ("id", "class_name", "label", "split")  # the manifest's columns the heads read
@@ -80,22 +82,26 @@ class Features:
 
     modality: str
     ids: list[str]
-    x: np.ndarray
+    x: np.ndarray | DiskRows  # DiskRows: past runtime.heads.memory_mb, in a file (maivar.heads.rows)
     y: np.ndarray
     attrs: dict
     rejected: dict[str, str] = field(default_factory=dict)  # id -> reason, for every manifest id not in ids
     excluded: list[Rejection] = field(default_factory=list)  # rows dropped here (non-finite features)
-    variants: np.ndarray | None = None  # N x V x D flip variants of x[:, :D] (variant 0 == x[:, :D]), or None
+    variants: np.ndarray | DiskRows | None = None  # N x V x D flip variants of x[:, :D] (variant 0 == x[:, :D])
 
 
 def load_features(path: str | Path, manifest: pd.DataFrame, modality: str, *, segments: str | None = None,
-                  read_bytes: int = READ_BYTES) -> Features:
+                  read_bytes: int = READ_BYTES, spill: Spill | None = None) -> Features:
     """Read a feature store and check it against the manifest (see the module docstring).
 
     The features are read ``read_bytes`` at a time (:func:`~maivar.core.feature_store.read_row_chunks`) into the
     one array the head takes: video features are averaged over their segments (``segments: mean``) a chunk at a
     time as they are read, so the store's N x T x D is never in memory, only N x D; the rows with NaN or inf are
-    left out as they are read. The same numbers for any ``read_bytes``."""
+    left out as they are read. The same numbers for any ``read_bytes``.
+
+    ``spill`` (:func:`~maivar.heads.rows.spill_beside`): when holding the rows twice (the features and their
+    standardized copy) would pass its budget, they are written to a file of it as they are read, and ``x`` is a
+    :class:`~maivar.heads.rows.DiskRows` over it: the same rows, not in memory."""
     store = open_store(path, "features", load_data=False)
     shape = store.shape
     if not shape or shape[0] != len(store.ids):
@@ -126,13 +132,22 @@ def load_features(path: str | Path, manifest: pd.DataFrame, modality: str, *, se
             f"{path} neither holds nor rejects {len(unaccounted)} manifest clip(s) (e.g. {unaccounted[0]}): "
             "it was made from another manifest, rerun dvc repro"
         )
-    values = np.empty((len(store.ids), *row_shape), np.float32)  # the rows kept, from the first on
+    held = 2 * len(store.ids) * 4 * int(np.prod(row_shape, dtype=np.int64))  # the rows + their standardized copy
+    writer = None if spill is None or spill.holds(held) else spill.writer(modality, tuple(row_shape))
+    if writer is not None:
+        log.info("%s: %d x %s features (%.1f MiB, twice in memory) pass runtime.heads.memory_mb (%d MB): read "
+                 "from %s, a batch at a time", modality, len(store.ids), "x".join(map(str, row_shape)),
+                 held / 2 / 2**20, spill.budget >> 20, writer.path)
+    values = np.empty((0 if writer else len(store.ids), *row_shape), np.float32)  # the rows kept, from the first on
     finite, at, kept = np.ones(len(store.ids), bool), 0, 0  # at: the chunk's first row in the store
     for chunk in read_row_chunks(path, "features", max_bytes=read_bytes):
         chunk = video_input(chunk, segments) if segments is not None else chunk
         ok = np.isfinite(chunk.reshape(len(chunk), -1)).all(axis=1)
         finite[at : at + len(chunk)] = ok
-        values[kept : kept + int(ok.sum())] = chunk if ok.all() else chunk[ok]
+        if writer is not None:
+            writer.append(chunk if ok.all() else chunk[ok])
+        else:
+            values[kept : kept + int(ok.sum())] = chunk if ok.all() else chunk[ok]
         at, kept = at + len(chunk), kept + int(ok.sum())
     excluded = [
         Rejection(store.ids[i], rejections.NONFINITE_FEATURES, f"{modality} features contain NaN or inf")
@@ -144,17 +159,24 @@ def load_features(path: str | Path, manifest: pd.DataFrame, modality: str, *, se
         log.warning("%s: excluded %d clip(s) with NaN/inf features: %s", modality, len(excluded),
                     ", ".join(r.id for r in excluded[:5]) + (" ..." if len(excluded) > 5 else ""))
     keep = np.flatnonzero(finite)
-    values = values[:kept]  # a view: the rows of excluded clips are not copied out
-    x, variants = (values[:, 0], values) if flips else (values, None)
+    if writer is not None:
+        values = writer.finish()
+        x, variants = (values.part(0), values) if flips else (values, None)
+    else:
+        values = values[:kept]  # a view: the rows of excluded clips are not copied out
+        x, variants = (values[:, 0], values) if flips else (values, None)
     return Features(modality, [store.ids[i] for i in keep], x, y[keep], dict(store.attrs), rejected, excluded,
                     variants)
 
 
-def join_modalities(audio: Features, video: Features) -> tuple[Features, list[Rejection]]:
+def join_modalities(audio: Features, video: Features, *, spill: Spill | None = None
+                    ) -> tuple[Features, list[Rejection]]:
     """``[audio, video]`` rows for the ids both hold; the others become recorded exclusions.
 
     Returns the joined :class:`Features` (modality ``fusion``, ``x`` = audio columns then video columns)
-    and the exclusions (ids held by one modality and recorded as rejected by the other).
+    and the exclusions (ids held by one modality and recorded as rejected by the other). With ``spill``, the
+    joined rows go to a file of it (:class:`~maivar.heads.rows.DiskRows`) when either modality's are in a file or
+    holding them twice would pass its budget, a chunk of rows at a time.
     """
     a_index = {i: k for k, i in enumerate(audio.ids)}
     v_index = {i: k for k, i in enumerate(video.ids)}
@@ -179,8 +201,13 @@ def join_modalities(audio: Features, video: Features) -> tuple[Features, list[Re
             f"clip {ids[k]} has label {audio.y[ai][k]} in the audio features but {video.y[vi][k]} in the video "
             "features: the feature files are out of step, rerun dvc repro"
         )
-    x = np.concatenate([audio.x[ai], video.x[vi]], axis=1) if len(ids) else np.zeros(
-        (0, audio.x.shape[1] + video.x.shape[1]), np.float32)
+    width = audio.x.shape[1] + video.x.shape[1]
+    held = 2 * 4 * len(ids) * (width + (0 if audio.variants is None else int(np.prod(audio.variants.shape[1:]))))
+    if spill is not None and (is_spilled(audio.x) or is_spilled(video.x) or not spill.holds(held)):
+        x, variants = _join_into(spill, audio, video, ai, vi)
+    else:
+        x = np.concatenate([audio.x[ai], video.x[vi]], axis=1) if len(ids) else np.zeros((0, width), np.float32)
+        variants = None if audio.variants is None else audio.variants[ai]
     rejected = {**audio.rejected, **video.rejected}
     rejected.update({r.id: r.reason for r in excluded})
     excluded = sorted(excluded, key=lambda r: r.id)
@@ -188,9 +215,25 @@ def join_modalities(audio: Features, video: Features) -> tuple[Features, list[Re
         log.warning("fusion: excluded %d clip(s) held by only one modality: %s", len(excluded),
                     ", ".join(f"{r.id} ({r.reason})" for r in excluded[:5]) + (" ..." if len(excluded) > 5 else ""))
     joined = Features("fusion", ids, x, audio.y[ai], {"audio": audio.attrs, "video": video.attrs}, rejected,
-                      audio.excluded + video.excluded + excluded,
-                      None if audio.variants is None else audio.variants[ai])  # the audio columns come first
+                      audio.excluded + video.excluded + excluded, variants)  # the audio columns come first
     return joined, excluded
+
+
+def _join_into(spill: Spill, audio: Features, video: Features, ai: np.ndarray, vi: np.ndarray,
+               chunk_bytes: int = 16 << 20) -> tuple[DiskRows, DiskRows | None]:
+    """:func:`join_modalities`'s rows (and the audio variants of them) written to ``spill``'s files, a chunk of rows
+    at a time: the same rows as the in-memory join."""
+    width = audio.x.shape[1] + video.x.shape[1]
+    log.info("fusion: %d x %d joined features written to %s, read a batch at a time", len(ai), width,
+             spill.directory)
+    rows = spill.writer("fusion", (width,))
+    flips = None if audio.variants is None else spill.writer("fusion-variants", tuple(audio.variants.shape[1:]))
+    step = max(1, chunk_bytes // (4 * width))
+    for k in range(0, len(ai), step):
+        rows.append(np.concatenate([audio.x[ai[k : k + step]], video.x[vi[k : k + step]]], axis=1))
+        if flips is not None:
+            flips.append(audio.variants[ai[k : k + step]])
+    return rows.finish(), None if flips is None else flips.finish()
 
 
 def split_rows(features: Features, manifest: pd.DataFrame, split: str) -> np.ndarray:

@@ -14,12 +14,17 @@ gradient rides in the weight gradient's matrix product, written into gradient bu
 Adam is fused; losses and counts stay on the device until the epoch ends. The numbers are those of the
 straightforward loop (``model(x[idx])``, :func:`head_loss`, ``backward``, the same fused Adam): weights and
 accuracies bit for bit on this machine (tested to float32 rounding), the logged loss to its last bits.
+
+Memory (``memory_mb``, ``runtime.heads.memory_mb``): features that would pass it held twice (the rows and their
+standardized copy) are read from a file beside the model a batch at a time instead (:mod:`maivar.heads.rows`):
+the same numbers, bit for bit; what the stage holds then does not grow with the dataset's features.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +37,7 @@ from maivar.core.errors import PipelineError
 from maivar.core.manifest import read_manifest
 from maivar.settings.heads import FusionSettings, HeadSettings, TrainSettings, VideoHeadSettings
 
+from .batches import batch_source
 from .join import (
     HEAD_COLUMNS,
     Features,
@@ -44,6 +50,7 @@ from .join import (
 )
 from .mlp import MLP, check_video_fits, fusion_from_video
 from .model_files import load_model, rejection_records, save_model
+from .rows import DiskRows, spill_beside
 
 log = logging.getLogger(__name__)
 
@@ -92,22 +99,6 @@ def predict(model: nn.Module, x: np.ndarray, batch_size: int = 4096) -> np.ndarr
 def accuracy(logits: np.ndarray, y: np.ndarray) -> float:
     """Top-1 accuracy in percent (0 for no rows)."""
     return float((logits.argmax(axis=1) == y).mean() * 100.0) if len(y) else 0.0
-
-
-def standardized(model: MLP, x: np.ndarray | torch.Tensor, device: torch.device, columns: int | None = None,
-                 rows: np.ndarray | None = None, chunk_bytes: int = 16 << 20):
-    """``x`` (..., F), or its rows ``rows``, as float32 on ``device``, standardized with ``model``'s buffers (the
-    first ``columns`` of them if given): element for element what :meth:`MLP.forward` computes, so
-    ``model.layers`` on rows of it gives ``model`` on the raw rows, bit for bit. ``rows`` are gathered
-    ``chunk_bytes`` at a time into the output: no copy of them besides it."""
-    mean, std = (model.mean, model.std) if columns is None else (model.mean[:columns], model.std[:columns])
-    if rows is None:
-        return torch.tensor(x, dtype=torch.float32, device=device).sub_(mean).div_(std)
-    out = torch.empty((len(rows), *x.shape[1:]), dtype=torch.float32, device=device)
-    step = max(1, int(chunk_bytes) // max(1, 4 * int(np.prod(x.shape[1:], dtype=np.int64))))
-    for i in range(0, len(rows), step):
-        out[i : i + step] = torch.from_numpy(np.asarray(x[rows[i : i + step]], dtype=np.float32))
-    return out.sub_(mean).div_(std)
 
 
 class _LinearInto(torch.autograd.Function):
@@ -163,7 +154,7 @@ class HeadStep:
             raise PipelineError("HeadStep trains an MLP's Linear layers only")
 
     def __call__(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Train on the standardized rows ``xb`` (see :func:`standardized`) with labels ``yb``."""
+        """Train on the standardized rows ``xb`` (see :func:`~maivar.heads.batches.standardized`) with labels ``yb``."""
         with torch.no_grad():
             for m, (grad_w, grad_b) in zip(self.linears, self.grads, strict=True):
                 m.weight.grad, m.bias.grad = grad_w, grad_b
@@ -185,20 +176,21 @@ class HeadStep:
 
 
 @torch.no_grad()
-def _count_correct(model: MLP, x: torch.Tensor, y: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-    """Correct top-1 predictions of ``model`` (eval mode) on standardized rows ``x``, as a tensor on their device."""
+def _count_correct(model: MLP, chunks: Iterator[torch.Tensor], y: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Correct top-1 predictions of ``model`` (eval mode) on the standardized rows ``chunks`` (of ``batch_size``
+    rows, the last fewer), as a tensor on their device."""
     model.eval()
-    correct = torch.zeros((), dtype=torch.int64, device=x.device)
-    for i in range(0, len(x), batch_size):
-        correct += (model.layers(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size]).sum()
+    correct = torch.zeros((), dtype=torch.int64, device=y.device)
+    for i, x in zip(range(0, len(y), batch_size), chunks, strict=False):
+        correct += (model.layers(x).argmax(1) == y[i : i + batch_size]).sum()
     return correct
 
 
 def train_head(
     model: MLP,
-    x_train: np.ndarray,
+    x_train: np.ndarray | DiskRows,
     y_train: np.ndarray,
-    x_test: np.ndarray,
+    x_test: np.ndarray | DiskRows,
     y_test: np.ndarray,
     *,
     epochs: int,
@@ -208,7 +200,7 @@ def train_head(
     seed: int,
     live=None,
     desc: str | None = None,
-    variants_train: np.ndarray | None = None,
+    variants_train: np.ndarray | DiskRows | None = None,
     device: str | torch.device | None = None,
     train_rows: np.ndarray | None = None,
     test_rows: np.ndarray | None = None,
@@ -223,10 +215,12 @@ def train_head(
     training clip gets one variant drawn at random (a generator of its own, seeded from ``seed``, so that the
     batch order is the same with and without variants). The test rows are always the unflipped ``x_test``.
 
-    ``device`` (default: where ``model`` is) runs the training there; the model comes back where it was. The
-    features are standardized once, on the device (so a step neither copies from the host nor standardizes),
-    the batch order and flip draws come from seeded CPU generators (the same on every device), and each
-    epoch's losses and counts stay on the device until its end: one host synchronisation an epoch.
+    ``device`` (default: where ``model`` is) runs the training there; the model comes back where it was. Features
+    in memory are standardized once, on the device (so a step neither copies from the host nor standardizes);
+    features in a file (:class:`~maivar.heads.rows.DiskRows`, past ``runtime.heads.memory_mb``) are read and
+    standardized a batch at a time, with the same numbers. The batch order and flip draws come from seeded CPU
+    generators (the same on every device), and each epoch's losses and counts stay on the device until its end:
+    one host synchronisation an epoch.
     """
     if (len(x_train) if train_rows is None else len(train_rows)) == 0:
         raise PipelineError(f"{desc or 'head'}: no training clips")
@@ -241,6 +235,9 @@ def train_head(
         model.to(home)
 
 
+TEST_BATCH = 4096  # test rows a forward pass when counting the correct ones
+
+
 def _train(model, x_train, y_train, x_test, y_test, *, epochs, lr, batch_size, l1, seed, live, desc, variants_train,
            device, train_rows, test_rows) -> list[dict]:
     gen = torch.Generator().manual_seed(seed)
@@ -250,28 +247,26 @@ def _train(model, x_train, y_train, x_test, y_test, *, epochs, lr, batch_size, l
     if test_rows is not None:
         y_test = y_test[test_rows]
     n = len(y_train)
-    xs, ys = standardized(model, x_train, device, rows=train_rows), torch.tensor(y_train, dtype=torch.int64,
-                                                                                 device=device)
-    xs_test = standardized(model, x_test, device, rows=test_rows)
+    rows = batch_source(model, x_train, train_rows, x_test, test_rows, variants_train, device)
+    ys = torch.tensor(y_train, dtype=torch.int64, device=device)
     ys_test = torch.tensor(y_test, dtype=torch.int64, device=device)
     if variants_train is not None:
-        dim = variants_train.shape[2]
-        vs = standardized(model, variants_train, device, columns=dim, rows=train_rows)
         flip_gen = torch.Generator().manual_seed(seed + 1)
-        rows = torch.arange(n, device=device)
     history = []
     for epoch in tqdm(range(epochs), desc=desc, unit="epoch", disable=desc is None, mininterval=1.0):
         model.train()
-        if variants_train is not None:  # one flip variant per clip for this epoch (every row's columns replaced)
-            xs[:, :dim] = vs[rows, torch.randint(vs.shape[1], (n,), generator=flip_gen).to(device)]
-        order = torch.randperm(n, generator=gen).to(device)
+        if variants_train is not None:  # one flip variant per clip for this epoch
+            rows.draw(torch.randint(variants_train.shape[1], (n,), generator=flip_gen))
+        order = torch.randperm(n, generator=gen)
+        on_device = order.to(device)
+        batches = rows.order(order, on_device)
         losses, correct = [], torch.zeros((), dtype=torch.int64, device=device)
         for start in range(0, n, batch_size):
-            idx = order[start : start + batch_size]
-            loss, right = step(xs.index_select(0, idx), ys.index_select(0, idx))
+            idx = on_device[start : start + batch_size]
+            loss, right = step(rows.batch(batches[start : start + batch_size]), ys.index_select(0, idx))
             losses.append(loss)
             correct += right
-        test_correct = _count_correct(model, xs_test, ys_test)
+        test_correct = _count_correct(model, rows.test_chunks(TEST_BATCH), ys_test, TEST_BATCH)
         total = 0.0  # summed on the host in batch order, as float(loss) * batch rows
         for start, value in zip(range(0, n, batch_size), torch.stack(losses).tolist(), strict=True):
             total += value * (min(start + batch_size, n) - start)
@@ -343,20 +338,21 @@ def fit(
 
 def train_single_modality(*, modality: str, manifest_path: str | Path, features_path: str | Path,
                           model_path: str | Path, live_dir: str | Path, head: HeadSettings,
-                          train: TrainSettings) -> None:
+                          train: TrainSettings, memory_mb: int) -> None:
     """Stages train_audio / train_video: an MLP on one modality's features, saved with its history.
 
     ``head`` is the ``audio_mlp`` / ``video_mlp`` section (for video, ``segments`` says how the segment features
-    enter the MLP), ``train`` the shared ``train`` section.
+    enter the MLP), ``train`` the shared ``train`` section, ``memory_mb`` ``runtime.heads.memory_mb``.
     """
     set_determinism(train.seed, train.threads)
     manifest = read_manifest(manifest_path, HEAD_COLUMNS)
     classes = class_names(manifest)
     segments = head.segments if isinstance(head, VideoHeadSettings) else None
-    features = load_features(features_path, manifest, modality, segments=segments)
-    model = MLP(features.x.shape[1], head.hidden, len(classes), head.dropout)
-    history = fit(features, manifest, model, epochs=head.epochs, lr=head.lr, batch_size=head.batch_size,
-                  l1=head.l1, seed=train.seed, live_dir=live_dir)
+    with spill_beside(model_path, memory_mb) as spill:
+        features = load_features(features_path, manifest, modality, segments=segments, spill=spill)
+        model = MLP(features.x.shape[1], head.hidden, len(classes), head.dropout)
+        history = fit(features, manifest, model, epochs=head.epochs, lr=head.lr, batch_size=head.batch_size,
+                      l1=head.l1, seed=train.seed, live_dir=live_dir)
     save_model(model_path, model, classes=classes, extra={
         "modality": modality, **({"segments": segments} if segments else {}),
         "excluded": rejection_records(features.excluded), "history": history,
@@ -366,28 +362,30 @@ def train_single_modality(*, modality: str, manifest_path: str | Path, features_
 
 def train_fusion(*, manifest_path: str | Path, audio_path: str | Path, video_path: str | Path,
                  video_model_path: str | Path, model_path: str | Path, live_dir: str | Path, head: FusionSettings,
-                 video_head: VideoHeadSettings, train: TrainSettings) -> None:
+                 video_head: VideoHeadSettings, train: TrainSettings, memory_mb: int) -> None:
     """Stage train_fusion: the fusion MLP on ``[audio, video]``, initialized from the trained video MLP
     (paper Algorithm 1, :func:`~maivar.heads.mlp.fusion_from_video`) or from scratch (``head.init``).
 
     ``head`` is the ``fusion_mlp`` section, ``video_head`` the ``video_mlp`` one (its ``segments``
-    says how the video features enter), ``train`` the shared ``train`` section.
+    says how the video features enter), ``train`` the shared ``train`` section, ``memory_mb``
+    ``runtime.heads.memory_mb``.
     """
     set_determinism(train.seed, train.threads)
     manifest = read_manifest(manifest_path, HEAD_COLUMNS)
     classes = class_names(manifest)
-    audio = load_features(audio_path, manifest, "audio")
-    video = load_features(video_path, manifest, "video", segments=video_head.segments)
-    fused, _ = join_modalities(audio, video)
-    audio_dim, video_dim = audio.x.shape[1], video.x.shape[1]
-    del audio, video  # the joined rows are a copy: the memory holds one matrix of the clips, not two
-    video_mlp, _ = load_model(video_model_path)
-    check_video_fits(video_mlp.config, video_dim, len(classes))
-    model = fusion_from_video(video_mlp, audio_dim, init=head.init)
-    # Algorithm 1 keeps the video MLP's normalization for the video columns; fit only the audio columns.
-    normalize = slice(0, audio_dim) if head.init == "video" else slice(None)
-    history = fit(fused, manifest, model, epochs=head.epochs, lr=head.lr, batch_size=head.batch_size, l1=head.l1,
-                  seed=train.seed, live_dir=live_dir, normalize=normalize)
+    with spill_beside(model_path, memory_mb) as spill:
+        audio = load_features(audio_path, manifest, "audio", spill=spill)
+        video = load_features(video_path, manifest, "video", segments=video_head.segments, spill=spill)
+        fused, _ = join_modalities(audio, video, spill=spill)
+        audio_dim, video_dim = audio.x.shape[1], video.x.shape[1]
+        del audio, video  # the joined rows are a copy: the memory holds one matrix of the clips, not two
+        video_mlp, _ = load_model(video_model_path)
+        check_video_fits(video_mlp.config, video_dim, len(classes))
+        model = fusion_from_video(video_mlp, audio_dim, init=head.init)
+        # Algorithm 1 keeps the video MLP's normalization for the video columns; fit only the audio columns.
+        normalize = slice(0, audio_dim) if head.init == "video" else slice(None)
+        history = fit(fused, manifest, model, epochs=head.epochs, lr=head.lr, batch_size=head.batch_size,
+                      l1=head.l1, seed=train.seed, live_dir=live_dir, normalize=normalize)
     save_model(model_path, model, classes=classes, extra={
         "modality": "fusion", "init": head.init, "audio_features": int(audio_dim),
         "segments": video_head.segments, "excluded": rejection_records(fused.excluded), "history": history,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from .base import Bool, Int, Pattern, Section, nested, setting
 
-__all__ = ["AudioRuntime", "RuntimeSettings", "VideoRuntime"]
+__all__ = ["AudioRuntime", "HeadsRuntime", "RuntimeSettings", "VideoRuntime"]
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,13 @@ class VideoRuntime(Section):
 
 
 @dataclass(frozen=True)
+class HeadsRuntime(Section):
+    SECTION = "runtime.heads"
+    memory_mb: int = setting(Int(0, 1 << 30), "MB of features a head holds in memory (twice); past it they are read "
+                             "from a file a batch at a time (the same numbers); 0 = always from the file")
+
+
+@dataclass(frozen=True)
 class RuntimeSettings(Section):
     SECTION = "runtime"
     device: str = setting(Pattern(r"auto|cpu|cuda(:[0-9]{1,3})?", "auto, cpu, cuda or cuda:N"))
@@ -33,6 +40,7 @@ class RuntimeSettings(Section):
     threads: int = setting(Int(0, 4096), "intra-op threads of each extracting process; 0 = shared out")
     extract_audio: AudioRuntime = nested(AudioRuntime)
     extract_video: VideoRuntime = nested(VideoRuntime)
+    heads: HeadsRuntime = nested(HeadsRuntime)
 
     @property
     def worker_count(self) -> int | None:
