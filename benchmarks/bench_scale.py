@@ -10,14 +10,16 @@ added):
   the journal -> ``video.h5`` (the journal is kept for the next run);
 - ``train_video``: :func:`maivar.heads.training.train_single_modality` on that store, with params.yaml's
   ``video_mlp`` (``segments: mean``) and ``train`` settings, one epoch (the memory does not depend on the
-  epochs), a manifest of the N clips (51 classes, a third of them test clips).
+  epochs), a manifest of the N clips (51 classes, a third of them test clips), once for each
+  ``--memory-mb`` (``runtime.heads.memory_mb``; default 2048, params.yaml's: the features in memory at these sizes,
+  and 0: read from a file a batch at a time); ``s`` is the stage's wall time (one epoch, load included).
 
 ``--code DIR`` runs the measured processes on the maivar package of another checkout (e.g. ``git worktree add
 /tmp/old <commit>``) to compare with it; the journals and stores are the same. Disk: about twice the store
 (``N x segments x dim x 4`` bytes) under ``--dir``, removed at the end unless ``--keep``.
 
     .venv/bin/python benchmarks/bench_scale.py [--sizes 10000 60000 240000] [--segments 5] [--dim 256]
-        [--dir /tmp/bench_scale] [--code DIR] [--keep]
+        [--memory-mb 2048 0] [--dir /tmp/bench_scale] [--code DIR] [--keep]
 """
 
 from __future__ import annotations
@@ -103,7 +105,10 @@ def _assemble(work: Path, n: int, segments: int, dim: int) -> None:
     _report(base)
 
 
-def _train_video(work: Path) -> None:
+def _train_video(work: Path, memory_mb: int | None) -> None:
+    import inspect
+    import time
+
     import pandas  # noqa: F401
     import yaml
 
@@ -114,24 +119,26 @@ def _train_video(work: Path) -> None:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["video_mlp"]["epochs"] = 1
     head, train = VideoHeadSettings.from_params(params), TrainSettings.from_params(params)
-    base = _peak_mib()
+    memory = {"memory_mb": memory_mb} if "memory_mb" in inspect.signature(train_single_modality).parameters else {}
+    base, start = _peak_mib(), time.perf_counter()
     train_single_modality(modality="video", manifest_path=work / "manifest.csv", features_path=work / "video.h5",
-                          model_path=work / "video_mlp.pt", live_dir=work / "dvclive", head=head, train=train)
-    _report(base)
+                          model_path=work / "video_mlp.pt", live_dir=work / "dvclive", head=head, train=train,
+                          **memory)
+    _report(base, time.perf_counter() - start)
 
 
 def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _report(base: float) -> None:
-    print(json.dumps({"base_mib": round(base, 1), "peak_mib": round(_peak_mib(), 1)}))
+def _report(base: float, seconds: float = 0.0) -> None:
+    print(json.dumps({"base_mib": round(base, 1), "peak_mib": round(_peak_mib(), 1), "s": round(seconds, 1)}))
 
 
-def measure(what: str, work: Path, n: int, segments: int, dim: int, code: Path | None) -> dict:
+def measure(what: str, work: Path, n: int, segments: int, dim: int, code: Path | None, memory_mb: int = -1) -> dict:
     env = dict(os.environ, PYTHONPATH=str(code or ROOT))
-    out = subprocess.run([sys.executable, __file__, f"_{what}", str(work), str(n), str(segments), str(dim)], env=env,
-                         check=True, capture_output=True, text=True).stdout
+    out = subprocess.run([sys.executable, __file__, f"_{what}", str(work), str(n), str(segments), str(dim),
+                          str(memory_mb)], env=env, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -141,22 +148,26 @@ def main() -> None:
     p.add_argument("--segments", type=int, default=5)
     p.add_argument("--dim", type=int, default=256)
     p.add_argument("--dir", type=Path, default=Path("/tmp/bench_scale"))
+    p.add_argument("--memory-mb", type=int, nargs="+", default=[2048, 0],
+                   help="runtime.heads.memory_mb values for train_video (ignored by code without the setting)")
     p.add_argument("--code", type=Path, default=None, help="measure the maivar package of this checkout instead")
     p.add_argument("--keep", action="store_true", help="keep the journals and stores")
     args = p.parse_args()
     print(f"features N x {args.segments} x {args.dim} float32; code: {args.code or ROOT}")
-    print(f"{'N':>8} {'store MiB':>10} {'N x D MiB':>10} | {'assemble peak':>13} {'delta':>7} | "
-          f"{'train_video peak':>16} {'delta':>7}   (MiB)")
+    heads = "".join(f" | {f'train_video ({m} MB) peak':>24} {'delta':>6} {'s':>5}" for m in args.memory_mb)
+    print(f"{'N':>8} {'store MiB':>10} {'N x D MiB':>10} | {'assemble peak':>13} {'delta':>7}{heads}   (MiB)")
     for n in args.sizes:
         work = args.dir / f"n{n}"
         if not (work / "manifest.csv").is_file():
             build(work, n, args.segments, args.dim)
         kept = sum(not _rejected(r) for r in range(n))
         a = measure("assemble", work, n, args.segments, args.dim, args.code)
-        t = measure("train_video", work, n, args.segments, args.dim, args.code)
+        cells = ""
+        for memory_mb in args.memory_mb:
+            t = measure("train_video", work, n, args.segments, args.dim, args.code, memory_mb)
+            cells += f" | {t['peak_mib']:>24.0f} {t['peak_mib'] - t['base_mib']:>6.0f} {t['s']:>5.1f}"
         print(f"{n:>8} {kept * args.segments * args.dim * 4 / 2**20:>10.0f} {kept * args.dim * 4 / 2**20:>10.0f} | "
-              f"{a['peak_mib']:>13.0f} {a['peak_mib'] - a['base_mib']:>7.0f} | "
-              f"{t['peak_mib']:>16.0f} {t['peak_mib'] - t['base_mib']:>7.0f}", flush=True)
+              f"{a['peak_mib']:>13.0f} {a['peak_mib'] - a['base_mib']:>7.0f}{cells}", flush=True)
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -167,6 +178,6 @@ if __name__ == "__main__":
         if sys.argv[1] == "_assemble":
             _assemble(work, n, segments, dim)
         else:
-            _train_video(work)
+            _train_video(work, int(sys.argv[6]))
     else:
         main()
