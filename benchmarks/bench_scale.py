@@ -10,7 +10,7 @@ added):
   the journal -> ``video.h5`` (the journal is kept for the next run);
 - ``train_video``: :func:`maivar.heads.training.train_single_modality` on that store, with params.yaml's
   ``video_mlp`` (``segments: mean``) and ``train`` settings, one epoch (the memory does not depend on the
-  epochs), a manifest of the N clips (51 classes, a third of them test clips), once for each
+  epochs), a manifest of the N clips with prepare's 19 columns (51 classes, a third of them test clips), once for each
   ``--memory-mb`` (``runtime.heads.memory_mb``; default 2048, params.yaml's: the features in memory at these sizes,
   and 0: read from a file a batch at a time); ``s`` is the stage's wall time (one epoch, load included).
 
@@ -69,11 +69,25 @@ def build(work: Path, n: int, segments: int, dim: int) -> None:
             feats = rng.standard_normal((len(rows), segments, dim), dtype=np.float32)
             journal.add(start, stop, rows, feats, rejected)
         journal.write()
+    write_manifest(work, n)
+
+
+def write_manifest(work: Path, n: int) -> None:
+    """``work/manifest.csv``: ``n`` clips with every column prepare writes (Kinetics-like paths and figures)."""
+    from maivar.core.manifest import MANIFEST_COLUMNS
+
     with open(work / "manifest.csv", "w") as fh:
-        fh.write("id,class_name,label,split\n")
+        fh.write(",".join(MANIFEST_COLUMNS) + "\n")
         for r in range(n):
             split = "test" if (r // CLASSES) % 3 == 0 else "train"
-            fh.write(f"{_clip_id(r)},Class{r % CLASSES:02d},{r % CLASSES},{split}\n")
+            name, cid = f"Class{r % CLASSES:02d}", _clip_id(r)
+            row = {"id": cid, "class_name": name, "label": r % CLASSES, "split": split,
+                   "video_path": f"/data/kinetics400/{split}/{name}/{cid}_000012_000022.mp4",
+                   "audio_path": f"data/prepared/audio/{cid}.wav", "start_s": 12.0, "end_s": 22.0, "duration_s": 10.0,
+                   "fps": 29.97, "frames": 300, "width": 340, "height": 256, "audio_sample_rate": 44100,
+                   "audio_channels": 2, "audio_peak_dbfs": -3.125, "audio_rms_dbfs": -18.25, "audio_coverage": 1.0,
+                   "decoded_share": 1.0}
+            fh.write(",".join(str(row[c]) for c in MANIFEST_COLUMNS) + "\n")
 
 
 def _assemble(work: Path, n: int, segments: int, dim: int) -> None:
@@ -160,6 +174,8 @@ def main() -> None:
         work = args.dir / f"n{n}"
         if not (work / "manifest.csv").is_file():
             build(work, n, args.segments, args.dim)
+        elif "video_path" not in (work / "manifest.csv").open().readline():  # kept from a version with 4 columns
+            write_manifest(work, n)
         kept = sum(not _rejected(r) for r in range(n))
         a = measure("assemble", work, n, args.segments, args.dim, args.code)
         cells = ""

@@ -170,7 +170,7 @@ def evaluate_heads(*, manifest_path: str | Path, audio_path: str | Path, video_p
     are scored :data:`~maivar.heads.training.TEST_BATCH` at a time. Returns the metrics.
     """
     set_determinism(seed, threads)
-    manifest = read_manifest(manifest_path, HEAD_COLUMNS)
+    manifest = read_manifest(manifest_path, HEAD_COLUMNS, only=True)
     classes = class_names(manifest)
     models = {h: load_model(p) for h, p in model_paths.items()}
     segments = models["video"][1].get("segments", "mean")

@@ -277,3 +277,17 @@ def _model_bytes(path: Path):
         return path.read_bytes()
     saved = torch.load(path, weights_only=True)
     return {k: v.numpy().tobytes() for k, v in saved.pop("state_dict").items()}, repr(saved)
+
+
+def test_the_heads_read_only_their_manifest_columns(tmp_path):
+    """The manifest's 19 columns take ~2 KB a clip in pandas; the heads keep the 4 they use (still checked)."""
+    from maivar.core.manifest import read_manifest
+    from maivar.heads.join import HEAD_COLUMNS
+
+    manifest = make_manifest(2, 3, 1).assign(video_path="v.avi", audio_path="a.wav", fps=25.0)
+    manifest.to_csv(tmp_path / "m.csv", index=False)
+    assert list(read_manifest(tmp_path / "m.csv", HEAD_COLUMNS, only=True).columns) == list(HEAD_COLUMNS)
+    assert "video_path" in read_manifest(tmp_path / "m.csv", HEAD_COLUMNS).columns
+    manifest.assign(split="val").to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(PipelineError, match="split must be train or test"):
+        read_manifest(tmp_path / "bad.csv", ("id", "label"), only=True)

@@ -23,11 +23,12 @@ STRING_COLUMNS = ("id", "class_name", "split", "video_path", "audio_path")
 SPLITS = ("train", "test")  # the split names, everywhere (manifest, listings, rejections)
 
 
-def read_manifest(path: str | Path, required: Iterable[str]) -> pd.DataFrame:
+def read_manifest(path: str | Path, required: Iterable[str], *, only: bool = False) -> pd.DataFrame:
     """The manifest sorted by ``id`` and indexed by it (the column stays too).
 
     It must exist, parse, list at least one clip, hold the ``required`` columns and unique ids; a ``split``
-    column may only say ``train`` or ``test``.
+    column may only say ``train`` or ``test``. With ``only``, just the ``required`` columns (and ``id``, ``split``)
+    are read: the heads keep ~0.3 KB a clip instead of ~2 KB for all 19 columns (paths, probe figures).
     """
     import pandas as pd  # here, not above: the readers and settings import this module's names without pandas
 
@@ -35,7 +36,9 @@ def read_manifest(path: str | Path, required: Iterable[str]) -> pd.DataFrame:
     if not path.is_file():
         raise PipelineError(f"{path} does not exist: run the prepare stage first (dvc repro prepare)")
     try:
-        df = pd.read_csv(path, dtype={c: str for c in STRING_COLUMNS})
+        wanted = {*required, "id", "split"}
+        usecols = (lambda c: c in wanted) if only else None
+        df = pd.read_csv(path, dtype={c: str for c in STRING_COLUMNS}, usecols=usecols)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         first = str(exc).splitlines()[0]
         raise PipelineError(f"{path} is not a readable CSV ({first}): rerun the prepare stage") from None

@@ -348,7 +348,7 @@ def train_single_modality(*, modality: str, manifest_path: str | Path, features_
     enter the MLP), ``train`` the shared ``train`` section, ``memory_mb`` ``runtime.heads.memory_mb``.
     """
     set_determinism(train.seed, train.threads)
-    manifest = read_manifest(manifest_path, HEAD_COLUMNS)
+    manifest = read_manifest(manifest_path, HEAD_COLUMNS, only=True)
     classes = class_names(manifest)
     segments = head.segments if isinstance(head, VideoHeadSettings) else None
     with spill_beside(model_path, memory_mb) as spill:
@@ -374,7 +374,7 @@ def train_fusion(*, manifest_path: str | Path, audio_path: str | Path, video_pat
     ``runtime.heads.memory_mb``.
     """
     set_determinism(train.seed, train.threads)
-    manifest = read_manifest(manifest_path, HEAD_COLUMNS)
+    manifest = read_manifest(manifest_path, HEAD_COLUMNS, only=True)
     classes = class_names(manifest)
     with spill_beside(model_path, memory_mb) as spill:
         audio = load_features(audio_path, manifest, "audio", spill=spill)
