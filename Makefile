@@ -28,10 +28,11 @@ demo: $(STAMP)
 	$(BIN)/maivar report
 
 ## Lint (ruff, configured in pyproject.toml), then the whole test suite on every core (pytest-xdist; a file's
-## tests stay in one worker, so its module fixtures are built once). `python -m pytest` alone runs it in one process.
+## tests stay in one worker, so its module fixtures are built once; the files in tests/conftest.py's order, longest
+## first: xdist's own reorder, by number of tests, is off). `python -m pytest` alone runs it in one process.
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -n auto --dist loadfile
+	$(BIN)/python -m pytest -n auto --dist loadfile --no-loadscope-reorder
 
 ## Benchmarks (print numbers; record them in BENCHMARKS.md).
 bench: $(STAMP)

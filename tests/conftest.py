@@ -119,11 +119,14 @@ def tiny_run(tmp_path_factory) -> tuple[Path, dict]:
     return record_tiny_run(tmp_path_factory.mktemp("predict") / "repo")
 
 
-# The files whose tests take longest (a DVC experiment, killed stages, the shared tiny run), first: `make test`
-# spreads whole files over the cores (pytest-xdist, --dist loadfile) in collection order, and a long file started
-# last would run alone at the end. The order of the tests within a file is unchanged.
-LONGEST_FIRST = ("test_presets.py", "test_datasets.py", "test_start_methods.py", "test_faults_killed.py",
-                 "test_remote.py", "test_data_parallel.py", "test_cache_links.py")
+# The files whose tests take longest, first (measured: a file's wall time in one of `make test`'s two workers,
+# BENCHMARKS "CI time"): `make test` spreads whole files over the cores (pytest-xdist, --dist loadfile, with
+# --no-loadscope-reorder: xdist would otherwise put the files with the most tests first) in collection order, and
+# a long file started last would run alone at the end. The order of the tests within a file is unchanged.
+LONGEST_FIRST = ("test_presets.py", "test_datasets.py", "test_faults_killed.py", "test_remote.py", "test_parallel.py",
+                 "test_start_methods.py", "test_data_parallel.py", "test_predict.py", "test_video_features.py",
+                 "test_checkpoints.py", "test_cache_links.py", "test_render_stage.py", "test_audio_images.py",
+                 "test_audio_features.py", "test_settings.py", "test_faults_resources.py")
 
 
 def pytest_collection_modifyitems(session, config, items):
