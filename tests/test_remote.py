@@ -88,6 +88,17 @@ def test_push_to_a_remote_and_pull_into_a_fresh_clone_runs_nothing_and_predicts(
                                                                                        strict=True)}
 
 
+def _predicts_a_test_clip_as_recorded(clone: Path, monkeypatch, capsys) -> None:
+    """``maivar predict`` in ``clone`` on one test clip's video gives that clip's row of metrics/predictions.csv."""
+    monkeypatch.chdir(clone)
+    clips = _test_videos(clone, 1)
+    capsys.readouterr()
+    assert main(["predict", *clips["video_path"], "--format", "csv", "-k", "1", "--device", "cpu"]) == 0
+    got = _rows(capsys.readouterr().out)
+    expected = _expected((clone / "metrics/predictions.csv").read_text(), clips["id"])
+    assert got[clips["video_path"].iloc[0]] == expected[clips["id"].iloc[0]]
+
+
 def _ran(proc: subprocess.CompletedProcess) -> set[str]:
     return set(RAN.findall(proc.stdout))
 
@@ -127,13 +138,7 @@ def test_a_checkpoint_replaced_in_place_reruns_exactly_the_extraction_and_what_f
     assert (clone / "data/features/audio.h5").read_bytes() != before
     # (with nothing changed, `dvc repro` runs the two weights stages and nothing else: the remote test shows it)
     ckpt.unlink()  # a laptop without the checkpoint: predict uses data/weights/audio.safetensors
-    monkeypatch.chdir(clone)
-    clips = _test_videos(clone, 1)
-    capsys.readouterr()
-    assert main(["predict", *clips["video_path"], "--format", "csv", "-k", "1", "--device", "cpu"]) == 0
-    got = _rows(capsys.readouterr().out)
-    expected = _expected((clone / "metrics/predictions.csv").read_text(), clips["id"])
-    assert got[clips["video_path"].iloc[0]] == expected[clips["id"].iloc[0]]
+    _predicts_a_test_clip_as_recorded(clone, monkeypatch, capsys)
 
 
 # ------------------------------------------------------------------------------------------- a real SSH remote
@@ -268,10 +273,4 @@ def test_an_ssh_remote_round_trip(ssh_tools, sshd, tiny_run, tmp_path, monkeypat
     status = _dvc(clone, env, "status", "--json")
     assert json.loads(status.stdout) == {s: ["always changed"] for s in ALWAYS}, status.stdout
 
-    monkeypatch.chdir(clone)
-    clips = _test_videos(clone, 1)
-    capsys.readouterr()
-    assert main(["predict", *clips["video_path"], "--format", "csv", "-k", "1", "--device", "cpu"]) == 0
-    got = _rows(capsys.readouterr().out)
-    expected = _expected((clone / "metrics/predictions.csv").read_text(), clips["id"])
-    assert got[clips["video_path"].iloc[0]] == expected[clips["id"].iloc[0]]
+    _predicts_a_test_clip_as_recorded(clone, monkeypatch, capsys)
