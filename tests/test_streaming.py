@@ -291,3 +291,30 @@ def test_the_heads_read_only_their_manifest_columns(tmp_path):
     manifest.assign(split="val").to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(PipelineError, match="split must be train or test"):
         read_manifest(tmp_path / "bad.csv", ("id", "label"), only=True)
+
+
+def test_a_full_disk_under_the_spill_is_one_line(tmp_path):
+    """/dev/full answers every write with ENOSPC: the head stops with one line naming the way out."""
+    from maivar.heads.rows import RowWriter
+
+    writer = RowWriter(Path("/dev/full"), (4,))
+    with pytest.raises(PipelineError, match=r"^could not write the features to /dev \(No space left on device\): "
+                                             r"free space there, or raise runtime.heads.memory_mb"):
+        writer.append(np.ones((1 << 16, 4), np.float32))  # 1 MiB: past the write buffer
+        writer.finish()
+
+
+def test_a_killed_runs_spill_folder_is_removed_by_the_next_run_and_its_own_at_the_end(tmp_path):
+    from maivar.heads.rows import spill_beside
+
+    model = tmp_path / "models/video_mlp.pt"
+    stale = tmp_path / "models/.video_mlp.pt.tmp-rows-99999999"
+    stale.mkdir(parents=True)
+    (stale / "01-video.f32").write_bytes(b"\0" * 64)
+    with spill_beside(model, 0) as spill:
+        assert not stale.exists()
+        writer = spill.writer("video", (2,))
+        writer.append(np.ones((3, 2), np.float32))
+        assert writer.finish()[np.array([2])].tolist() == [[1.0, 1.0]]
+        assert spill.directory.parent == model.parent and spill.directory.name.startswith(".video_mlp.pt.tmp-rows-")
+    assert not any(model.parent.iterdir())

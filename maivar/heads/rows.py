@@ -141,12 +141,26 @@ class RowWriter:
         rows = np.ascontiguousarray(rows, dtype=np.float32)
         if rows.shape[1:] != self.row_shape:
             raise ValueError(f"rows shaped {rows.shape[1:]}, expected {self.row_shape}")
-        self._file.write(memoryview(rows).cast("B"))
+        with self._one_line():
+            self._file.write(memoryview(rows).cast("B"))
         self.n += len(rows)
 
     def finish(self) -> DiskRows:
-        self._file.close()
+        with self._one_line():
+            self._file.close()
         return DiskRows(self.path, self.n, self.row_shape)
+
+    @contextlib.contextmanager
+    def _one_line(self) -> Iterator[None]:
+        """A full disk (or any write error) is one line naming the folder and the way out, not a traceback."""
+        try:
+            yield
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            raise PipelineError(
+                f"could not write the features to {self.path.parent} ({exc.strerror or exc}): free space there, or "
+                "raise runtime.heads.memory_mb to keep them in memory") from None
 
 
 class Spill:
