@@ -118,6 +118,28 @@ def test_heads_train_on_the_gpu_deterministically():
     assert next(iter(a.values())).device.type == "cpu"  # the model comes back where it was
 
 
+def test_heads_from_a_file_train_on_the_gpu_as_from_memory(tmp_path):
+    """runtime.heads.memory_mb past: the batches read from the file go to the GPU one by one; the same weights
+    and history as the rows standardized once on the GPU (the CPU's bit-for-bit equality: tests/test_streaming.py)."""
+    from maivar.heads.rows import Spill
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 24)).astype(np.float32)
+    y = np.arange(300) % 3
+    writer = Spill(tmp_path / "spill", 0).writer("x", (24,))
+    writer.append(x)
+    on_disk = writer.finish()
+    runs = []
+    for rows in (x, on_disk):
+        set_determinism(0, 1)
+        model = MLP(24, [16], 3, 0.1)
+        history = train_head(model, rows, y, rows, y, epochs=3, lr=1e-3, batch_size=16, l1=1e-5, seed=0, device=GPU,
+                             train_rows=np.arange(200), test_rows=np.arange(200, 300))
+        runs.append((model.state_dict(), history))
+    (a, ha), (b, hb) = runs
+    assert all(torch.equal(a[k], b[k]) for k in a) and ha == hb
+
+
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
 def test_two_gpu_data_parallel_extract_audio_matches_one_gpu(tmp_path):
     """runtime.processes: 2 on two GPUs (NCCL process group, spawned ranks, cuda:0 and cuda:1): the ids of the
