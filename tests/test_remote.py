@@ -222,7 +222,19 @@ Subsystem sftp internal-sftp
                 if proc.poll() is not None or time.monotonic() > deadline:
                     pytest.fail(f"sshd did not start listening on port {port}:\n{log.read_text(errors='replace')}")
                 time.sleep(0.05)
-        yield Sshd(port, pwd.getpwuid(os.geteuid()).pw_name, d / "client", home, log)
+        user = pwd.getpwuid(os.geteuid()).pw_name
+        ssh = shutil.which("ssh", path=SSH_TOOLS_PATH)
+        if ssh:  # a login this sshd refuses (e.g. a user whose password is locked, with UsePAM no) is the machine's
+            probe = subprocess.run([ssh, "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+                                    "-o", f"UserKnownHostsFile={home / '.ssh/known_hosts'}", "-i", str(d / "client"),
+                                    "-p", str(port), f"{user}@127.0.0.1", "true"], capture_output=True, text=True,
+                                   stdin=subprocess.DEVNULL, timeout=30)
+            if probe.returncode != 0:
+                why = f"this machine's sshd refuses a key login for {user}: {probe.stderr.strip()[-300:]}"
+                if os.environ.get("MAIVAR_REQUIRE_SSH") == "1":
+                    pytest.fail(f"MAIVAR_REQUIRE_SSH=1 but {why}\n{log.read_text(errors='replace')}")
+                pytest.skip(why)
+        yield Sshd(port, user, d / "client", home, log)
     finally:
         proc.terminate()
         try:
