@@ -52,12 +52,6 @@ class DiskRows:
     def shape(self) -> tuple[int, ...]:
         return (self.n, *self.row_shape)
 
-    @property
-    def ndim(self) -> int:
-        return 1 + len(self.row_shape)
-
-    dtype = np.dtype(np.float32)
-
     def __len__(self) -> int:
         return self.n
 
@@ -69,9 +63,8 @@ class DiskRows:
         """Sub-row ``k`` of each row (rows of shape V x D -> D): the same file, no copy."""
         if not 0 <= k < self.row_shape[0]:
             raise IndexError(f"part {k} of rows shaped {self.row_shape}")
-        sub = DiskRows(self.path, self.n, self.row_shape[1:], stride=self.stride,
-                       offset=self.offset + k * self.row_bytes // self.row_shape[0])
-        return sub
+        return DiskRows(self.path, self.n, self.row_shape[1:], stride=self.stride,
+                        offset=self.offset + k * self.row_bytes // self.row_shape[0])
 
     def __getitem__(self, rows) -> np.ndarray:
         if isinstance(rows, slice):
@@ -79,35 +72,36 @@ class DiskRows:
         rows = np.asarray(rows)
         if rows.ndim != 1 or (len(rows) and rows.dtype.kind not in "iu"):
             raise TypeError("DiskRows takes a slice or a 1-d array of row numbers")
+        rows = self._checked(rows)
         out = np.empty((len(rows), *self.row_shape), np.float32)
-        self._read(out, rows.astype(np.int64, copy=False), self.offset)
+        if self.stride != self.row_bytes:  # rows with gaps between them: one read a row
+            for i, row in enumerate(rows.tolist()):
+                self._pread(out[i], row, self.offset)
+            return out
+        breaks = np.flatnonzero(np.diff(rows) != 1) + 1  # runs of consecutive rows: one read each
+        first = rows.tolist()
+        for s, e in zip([0, *breaks.tolist()], [*breaks.tolist(), len(rows)], strict=True):
+            if e > s:
+                self._pread(out[s:e], first[s], self.offset)
         return out
 
     def pick(self, rows: np.ndarray, which: np.ndarray) -> np.ndarray:
-        """Row ``rows[i]``'s sub-row ``which[i]`` for each ``i`` (rows shaped V x D -> a len(rows) x D array)."""
-        sub = self.part(0)
-        out = np.empty((len(rows), *sub.row_shape), np.float32)
-        offsets = np.asarray(which, np.int64) * sub.row_bytes + self.offset
-        for i, (row, off) in enumerate(zip(np.asarray(rows, np.int64).tolist(), offsets.tolist(), strict=True)):
-            sub._read_run(out[i : i + 1], row, off)
+        """Row ``rows[i]``'s sub-row ``which[i]`` for each ``i`` (rows shaped V x D -> a len(rows) x D array), read
+        with this file's handle."""
+        rows = self._checked(np.asarray(rows, np.int64))
+        sub_bytes = self.row_bytes // self.row_shape[0]
+        out = np.empty((len(rows), *self.row_shape[1:]), np.float32)
+        for i, (row, k) in enumerate(zip(rows.tolist(), np.asarray(which, np.int64).tolist(), strict=True)):
+            self._pread(out[i], row, self.offset + k * sub_bytes)
         return out
 
-    def _read(self, out: np.ndarray, rows: np.ndarray, offset: int) -> None:
+    def _checked(self, rows: np.ndarray) -> np.ndarray:
         if len(rows) and (rows.min() < 0 or rows.max() >= self.n):
             raise IndexError(f"row out of range 0..{self.n - 1}")
-        if self.stride != self.row_bytes:  # rows with gaps between them: one read a row
-            for i, row in enumerate(rows.tolist()):
-                self._read_run(out[i : i + 1], row, offset)
-            return
-        breaks = np.flatnonzero(np.diff(rows) != 1) + 1  # runs of consecutive rows: one read each
-        starts = [0, *breaks.tolist()]
-        ends = [*breaks.tolist(), len(rows)]
-        first = rows.tolist()
-        for s, e in zip(starts, ends, strict=True):
-            if e > s:
-                self._read_run(out[s:e], first[s], offset)
+        return rows.astype(np.int64, copy=False)
 
-    def _read_run(self, out: np.ndarray, row: int, offset: int) -> None:
+    def _pread(self, out: np.ndarray, row: int, offset: int) -> None:
+        """Fill ``out`` (one row or a run of consecutive rows) from row ``row``, ``offset`` bytes into it."""
         if self._fd is None:
             self._fd = os.open(self.path, os.O_RDONLY)
         view = memoryview(out).cast("B")
